@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Every problem a user can cause (bad input, missing file, unreachable service) is raised as a
+:class:`ZhragError` whose message is one line naming what was wrong. The CLI prints that line and
+exits non-zero; Python callers can catch the class.
+"""
+
+
+class ZhragError(Exception):
+    """A problem caused by input or environment, with a one-line message fit for the user."""
+
+
+class ConfigError(ZhragError):
+    """Unknown variant, bad option value, or invalid runtime context."""
+
+
+class ModelLoadError(ZhragError):
+    """A model, tokenizer or adapter could not be found or loaded."""
+
+
+class KnowledgeBaseError(ZhragError):
+    """Missing or empty corpus source, malformed input line, or unusable collection."""
+
+
+class QdrantUnavailableError(ZhragError):
+    """The Qdrant server or embedded storage cannot be reached or opened."""
+
+
+class MCPServerError(ZhragError):
+    """The MCP knowledge server failed to start or a tool call failed."""

@@ -1,0 +1,1 @@
+"""zhrag.evaluation package."""

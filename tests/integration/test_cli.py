@@ -1,0 +1,92 @@
+"""The CLI end to end: index a real KB subset, answer with a0/a1/a2 through the real MCP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration]
+
+QUESTION = "《九命奇冤》是由哪位作者所著？"
+
+
+def zhrag(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "zhrag.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def indexed_path(kb_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Embedded Qdrant storage holding the KB subset, built with ``zhrag index``."""
+    path = tmp_path_factory.mktemp("qdrant")
+    first = zhrag("index", str(kb_subset), "--qdrant-path", str(path))
+    assert first.returncode == 0, first.stderr
+    again = zhrag("index", str(kb_subset), "--qdrant-path", str(path))
+    assert again.returncode == 0, again.stderr
+    # Re-indexing the same source is idempotent: the collection size does not change.
+    assert first.stdout.split("now holds")[1] == again.stdout.split("now holds")[1]
+    return path
+
+
+@pytest.mark.slow
+def test_ask_a1_json_finds_the_answer_passage_and_reuses_the_model_cache(indexed_path: Path):
+    runs = []
+    for _ in range(2):
+        result = zhrag("ask", "--variant", "a1", "--json", "--qdrant-path", str(indexed_path), QUESTION)
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(result.stdout))
+    record = runs[1]
+    assert set(record) >= {"variant", "question", "answer", "contexts", "queries", "requeries", "timings_ms"}
+    assert record["variant"] == "a1" and record["queries"] == [QUESTION]
+    assert any("吴沃尧" in passage["text"] for passage in record["contexts"])
+    assert {"id", "title", "text", "score"} <= set(record["contexts"][0])
+    assert {"retrieve", "answer", "total"} <= set(record["timings_ms"])
+    # The second run in a row loads the dequantized weights from the disk cache.
+    assert record["models"] and all(model["cache_hit"] for model in record["models"])
+
+
+@pytest.mark.slow
+def test_ask_a2_json_judges_and_keeps_relevant_passages(indexed_path: Path):
+    result = zhrag("ask", "--variant", "a2", "--json", "--qdrant-path", str(indexed_path), QUESTION)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["variant"] == "a2"
+    assert 0 <= record["requeries"] <= 2
+    assert len(record["queries"]) == record["requeries"] + 1
+    assert len(set(record["queries"])) == len(record["queries"])
+    assert record["answer"].strip()
+    assert {"retrieve", "judge", "answer"} <= set(record["timings_ms"])
+
+
+def test_missing_kb_source_is_a_one_line_error(tmp_path: Path):
+    result = zhrag("index", str(tmp_path / "nope.jsonl"), "--qdrant-path", str(tmp_path / "q"))
+    assert result.returncode == 2
+    assert "nope.jsonl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_malformed_jsonl_line_names_file_and_line(tmp_path: Path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"text": "第一段文字，内容足够长。"}\n{"text": 12,,}\n', encoding="utf-8")
+    result = zhrag("index", str(source), "--qdrant-path", str(tmp_path / "q"))
+    assert result.returncode == 2
+    assert "bad.jsonl" in result.stderr and ":2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_qdrant_url_is_a_one_line_error(kb_subset: Path):
+    result = zhrag("index", str(kb_subset), "--qdrant-url", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_model_path_is_a_one_line_error(tmp_path: Path):
+    result = zhrag("ask", "--variant", "a0", "--model", str(tmp_path / "no-model"), "问题")
+    assert result.returncode == 2
+    assert "no-model" in result.stderr and "Traceback" not in result.stderr

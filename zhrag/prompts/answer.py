@@ -1,0 +1,118 @@
+"""Answer prompts (with numbered passages, or closed-book) and the answer cleaner.
+
+Base models get a few-shot completion prompt ending in ``答案：`` so the next line-free completion is
+the answer; chat models get a system instruction and one user message. The few-shot examples are
+invented (fictional places and people), so they leak no benchmark answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from zhrag.prompts.common import Prompt, format_passage
+from zhrag.tools.passage import Passage
+
+#: Characters kept from each passage in the answer prompt.
+ANSWER_PASSAGE_CHARS = 400
+#: What ``clean_answer`` returns when the model produced nothing usable.
+UNKNOWN_ANSWER = "不知道"
+
+RAG_INSTRUCTION = "根据资料回答问题。答案要简短，只写出答案本身。"
+CLOSED_BOOK_INSTRUCTION = "回答下列问题。答案要简短，只写出答案本身。"
+
+#: (passages, question, answer) few-shot examples for the passage-grounded prompt.
+RAG_EXAMPLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (
+        ("青溪镇位于云岭省东部，始建于明朝万历年间，以出产竹编工艺品闻名，每年秋季举办竹编节。",),
+        "青溪镇以出产什么闻名？",
+        "竹编工艺品",
+    ),
+    (
+        (
+            "白鹭湖是一座人工湖，湖面面积约十二平方公里，湖心岛上建有观鸟塔。",
+            "化学家林慕远生于海宁，1958年首次合成了化合物蓝晶酮，后任东岳大学校长。",
+        ),
+        "蓝晶酮是由哪位化学家首次合成的？",
+        "林慕远",
+    ),
+    (
+        ("《远山谣》是作曲家沈书禾创作的一部交响诗，1987年在上海首演，全曲分为四个乐章。",),
+        "交响诗《远山谣》是在哪一年首演的？",
+        "1987年",
+    ),
+)
+
+#: (question, answer) few-shot examples for the closed-book prompt (common knowledge).
+CLOSED_BOOK_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("太阳系中体积最大的行星是哪一颗？", "木星"),
+    ("《西游记》的作者是谁？", "吴承恩"),
+    ("水的化学式是什么？", "H2O"),
+)
+
+CHAT_RAG_SYSTEM = (
+    "你是知识问答助手。请根据用户给出的资料回答问题；资料中没有答案时，凭你的知识回答。"
+    "只输出简短的答案本身（人名、地名、年份、数字或短语），不要解释，不要重复问题。"
+)
+CHAT_CLOSED_BOOK_SYSTEM = (
+    "你是知识问答助手。请用简短的中文回答问题，只输出答案本身（人名、地名、年份、数字或短语），不要解释。"
+)
+
+
+def _numbered(passages: Sequence[str]) -> str:
+    return "\n".join(f"[{i}] {text}" for i, text in enumerate(passages, start=1))
+
+
+def _rag_block(passages: Sequence[str], question: str, answer: str = "") -> str:
+    return f"资料：\n{_numbered(passages)}\n问题：{question}\n答案：{answer}"
+
+
+def _closed_block(question: str, answer: str = "") -> str:
+    return f"问题：{question}\n答案：{answer}"
+
+
+def build_answer_prompt(question: str, passages: Sequence[Passage], *, chat: bool) -> Prompt:
+    """Prompt asking for a short answer to ``question``.
+
+    With ``passages`` the prompt numbers them ([1], [2], …, each cut to ``ANSWER_PASSAGE_CHARS``);
+    without, it is closed-book. ``chat`` selects messages (chat models) over a few-shot completion
+    text (base models).
+    """
+    texts = [format_passage(p, ANSWER_PASSAGE_CHARS) for p in passages]
+    if chat:
+        if texts:
+            return [
+                SystemMessage(CHAT_RAG_SYSTEM),
+                HumanMessage(f"资料：\n{_numbered(texts)}\n\n问题：{question}"),
+            ]
+        return [SystemMessage(CHAT_CLOSED_BOOK_SYSTEM), HumanMessage(question)]
+    if texts:
+        shots = [_rag_block(p, q, a) for p, q, a in RAG_EXAMPLES]
+        return "\n\n".join([RAG_INSTRUCTION, *shots, _rag_block(texts, question)])
+    shots = [_closed_block(q, a) for q, a in CLOSED_BOOK_EXAMPLES]
+    return "\n\n".join([CLOSED_BOOK_INSTRUCTION, *shots, _closed_block(question)])
+
+
+_LABEL = re.compile(r"^(?:最终答案|正确答案|答案|回答|答|answer)\s*(?:是|为)?\s*[:：]\s*", re.IGNORECASE)
+_CITATION = re.compile(r"[\[【［]\s*\d+\s*[\]】］]")
+_SENTENCE_END = re.compile(r"[。！？；，!?;]|\.(?:\s|$)")
+_EDGE_JUNK = " \t\u3000*_:：.,，、。；;！!？?\"'“”‘’「」『』`"
+
+
+def clean_answer(text: str) -> str:
+    """Reduce a raw model completion to a short answer.
+
+    Keeps the first non-empty line, drops labels such as ``答案：``, passage citations like ``[1]``,
+    markdown emphasis, everything after the first sentence break, surrounding quotes and trailing
+    punctuation. Book-title marks 《》 and brackets are kept (they are part of many answers).
+    Returns ``UNKNOWN_ANSWER`` ("不知道") when nothing is left.
+    """
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    line = _CITATION.sub("", line.replace("**", "")).strip(_EDGE_JUNK)
+    while (stripped := _LABEL.sub("", line).strip(_EDGE_JUNK)) != line:
+        line = stripped
+    if match := _SENTENCE_END.search(line):
+        line = line[: match.start()]
+    return line.strip(_EDGE_JUNK) or UNKNOWN_ANSWER

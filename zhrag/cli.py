@@ -217,7 +217,7 @@ def serve_mcp(ctx: typer.Context) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zhrag`` console script."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False, prog_name="zhrag")
     except ZhragError as error:
         typer.echo(f"error: {error}", err=True)
         return 2
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as error:  # usage errors (typer vendors click's exceptions)
         error.show()
         return error.exit_code
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

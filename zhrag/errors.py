@@ -28,3 +28,7 @@ class QdrantUnavailableError(ZhragError):
 
 class MCPServerError(ZhragError):
     """The MCP knowledge server failed to start or a tool call failed."""
+
+
+class DatasetError(ZhragError):
+    """Missing or malformed evaluation data: question set, ids file or results file."""

@@ -8,9 +8,13 @@ or, in LangGraph Studio, edit it in the assistant's context panel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from zhrag import settings
 from zhrag.errors import ConfigError
+
+#: Graders of the evaluation: offline rules, or the official prompt sent to the evaluation judge.
+GRADERS = ("rules", "official")
 
 
 @dataclass(kw_only=True)
@@ -32,6 +36,16 @@ class Context:
         qdrant_url: Qdrant server URL; ``None`` uses embedded storage at ``qdrant_path``.
         qdrant_path: Embedded Qdrant directory; ``None`` uses the default location.
         embedder: Dense embedder for the knowledge base (packaged MiniLM by default).
+        grader: Evaluation only: ``rules`` (offline normalised string matching, default) or
+            ``official`` (the Chinese-SimpleQA grading prompt sent to the evaluation judge).
+        eval_model: Evaluation only: local model used as the evaluation judge (official grader and
+            RAGAS metrics) when no ``eval_base_url`` is given; ``None`` uses ``model`` without adapter.
+            Unrelated to ``judge_model``, the A2 relevance judge.
+        eval_base_url: Evaluation only: OpenAI-compatible endpoint (``http://host:8000/v1``) serving
+            the evaluation judge instead of a local model; the key comes from ``OPENAI_API_KEY``.
+        eval_api_model: Model name the ``eval_base_url`` endpoint serves (required with it).
+        eval_embedder: Evaluation only: sentence-transformers embedder for the answer-similarity part
+            of RAGAS ``answer_correctness`` (packaged MiniLM by default, a local path, or a hub id).
     """
 
     model: str = settings.PACKAGED_LLM
@@ -47,6 +61,11 @@ class Context:
     qdrant_url: str | None = field(default_factory=settings.qdrant_url)
     qdrant_path: str | None = None
     embedder: str = settings.PACKAGED_EMBEDDER
+    grader: Literal["rules", "official"] = "rules"
+    eval_model: str | None = None
+    eval_base_url: str | None = None
+    eval_api_model: str | None = None
+    eval_embedder: str = settings.PACKAGED_EMBEDDER
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 50:
@@ -59,3 +78,7 @@ class Context:
             raise ConfigError(f"unknown device {self.device!r}: use cpu, cuda, cuda:N or mps")
         if self.dtype not in (None, "bfloat16", "float16", "float32"):
             raise ConfigError(f"unknown dtype {self.dtype!r}: use bfloat16, float16 or float32")
+        if self.grader not in GRADERS:
+            raise ConfigError(f"unknown grader {self.grader!r}: use {' or '.join(GRADERS)}")
+        if bool(self.eval_base_url) != bool(self.eval_api_model):
+            raise ConfigError("eval_base_url and eval_api_model go together: give both or neither")

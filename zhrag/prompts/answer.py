@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from zhrag.prompts.common import Prompt, format_passage
+from zhrag.prompts.common import Prompt, format_passage, normalize_text
 from zhrag.tools.passage import Passage
 
-#: Characters kept from each passage in the answer prompt.
-ANSWER_PASSAGE_CHARS = 400
+#: Characters kept from each passage in the answer prompt (a knowledge-base chunk is at most 500, plus its title).
+ANSWER_PASSAGE_CHARS = 560
 #: What ``clean_answer`` returns when the model produced nothing usable.
 UNKNOWN_ANSWER = "不知道"
 
@@ -95,19 +95,24 @@ def build_answer_prompt(question: str, passages: Sequence[Passage], *, chat: boo
     return "\n\n".join([CLOSED_BOOK_INSTRUCTION, *shots, _closed_block(question)])
 
 
-_LABEL = re.compile(r"^(?:最终答案|正确答案|答案|回答|答|answer)\s*(?:是|为)?\s*[:：]\s*", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^(?:(?:最终|正确)?答案\s*(?:是|为|[:：])|(?:回答|答|answer)\s*[:：]|(?:(?:最终|正确)?答案|回答|答|answer)$)",
+    re.IGNORECASE,
+)
 _CITATION = re.compile(r"[\[【［]\s*\d+\s*[\]】］]")
 _SENTENCE_END = re.compile(r"[。！？；，!?;]|\.(?:\s|$)")
+_MIN_ECHO_CHARS = 6
 _EDGE_JUNK = " \t\u3000*_:：.,，、。；;！!？?\"'“”‘’「」『』`"
 
 
-def clean_answer(text: str) -> str:
+def clean_answer(text: str, question: str = "") -> str:
     """Reduce a raw model completion to a short answer.
 
     Keeps the first non-empty line, drops labels such as ``答案：``, passage citations like ``[1]``,
     markdown emphasis, everything after the first sentence break, surrounding quotes and trailing
     punctuation. Book-title marks 《》 and brackets are kept (they are part of many answers).
-    Returns ``UNKNOWN_ANSWER`` ("不知道") when nothing is left.
+    Returns ``UNKNOWN_ANSWER`` ("不知道") when nothing is left, or when the answer merely echoes the
+    opening of ``question`` (at least 6 characters and half of the question).
     """
     line = next((ln for ln in text.splitlines() if ln.strip()), "")
     line = _CITATION.sub("", line.replace("**", "")).strip(_EDGE_JUNK)
@@ -115,4 +120,13 @@ def clean_answer(text: str) -> str:
         line = stripped
     if match := _SENTENCE_END.search(line):
         line = line[: match.start()]
-    return line.strip(_EDGE_JUNK) or UNKNOWN_ANSWER
+    line = line.strip(_EDGE_JUNK)
+    if _echoes(line, question):
+        return UNKNOWN_ANSWER
+    return line or UNKNOWN_ANSWER
+
+
+def _echoes(answer: str, question: str) -> bool:
+    """Whether ``answer`` is just the beginning of ``question`` repeated (a small model's failure mode)."""
+    key, asked = normalize_text(answer), normalize_text(question)
+    return len(key) >= max(_MIN_ECHO_CHARS, len(asked) / 2) and asked.startswith(key)

@@ -1,0 +1,159 @@
+"""The knowledge store on a real embedded Qdrant with the packaged MiniLM embedder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zhrag.errors import ConfigError, KnowledgeBaseError, QdrantUnavailableError
+from zhrag.tools.indexing import ensure_index, index_sources
+from zhrag.tools.store import KnowledgeStore
+
+pytestmark = pytest.mark.integration
+
+TINY_KB = [
+    {"id": "changcheng", "title": "长城", "text": "长城是中国古代的军事防御工程，明长城全长约8851千米，东起虎山，西至嘉峪关。"},
+    {"id": "gugong", "title": "故宫", "text": "北京故宫是明清两代的皇家宫殿，旧称紫禁城，始建于明成祖永乐四年。"},
+    {"id": "hongloumeng", "title": "红楼梦", "text": "《红楼梦》是清代作家曹雪芹创作的章回体长篇小说，又名《石头记》。"},
+    {"id": "jiuming", "title": "九命奇冤", "text": "九命奇冤，清吴沃尧所著的小说。最初发表于梁启超主办的《新小说》杂志。"},
+    {"id": "changjiang", "title": "长江", "text": "长江是亚洲第一长河，全长约6300公里，流经青海、西藏、四川等省区，在上海注入东海。"},
+    {"id": "xiongmao", "title": "大熊猫", "text": "大熊猫是中国特有的熊科动物，主要以竹子为食，栖息在四川、陕西和甘肃的山区。"},
+    {"id": "zuqiu", "title": "世界杯", "text": "2018年国际足联世界杯在俄罗斯举行，法国队在决赛中以四比二击败克罗地亚队夺冠。"},
+    {"id": "dianhua", "title": "电话", "text": "亚历山大·格拉汉姆·贝尔于1876年获得了电话的美国专利。"},
+]
+
+
+@pytest.fixture
+def kb_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in TINY_KB), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path, kb_file: Path):
+    with KnowledgeStore("tiny", path=tmp_path / "qdrant") as opened:
+        index_sources(opened, [kb_file], batch_size=3, progress=False)
+        yield opened
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("《九命奇冤》是由哪位作者所著？", "jiuming#0"),
+        ("《红楼梦》的作者是谁？", "hongloumeng#0"),
+        ("2018年世界杯冠军是哪支球队？", "zuqiu#0"),
+        ("大熊猫主要吃什么？", "xiongmao#0"),
+    ],
+)
+def test_the_answering_passage_ranks_first(store, question, expected):
+    passages = store.search(question, top_k=3)
+    assert len(passages) == 3
+    assert passages[0]["id"] == expected
+    assert passages[0]["score"] >= passages[1]["score"] >= passages[2]["score"]
+    source = next(row for row in TINY_KB if f"{row['id']}#0" == expected)
+    assert (passages[0]["title"], passages[0]["text"]) == (source["title"], source["text"])
+
+
+def test_reindexing_is_idempotent(store, kb_file):
+    assert store.count() == len(TINY_KB)
+    settings_before = store.index_settings()
+    report = index_sources(store, [kb_file], progress=False)
+    assert (report.documents, report.chunks) == (len(TINY_KB), len(TINY_KB))
+    assert store.count() == len(TINY_KB)
+    assert store.index_settings() == settings_before
+
+
+def test_added_text_is_found_and_avgdl_stays_fixed(store):
+    avgdl = store.index_settings()["bm25"]["avgdl"]
+    ids = store.add("珠穆朗玛峰是世界最高峰，海拔8848.86米，位于中国与尼泊尔边境。", title="珠穆朗玛峰", metadata={"by": "test"})
+    assert len(ids) == 1
+    assert store.count() == len(TINY_KB) + 1
+    assert store.search("世界最高峰的海拔是多少米？", top_k=1)[0]["id"] == ids[0]
+    assert store.add("珠穆朗玛峰是世界最高峰，海拔8848.86米，位于中国与尼泊尔边境。", title="珠穆朗玛峰") == ids
+    assert store.count() == len(TINY_KB) + 1
+    assert store.index_settings()["bm25"]["avgdl"] == avgdl
+
+
+def test_long_documents_are_chunked_with_their_title(store):
+    text = "。".join(f"第{i}段记录了运河沿岸城市{i}的历史与风俗" for i in range(60)) + "。"
+    ids = store.add(text, title="京杭大运河", doc_id="canal")
+    assert len(ids) > 1
+    assert ids == [f"canal#{n}" for n in range(len(ids))]
+    hit = store.search("京杭大运河沿岸城市59的历史", top_k=1)[0]
+    assert hit["id"] in ids
+    assert hit["title"] == "京杭大运河"
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query_is_rejected(store, query):
+    with pytest.raises(ConfigError, match="empty query"):
+        store.search(query)
+
+
+def test_second_client_on_the_same_path_gets_a_clear_error(store):
+    with pytest.raises(QdrantUnavailableError, match=rf"{store.location} is locked: another process"):
+        KnowledgeStore("tiny", path=store.location)
+
+
+def test_lock_is_released_on_close(tmp_path, kb_file):
+    path = tmp_path / "qdrant"
+    with KnowledgeStore("tiny", path=path) as first:
+        index_sources(first, [kb_file], progress=False)
+    with KnowledgeStore("tiny", path=path) as second:
+        assert second.count() == len(TINY_KB)
+
+
+def test_other_embedder_than_the_indexed_one_is_refused(tmp_path, kb_file):
+    path = tmp_path / "qdrant"
+    with KnowledgeStore("tiny", path=path) as first:
+        index_sources(first, [kb_file], progress=False)
+    with KnowledgeStore("tiny", path=path, embedder="BAAI/bge-small-zh-v1.5") as other:
+        with pytest.raises(KnowledgeBaseError, match="indexed with embedder 'all-minilm-l6-v2'"):
+            other.search("长城有多长？")
+
+
+def test_missing_collection_is_a_knowledge_base_error(tmp_path):
+    with KnowledgeStore("absent", path=tmp_path / "qdrant") as empty:
+        assert empty.count() == 0
+        with pytest.raises(KnowledgeBaseError, match="'absent' does not exist"):
+            empty.search("长城有多长？")
+
+
+def test_ensure_index_only_indexes_an_empty_collection(tmp_path, kb_file):
+    with KnowledgeStore("tiny", path=tmp_path / "qdrant") as fresh:
+        report = ensure_index(fresh, kb_file, progress=False)
+        assert report is not None and report.chunks == len(TINY_KB)
+        assert ensure_index(fresh, kb_file, progress=False) is None
+
+
+def test_malformed_source_writes_nothing(tmp_path, kb_file):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "有效。"}\n{oops\n', encoding="utf-8")
+    with KnowledgeStore("tiny", path=tmp_path / "qdrant") as fresh:
+        with pytest.raises(KnowledgeBaseError, match=r"bad\.jsonl:2"):
+            index_sources(fresh, [kb_file, bad], progress=False)
+        assert fresh.count() == 0
+
+
+def test_acceptance_question_on_real_kb_passages(tmp_path, kb_subset):
+    """The issue's acceptance check on a slice of the shared KB (the full KB takes minutes to embed)."""
+    with KnowledgeStore("subset", path=tmp_path / "qdrant") as store:
+        report = index_sources(store, [kb_subset], progress=False)
+        assert report.chunks >= report.documents > 100
+        top = store.search("《九命奇冤》是由哪位作者所著？", top_k=3)
+    assert "吴沃尧" in top[0]["text"]
+    assert top[0]["title"] == "九命奇冤"
+
+
+def test_negative_dense_weight_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="dense_weight"):
+        KnowledgeStore(path=tmp_path / "qdrant", dense_weight=-1.0)
+
+
+def test_unreachable_server_names_the_url():
+    url = "http://127.0.0.1:9"
+    with pytest.raises(QdrantUnavailableError, match=rf"Qdrant server at {url} is unreachable"):
+        KnowledgeStore(url=url)

@@ -1,0 +1,126 @@
+"""Question-set loading: validation with file and line numbers, and the category / ids / limit filters."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from zhrag import settings
+from zhrag.errors import DatasetError, ZhragError
+from zhrag.evaluation.datasets import Question, load_questions
+
+ROWS = [
+    {"id": "q1", "primary_category": "中华文化", "secondary_category": "中医", "question": "伏兔穴所属的经脉是什么？",
+     "answer": "足阳明胃经", "urls": ["https://example.org/a"]},
+    {"id": "q2", "primary_category": "社会", "secondary_category": "法律", "question": "问题二？", "answer": "答案二",
+     "urls": []},
+    {"id": "q3", "primary_category": "中华文化", "secondary_category": "历史", "question": "问题三？", "answer": "1928年"},
+    {"id": "q4", "primary_category": "自然与自然科学", "question": "问题四？", "answer": "答案四"},
+]
+
+
+def write_jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def questions_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "questions.jsonl", [json.dumps(row, ensure_ascii=False) for row in ROWS])
+
+
+def test_loads_all_rows_as_questions(questions_file: Path) -> None:
+    questions = load_questions(questions_file)
+    assert [q.id for q in questions] == ["q1", "q2", "q3", "q4"]
+    assert questions[0] == Question(
+        id="q1",
+        question="伏兔穴所属的经脉是什么？",
+        answer="足阳明胃经",
+        primary_category="中华文化",
+        secondary_category="中医",
+        urls=("https://example.org/a",),
+    )
+    assert questions[3].secondary_category == "" and questions[3].urls == ()
+
+
+def test_filters_by_category_ids_and_limit(questions_file: Path, tmp_path: Path) -> None:
+    assert [q.id for q in load_questions(questions_file, categories="中华文化")] == ["q1", "q3"]
+    assert [q.id for q in load_questions(questions_file, categories=["社会", "自然与自然科学"])] == ["q2", "q4"]
+    assert [q.id for q in load_questions(questions_file, limit=2)] == ["q1", "q2"]
+    ids = write_jsonl(tmp_path / "ids.txt", ["q4", "", "# a comment", "q1"])
+    assert [q.id for q in load_questions(questions_file, ids_file=ids)] == ["q4", "q1"]
+    only_q3 = write_jsonl(tmp_path / "one.txt", ["q3"])
+    assert [q.id for q in load_questions(questions_file, categories="中华文化", ids_file=only_q3, limit=5)] == ["q3"]
+
+
+def test_unknown_category_lists_the_valid_ones(questions_file: Path) -> None:
+    valid = r"\['中华文化', '社会', '自然与自然科学'\]"
+    with pytest.raises(DatasetError, match=r"unknown categories \['体育'\]; valid categories: " + valid):
+        load_questions(questions_file, categories=["社会", "体育"])
+
+
+def test_ids_not_found_are_named(questions_file: Path, tmp_path: Path) -> None:
+    ids = write_jsonl(tmp_path / "ids.txt", ["q1", "nope", "gone"])
+    with pytest.raises(DatasetError, match="2 ids .* not in the selected questions: nope, gone"):
+        load_questions(questions_file, ids_file=ids)
+    with pytest.raises(DatasetError, match="q2"):  # q2 exists, but not in the selected category
+        load_questions(questions_file, categories="中华文化", ids_file=write_jsonl(tmp_path / "b.txt", ["q2"]))
+    with pytest.raises(DatasetError, match="ids file not found"):
+        load_questions(questions_file, ids_file=tmp_path / "missing.txt")
+
+
+def test_empty_selection_is_an_error(questions_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no questions left"):
+        load_questions(questions_file, categories=[])
+    with pytest.raises(DatasetError, match="limit must be >= 1"):
+        load_questions(questions_file, limit=0)
+    with pytest.raises(DatasetError, match="is empty"):
+        load_questions(write_jsonl(tmp_path / "empty.jsonl", ["", "  "]))
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ('{"id": "x", "question": "问题？"', "invalid JSON"),
+        ('{"id": "x", "answer": "答案"}', "field 'question' is missing"),
+        ('{"id": "x", "question": "  ", "answer": "答案"}', "field 'question' is empty"),
+        ('{"question": "问题？", "answer": "答案"}', "field 'id' is missing"),
+        ('{"id": "x", "question": "问题？", "answer": ""}', "field 'answer' is empty"),
+        ('{"id": "x", "question": ["问题"], "answer": "答案"}', "field 'question' is not a string"),
+        ('{"id": "x", "question": "问题？", "answer": "答案", "urls": "http://a"}', "'urls' must be a list"),
+        ('["not", "an", "object"]', "expected a JSON object"),
+        ('{"id": "q1", "question": "问题？", "answer": "答案"}', "duplicate question id 'q1'"),
+    ],
+)
+def test_malformed_rows_name_file_and_line(tmp_path: Path, bad_line: str, message: str) -> None:
+    lines = [json.dumps(ROWS[0], ensure_ascii=False), "", bad_line]
+    path = write_jsonl(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(DatasetError, match=message) as caught:
+        load_questions(path)
+    text = str(caught.value)
+    assert "\n" not in text
+    if "duplicate" not in message:
+        assert f"{path}:3:" in text
+
+
+def test_missing_file_and_hub_without_datasets(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="question file not found"):
+        load_questions(tmp_path / "nope.jsonl")
+    if importlib.util.find_spec("datasets") is not None:
+        pytest.skip("the optional 'datasets' package is installed; the missing-package message cannot be shown")
+    with pytest.raises(ZhragError, match="needs the optional 'datasets' package"):
+        load_questions("OpenStellarTeam/Chinese-SimpleQA")
+
+
+def test_default_dataset_loads_the_shared_dev_split() -> None:
+    if not settings.default_dataset().is_file():
+        pytest.skip(f"shared dev questions not found at {settings.default_dataset()}")
+    questions = load_questions()
+    assert len(questions) == len({q.id for q in questions}) > 100
+    assert all(q.question and q.answer and q.primary_category for q in questions)
+    category = questions[0].primary_category
+    selected = load_questions(categories=category, limit=5)
+    assert len(selected) == 5 and {q.primary_category for q in selected} == {category}

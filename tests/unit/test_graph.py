@@ -1,0 +1,378 @@
+"""The A0/A1/A2 graphs with fake models and a fake knowledge client (no real model, no Qdrant)."""
+
+from __future__ import annotations
+
+import ast
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
+
+import zhrag
+from zhrag.errors import ConfigError
+from zhrag.graph import builder
+from zhrag.graph.builder import build_graph
+from zhrag.graph.context import Context
+from zhrag.models import LocalLLM, register_llm, unregister_llm
+from zhrag.nodes import common, retrieve
+from zhrag.nodes.requery import next_query
+from zhrag.prompts import normalize_text
+from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
+from zhrag.prompts.requery import CHAT_REQUERY_SYSTEM
+from zhrag.tools.lexical import tokenize
+from zhrag.tools.passage import Passage
+
+QUESTION = "甲城位于哪个省？"
+P_CITY = Passage(id="kb#1", title="甲城", text="甲城位于乙省北部，是乙省第二大城市。", score=0.9)
+P_RIVER = Passage(id="kb#2", title="丙河", text="丙河全长三百公里，流经丁县。", score=0.5)
+P_LAKE = Passage(id="kb#3", title="白湖", text="白湖是一座人工湖。", score=0.4)
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Chat model whose reply is ``reply(prompt text)``; keeps every prompt it saw."""
+
+    reply: Callable[[str], str]
+    prompts: list[str] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **_: Any) -> ChatResult:
+        text = "\n".join(str(m.content) for m in messages)
+        self.prompts.append(text)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(self.reply(text)))])
+
+
+FakeLLM = Callable[[Callable[[str], str]], tuple[str, ScriptedChatModel]]
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    """``fake_llm(reply)`` registers a scripted chat model under a fresh name and returns (name, model)."""
+    names: list[str] = []
+
+    def register(reply: Callable[[str], str]) -> tuple[str, ScriptedChatModel]:
+        model = ScriptedChatModel(reply=reply)
+        names.append(f"fake-{uuid.uuid4().hex[:8]}")
+        register_llm(names[-1], LocalLLM.from_langchain(model, is_chat=True))
+        return names[-1], model
+
+    yield register
+    for name in names:
+        unregister_llm(name)
+
+
+class FakeKnowledge:
+    """Knowledge client returning ``results(query)``; records calls and the server config it was made for."""
+
+    def __init__(self, results: Callable[[str], list[Passage]], delay_s: float = 0.0) -> None:
+        self.results = results
+        self.delay_s = delay_s
+        self.calls: list[tuple[str, int]] = []
+        self.configs: list[Any] = []
+
+    def find(self, query: str, top_k: int) -> list[Passage]:
+        self.calls.append((query, top_k))
+        time.sleep(self.delay_s)
+        return self.results(query)[:top_k]
+
+
+@pytest.fixture
+def knowledge(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeKnowledge]:
+    """Install a fake knowledge client in the retrieve node: ``knowledge(results, delay_s=0)``."""
+
+    def install(results: Callable[[str], list[Passage]], delay_s: float = 0.0) -> FakeKnowledge:
+        fake = FakeKnowledge(results, delay_s)
+
+        def get_client(config: Any) -> FakeKnowledge:
+            fake.configs.append(config)
+            return fake
+
+        monkeypatch.setattr(retrieve, "get_knowledge_client", get_client)
+        return fake
+
+    return install
+
+
+def judge_reply(verdict: Callable[[str], str], rewrite: str = "甲城 省份") -> Callable[[str], str]:
+    """Judge-model script: ``rewrite`` for requery prompts, ``verdict(prompt)`` for judge prompts."""
+
+    def reply(text: str) -> str:
+        if CHAT_REQUERY_SYSTEM in text:
+            return rewrite
+        assert CHAT_JUDGE_SYSTEM in text
+        return verdict(text)
+
+    return reply
+
+
+def run(graph: Any, context: Context, question: str = QUESTION) -> tuple[list[str], dict[str, Any]]:
+    """Run a graph; return the order in which nodes ran and the final state."""
+    order: list[str] = []
+    final: dict[str, Any] = {}
+    for mode, chunk in graph.stream({"question": question}, context=context, stream_mode=["updates", "values"]):
+        if mode == "updates":
+            order.extend(chunk)
+        else:
+            final = chunk
+    return order, final
+
+
+def edges(graph: Any) -> set[tuple[str, str, bool]]:
+    return {(e.source, e.target, e.conditional) for e in graph.get_graph().edges}
+
+
+EXPECTED_EDGES = {
+    "a0": {("__start__", "answer", False), ("answer", "__end__", False)},
+    "a1": {("__start__", "retrieve", False), ("retrieve", "answer", False), ("answer", "__end__", False)},
+    "a2": {
+        ("__start__", "retrieve", False),
+        ("retrieve", "judge", False),
+        ("judge", "answer", True),
+        ("judge", "requery", True),
+        ("requery", "retrieve", False),
+        ("answer", "__end__", False),
+    },
+}
+
+
+@pytest.mark.parametrize("variant", ["a0", "a1", "a2"])
+def test_variants_are_wired_as_documented(variant: str) -> None:
+    assert edges(build_graph(variant)) == EXPECTED_EDGES[variant]
+    assert edges(build_graph(f" {variant.upper()} ")) == EXPECTED_EDGES[variant]
+    assert edges(getattr(builder, variant)) == EXPECTED_EDGES[variant]
+
+
+def test_unknown_variant_names_it_and_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"'a3'.*a0, a1, a2"):
+        build_graph("a3")
+
+
+def test_a0_answers_closed_book_without_retrieval(knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM) -> None:
+    kb = knowledge(lambda q: [P_CITY])
+    answer_model, chat = fake_llm(lambda text: "答案：乙省。")
+    order, state = run(build_graph("a0"), Context(model=answer_model))
+    assert order == ["answer"]
+    assert state["answer"] == "乙省"
+    assert kb.calls == []
+    [prompt] = chat.prompts
+    assert QUESTION in prompt and "资料" not in prompt
+
+
+def test_a1_answers_from_all_retrieved_passages(knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM) -> None:
+    kb = knowledge(lambda q: [P_CITY, P_RIVER, P_LAKE])
+    answer_model, chat = fake_llm(lambda text: "乙省")
+    context = Context(model=answer_model, top_k=2, collection="kb_test", qdrant_path="/tmp/q", qdrant_url=None)
+    order, state = run(build_graph("a1"), context)
+    assert order == ["retrieve", "answer"]
+    assert kb.calls == [(QUESTION, 2)]
+    [config] = kb.configs
+    assert (config.collection, config.qdrant_path, config.qdrant_url, config.embedder) == (
+        "kb_test",
+        "/tmp/q",
+        None,
+        context.embedder,
+    )
+    assert state["queries"] == [QUESTION]
+    assert state["retrieved"] == state["contexts"] == [P_CITY, P_RIVER]
+    [prompt] = chat.prompts
+    assert "[1] 甲城位于乙省北部" in prompt and "[2] 丙河全长三百公里" in prompt
+    assert "白湖" not in prompt
+    assert state["answer"] == "乙省"
+
+
+@pytest.mark.parametrize("max_requeries", [0, 1, 2])
+def test_a2_requery_loop_is_bounded_and_never_repeats_a_query(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM, max_requeries: int
+) -> None:
+    kb = knowledge(lambda q: [P_RIVER, P_LAKE])
+    answer_model, answer_chat = fake_llm(lambda text: "不知道")
+    judge_model, _ = fake_llm(judge_reply(lambda text: "不相关", rewrite="甲城 省份"))
+    context = Context(model=answer_model, judge_model=judge_model, max_requeries=max_requeries)
+    order, state = run(build_graph("a2"), context)
+    assert len(kb.calls) == max_requeries + 1
+    assert order == ["retrieve", "judge"] + ["requery", "retrieve", "judge"] * max_requeries + ["answer"]
+    queries = [query for query, _ in kb.calls]
+    assert queries[0] == QUESTION
+    assert state["queries"] == queries
+    assert len({normalize_text(q) for q in queries}) == len(queries)
+    assert state.get("requeries", 0) == max_requeries
+    assert state["relevant"] == state["contexts"] == []
+    [prompt] = answer_chat.prompts
+    assert "资料" not in prompt  # nothing relevant: closed-book
+
+
+def test_a2_judge_keeps_only_relevant_passages(knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM) -> None:
+    knowledge(lambda q: [P_CITY, P_RIVER, P_LAKE])
+    verdicts = {"乙省北部": "是的", "丙河": "不是", "白湖": "嗯……"}
+
+    def verdict(text: str) -> str:
+        return next(v for marker, v in verdicts.items() if marker in text)
+
+    answer_model, answer_chat = fake_llm(lambda text: "乙省")
+    judge_model, judge_chat = fake_llm(judge_reply(verdict))
+    order, state = run(build_graph("a2"), Context(model=answer_model, judge_model=judge_model))
+    assert order == ["retrieve", "judge", "answer"]
+    assert len(judge_chat.prompts) == 3
+    assert state["relevant"] == state["contexts"] == [P_CITY]
+    assert state["judgements"] == [
+        {"id": "kb#1", "relevant": True, "raw": "是的"},
+        {"id": "kb#2", "relevant": False, "raw": "不是"},
+        {"id": "kb#3", "relevant": False, "raw": "嗯……"},
+    ]
+    [prompt] = answer_chat.prompts
+    assert "[1] 甲城位于乙省北部" in prompt and "丙河" not in prompt
+
+
+def test_a2_requeries_until_something_relevant_and_judges_each_passage_once(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM
+) -> None:
+    kb = knowledge(lambda q: [P_RIVER] if q == QUESTION else [P_RIVER, P_CITY])
+    answer_model, _ = fake_llm(lambda text: "乙省")
+    judge_model, judge_chat = fake_llm(judge_reply(lambda text: "是" if "乙省北部" in text else "否"))
+    context = Context(model=answer_model, judge_model=judge_model, max_requeries=2)
+    order, state = run(build_graph("a2"), context)
+    assert order == ["retrieve", "judge", "requery", "retrieve", "judge", "answer"]
+    assert [q for q, _ in kb.calls] == [QUESTION, "甲城 省份"]
+    assert [j["id"] for j in state["judgements"]] == ["kb#2", "kb#1"]
+    assert sum(CHAT_JUDGE_SYSTEM in p for p in judge_chat.prompts) == 2
+    assert state["relevant"] == state["contexts"] == [P_CITY]
+    assert state["requeries"] == 1
+
+
+def test_requery_falls_back_to_fresh_deterministic_queries() -> None:
+    tried = [QUESTION]
+    keyword_form = " ".join(dict.fromkeys(tokenize(QUESTION)))
+    assert next_query(QUESTION, "", tried) == keyword_form
+    assert next_query(QUESTION, " 甲城位于哪个省 ", tried) == keyword_form
+    for _ in range(8):
+        tried.append(next_query(QUESTION, "甲城位于哪个省", tried))
+    assert len({normalize_text(q) for q in tried}) == len(tried) == 9
+
+
+@pytest.mark.parametrize("variant", ["a0", "a1", "a2"])
+@pytest.mark.parametrize("question", ["", "  \n "])
+def test_empty_question_fails_before_any_model_or_retrieval(
+    monkeypatch: pytest.MonkeyPatch, knowledge: Callable[..., FakeKnowledge], variant: str, question: str
+) -> None:
+    kb = knowledge(lambda q: [P_CITY])
+
+    def no_model(*args: Any, **kwargs: Any) -> LocalLLM:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(common, "load_llm", no_model)
+    with pytest.raises(ConfigError) as raised:
+        build_graph(variant).invoke({"question": question}, context=Context())
+    assert str(raised.value) == "question is empty"
+    assert kb.calls == []
+
+
+def test_terminal_nodes_run_after_answer_in_order(knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM) -> None:
+    knowledge(lambda q: [P_CITY])
+    answer_model, _ = fake_llm(lambda text: "乙省")
+    seen: list[tuple[str, str]] = []
+
+    def grade(state: dict[str, Any]) -> dict[str, Any]:
+        seen.append(("grade", state["answer"]))
+        return {"scores": {"exact": state["answer"] == state.get("gold_answer")}}
+
+    def count_chars(state: dict[str, Any]) -> dict[str, Any]:
+        seen.append(("count_chars", state["answer"]))
+        return {"scores": {"chars": len(state["answer"])}}
+
+    graph = build_graph("a1", terminal_nodes=[("grade", grade), ("count_chars", count_chars)])
+    assert ("answer", "grade", False) in edges(graph)
+    assert ("count_chars", "__end__", False) in edges(graph)
+    order: list[str] = []
+    for update in graph.stream(
+        {"question": QUESTION, "gold_answer": "乙省"}, context=Context(model=answer_model), stream_mode="updates"
+    ):
+        order.extend(update)
+    assert order == ["retrieve", "answer", "grade", "count_chars"]
+    assert seen == [("grade", "乙省"), ("count_chars", "乙省")]
+    state = graph.invoke({"question": QUESTION, "gold_answer": "乙省"}, context=Context(model=answer_model))
+    assert state["scores"] == {"exact": True, "chars": 2}
+    assert set(state["timings_ms"]) == {"retrieve", "answer", "grade", "count_chars"}
+
+
+@pytest.mark.parametrize("name", ["answer", "__end__"])
+def test_terminal_node_name_clash_is_a_config_error(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        build_graph("a0", terminal_nodes=[(name, lambda state: {})])
+
+
+def test_timings_are_recorded_per_node_and_summed_over_rounds(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM
+) -> None:
+    knowledge(lambda q: [P_RIVER], delay_s=0.05)
+    answer_model, _ = fake_llm(lambda text: "不知道")
+    judge_model, _ = fake_llm(judge_reply(lambda text: "否"))
+    context = Context(model=answer_model, judge_model=judge_model, max_requeries=1)
+    _, state = run(build_graph("a2"), context)
+    timings = state["timings_ms"]
+    assert set(timings) == {"retrieve", "judge", "requery", "answer"}
+    assert all(ms > 0 for ms in timings.values())
+    assert timings["retrieve"] >= 2 * 50  # two rounds of a 50 ms search, summed
+
+
+# --- import direction -------------------------------------------------------------------------
+
+PACKAGE_ROOT = Path(zhrag.__file__).parent
+FORBIDDEN = {
+    "zhrag.models": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag.tools": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag.prompts": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag.nodes": ("zhrag.graph", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag": ("zhrag.cli",),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str, package: str) -> Iterator[str]:
+    """Absolute names of every module imported anywhere in ``source`` of a module in ``package``."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                anchor = parts[: len(parts) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+
+
+def test_import_checker_resolves_relative_and_nested_imports() -> None:
+    source = "def f():\n    from ..graph import builder\n    import zhrag.cli\nfrom . import common\n"
+    names = set(imported_modules(source, "zhrag.nodes"))
+    assert {"zhrag.graph.builder", "zhrag.cli", "zhrag.nodes.common"} <= names
+
+
+def test_imports_flow_one_way() -> None:
+    violations = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        module = module_name(path)
+        if module == "zhrag.cli" or module.startswith("zhrag.cli."):
+            continue
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        layer = max((name for name in FORBIDDEN if module == name or module.startswith(name + ".")), key=len)
+        for imported in imported_modules(path.read_text(encoding="utf-8"), package):
+            violations.extend(
+                f"{module} imports {imported}"
+                for banned in FORBIDDEN[layer]
+                if imported == banned or imported.startswith(banned + ".")
+            )
+    assert violations == []

@@ -1,0 +1,133 @@
+"""Evaluation report from a small hand-made results list: numbers in report.md and summary.json, valid PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from zhrag.errors import DatasetError
+from zhrag.evaluation import report as report_module
+from zhrag.evaluation.report import PLOT_FILES, rebuild_report, write_report
+
+
+def record(id_: str, variant: str, category: str, grade: str, **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "variant": variant, "question": f"{id_}？", "gold": "金", "answer": "答",
+            "primary_category": category, "grade": grade, "contexts": [], "retrieved": [], **extra}
+
+
+def a1_timings(total: float) -> dict[str, float]:
+    return {"retrieve": 100.0, "answer": total - 100.0, "total": total}
+
+
+def a0_fields(total: float, answer_correctness: float | None, kb_covered: bool | None) -> dict[str, Any]:
+    return {"timings_ms": {"answer": total, "total": total},
+            "scores": {"faithfulness": None, "answer_correctness": answer_correctness},
+            "recall": {"retrieved": None, "kept": None}, "kb_covered": kb_covered}
+
+
+RESULTS = [
+    # A0: CO 50, NA 25, IN 25 → CGA 66.7, F 57.1; latency totals 1000, 3000, 2000, 2000 ms.
+    record("q1", "A0", "社会", "CORRECT", **a0_fields(1000.0, 1.0, True)),
+    record("q2", "A0", "社会", "INCORRECT", **a0_fields(3000.0, 0.0, False)),
+    record("q3", "A0", "中华文化", "NOT_ATTEMPTED", **a0_fields(2000.0, 0.5, True)),
+    record("q4", "A0", "中华文化", "CORRECT", **a0_fields(2000.0, None, None)),
+    # A1: CO 75, NA 0, IN 25 → CGA 75, F 75; faithfulness 0.8, 0.6, -, 1.0; recall retrieved 2/3, kept 2/4.
+    record("q1", "A1", "社会", "CORRECT", timings_ms=a1_timings(1100.0), scores={"faithfulness": 0.8},
+           recall={"retrieved": True, "kept": True}, kb_covered=True),
+    record("q2", "A1", "社会", "CORRECT", timings_ms=a1_timings(1300.0), scores={"faithfulness": 0.6},
+           recall={"retrieved": True, "kept": False}, kb_covered=False),
+    record("q3", "A1", "中华文化", "INCORRECT", timings_ms=a1_timings(1500.0), scores={"faithfulness": None},
+           recall={"retrieved": False, "kept": False}, kb_covered=True),
+    record("q4", "A1", "中华文化", "CORRECT", timings_ms=a1_timings(1700.0), scores={"faithfulness": 1.0},
+           recall={"retrieved": None, "kept": True}, kb_covered=None),
+]
+
+
+def table_rows(markdown: str, heading: str) -> dict[str, list[str]]:
+    """Rows of the first table under ``## heading``, keyed by their first cell."""
+    section = markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows[2:]}
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("report")
+    assert write_report(RESULTS, out_dir) == out_dir / "report.md"
+    return out_dir
+
+
+def test_main_table_numbers(report_dir: Path) -> None:
+    rows = table_rows((report_dir / "report.md").read_text(encoding="utf-8"), "All questions")
+    # variant | n | CO | NA | IN | CGA | F | faithfulness | answer_correctness | recall retrieved | recall kept
+    # | latency mean s | latency p95 s  (p95 by linear interpolation: 1000, 2000, 2000, 3000 ms → 2850 ms)
+    assert rows["A0"] == ["4", "50.0", "25.0", "25.0", "66.7", "57.1", "– (4 missing)", "0.500 (1 missing)",
+                          "–", "–", "2.00", "2.85"]
+    assert rows["A1"] == ["4", "75.0", "0.0", "25.0", "75.0", "75.0", "0.800 (1 missing)", "– (4 missing)",
+                          "66.7", "50.0", "1.40", "1.67"]
+
+
+def test_category_and_covered_tables(report_dir: Path) -> None:
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    by_category = table_rows(markdown, "By primary category")
+    # category | A0 n | A0 CO | A0 F | A1 n | A1 CO | A1 F
+    assert by_category["社会"] == ["2", "50.0", "50.0", "2", "100.0", "100.0"]
+    assert by_category["中华文化"] == ["2", "50.0", "66.7", "2", "50.0", "50.0"]
+    covered = table_rows(markdown, "Questions the knowledge base covers")
+    assert covered["A0"][:6] == ["2", "50.0", "50.0", "0.0", "100.0", "66.7"]  # q1 CORRECT, q3 NOT_ATTEMPTED
+    assert covered["A1"][:6] == ["2", "50.0", "0.0", "50.0", "50.0", "50.0"]  # q1 CORRECT, q3 INCORRECT
+    assert "4 of the 6 records whose coverage is known" in markdown
+
+
+def test_summary_json(report_dir: Path) -> None:
+    summary = json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["n_records"] == 8 and summary["n_questions"] == 4
+    a1 = summary["variants"]["A1"]
+    assert a1["F"] == pytest.approx(75.0)
+    assert a1["scores"]["faithfulness"] == {"mean": pytest.approx(0.8), "n": 3, "missing": 1}
+    assert a1["node_ms"] == {"retrieve": pytest.approx(100.0), "answer": pytest.approx(1300.0)}
+    assert summary["variants"]["A0"]["node_ms"] == {"retrieve": 0.0, "answer": pytest.approx(2000.0)}
+    assert summary["by_category"]["A0"]["中华文化"]["CGA"] == pytest.approx(100.0)
+
+
+def test_plots_are_valid_pngs(report_dir: Path) -> None:
+    for name in PLOT_FILES.values():
+        with Image.open(report_dir / name) as image:
+            assert image.format == "PNG"
+            assert image.width > 300 and image.height > 200
+            image.verify()
+
+
+def test_plots_fall_back_to_ascii_category_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "find_cjk_font", lambda characters: None)
+    markdown = write_report(RESULTS, tmp_path).read_text(encoding="utf-8")
+    assert "| C1 | 中华文化 |\n| C2 | 社会 |" in markdown
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["category_labels"] == {"C1": "中华文化", "C2": "社会"}
+    with Image.open(tmp_path / PLOT_FILES["f_by_category"]) as image:
+        image.verify()
+
+
+def test_rebuild_report_from_results_file(report_dir: Path, tmp_path: Path) -> None:
+    lines = [json.dumps(result, ensure_ascii=False) for result in RESULTS]
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert rebuild_report(tmp_path) == tmp_path / "report.md"
+    rebuilt = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert rebuilt == (report_dir / "report.md").read_text(encoding="utf-8")
+    assert all((tmp_path / name).is_file() for name in PLOT_FILES.values())
+
+
+def test_bad_results_are_named(tmp_path: Path) -> None:
+    (tmp_path / "results.jsonl").write_text(json.dumps(RESULTS[0]) + "\n{oops\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"results.jsonl:2: invalid JSON"):
+        rebuild_report(tmp_path)
+    with pytest.raises(DatasetError, match="results file not found"):
+        rebuild_report(tmp_path / "missing")
+    with pytest.raises(DatasetError, match="result record 2: grade must be"):
+        write_report([RESULTS[0], {**RESULTS[1], "grade": "MAYBE"}], tmp_path)
+    with pytest.raises(DatasetError, match="no result records"):
+        write_report([], tmp_path)

@@ -1,0 +1,367 @@
+"""Evaluation report: ``summary.json``, ``report.md`` and PNG plots from per-question result records.
+
+One result record per question × variant::
+
+    {"id", "variant", "question", "gold", "answer", "primary_category",
+     "grade": "CORRECT" | "INCORRECT" | "NOT_ATTEMPTED",
+     "contexts": [...], "retrieved": [...], "timings_ms": {node: ms, "total": ms},
+     "scores": {"faithfulness": float | None, "faithfulness_reason": str | None,
+                "answer_correctness": float | None, ...},
+     "recall": {"retrieved": bool | None, "kept": bool | None}, "kb_covered": bool | None}
+
+Only ``variant`` and ``grade`` are required; a missing or ``None`` value is left out of its mean and
+counted as missing. Plots are drawn with matplotlib's Agg renderer (no display needed). Chinese category
+labels need a CJK font; without one the plots label categories C1, C2, ... and ``report.md`` gives the key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zhrag.errors import DatasetError
+from zhrag.evaluation.metrics import Grade, compute_metrics, metrics_by
+
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+PLOT_FILES = {
+    "f_by_variant": "f_by_variant.png",
+    "f_by_category": "f_by_category.png",
+    "latency_by_node": "latency_by_node.png",
+}
+#: Score columns always shown in the main table (other numeric scores found in the records follow).
+STANDARD_SCORES = ("faithfulness", "answer_correctness")
+#: Nodes in graph order for the latency plot; other nodes follow alphabetically.
+_NODE_ORDER = ("retrieve", "judge", "requery", "answer")
+_METRIC_COLUMNS = ("CO", "NA", "IN", "CGA", "F")
+
+Record = Mapping[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+
+def _validate(record: Any, where: str) -> None:
+    if not isinstance(record, Mapping):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if not isinstance(record.get("variant"), str) or not record["variant"]:
+        raise DatasetError(f"{where}: missing 'variant'")
+    try:
+        Grade(record.get("grade"))
+    except ValueError:
+        grade = record.get("grade")
+        raise DatasetError(f"{where}: grade must be CORRECT, INCORRECT or NOT_ATTEMPTED, got {grade!r}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _mean_of(values: Sequence[Any]) -> dict[str, float | int | None]:
+    """Mean over the numeric values, with how many there were and how many were missing."""
+    present = [float(value) for value in values if _is_number(value)]
+    mean = float(np.mean(present)) if present else None
+    return {"mean": mean, "n": len(present), "missing": len(values) - len(present)}
+
+
+def _rate_of(values: Sequence[Any]) -> dict[str, float | int | None]:
+    """Percentage of ``True`` among the boolean values (``None`` and absent values are left out)."""
+    present = [bool(value) for value in values if isinstance(value, bool)]
+    return {"rate": 100.0 * sum(present) / len(present) if present else None, "n": len(present)}
+
+
+def _score_names(records: Iterable[Record]) -> list[str]:
+    found = {name for record in records for name, value in (record.get("scores") or {}).items() if _is_number(value)}
+    return list(STANDARD_SCORES) + sorted(found - set(STANDARD_SCORES))
+
+
+def _node_names(records: Iterable[Record]) -> list[str]:
+    found = {node for record in records for node in (record.get("timings_ms") or {}) if node != "total"}
+    return [node for node in _NODE_ORDER if node in found] + sorted(found - set(_NODE_ORDER))
+
+
+def _field(record: Record, group: str, name: str) -> Any:
+    """``record[group][name]``, or None when either is absent."""
+    return (record.get(group) or {}).get(name)
+
+
+def summarize(records: Sequence[Record], score_names: Sequence[str], node_names: Sequence[str]) -> dict[str, Any]:
+    """Grade metrics, score means, recall rates and latencies (ms) of one group of records."""
+    totals = [_field(record, "timings_ms", "total") for record in records]
+    totals = [float(total) for total in totals if _is_number(total)]
+    return {
+        **compute_metrics(record["grade"] for record in records),
+        "scores": {name: _mean_of([_field(record, "scores", name) for record in records]) for name in score_names},
+        "recall": {
+            kind: _rate_of([_field(record, "recall", kind) for record in records]) for kind in ("retrieved", "kept")
+        },
+        "latency_ms": {
+            "mean": float(np.mean(totals)) if totals else None,
+            "p95": float(np.percentile(totals, 95)) if totals else None,
+            "n": len(totals),
+        },
+        "node_ms": {
+            node: float(np.mean([float(_field(record, "timings_ms", node) or 0.0) for record in records]))
+            if records
+            else 0.0
+            for node in node_names
+        },
+    }
+
+
+def _by_variant(records: Sequence[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record["variant"], []).append(record)
+    return {variant: groups[variant] for variant in sorted(groups)}
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _score_cell(stats: Mapping[str, Any]) -> str:
+    if stats["mean"] is None:
+        return f"– ({stats['missing']} missing)" if stats["missing"] else "–"
+    missing = f" ({stats['missing']} missing)" if stats["missing"] else ""
+    return f"{stats['mean']:.3f}{missing}"
+
+
+def _seconds(ms: float | None) -> str:
+    return "–" if ms is None else f"{ms / 1000:.2f}"
+
+
+def _main_table(summaries: Mapping[str, Mapping[str, Any]], score_names: Sequence[str]) -> list[str]:
+    header = ["variant", "n", *_METRIC_COLUMNS, *score_names]
+    header += ["recall retrieved %", "recall kept %", "latency mean s", "latency p95 s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, stats in summaries.items():
+        cells = [
+            variant,
+            str(stats["n"]),
+            *(_pct(stats[column]) for column in _METRIC_COLUMNS),
+            *(_score_cell(stats["scores"][name]) for name in score_names),
+            _pct(stats["recall"]["retrieved"]["rate"]),
+            _pct(stats["recall"]["kept"]["rate"]),
+            _seconds(stats["latency_ms"]["mean"]),
+            _seconds(stats["latency_ms"]["p95"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _category_table(by_category: Mapping[str, Mapping[str, Mapping[str, Any]]], categories: Sequence[str]) -> list[str]:
+    variants = list(by_category)
+    header = ["category", *(f"{variant} {column}" for variant in variants for column in ("n", "CO", "F"))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for category in categories:
+        cells = [category or "(none)"]
+        for variant in variants:
+            stats = by_category[variant].get(category)
+            cells += [str(stats["n"]), _pct(stats["CO"]), _pct(stats["F"])] if stats else ["0", "–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labels: Mapping[str, str] | None) -> str:
+    score_names = summary["score_names"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"{summary['n_records']} result records, {summary['n_questions']} questions, "
+        f"variants: {', '.join(summary['variants'])}.",
+        "",
+        "CO / NA / IN: % correct / not attempted / incorrect; CGA = CO / (CO + IN); F = 2·CGA·CO / (CGA + CO). "
+        "Scores are means over the records that have them. Recall: % of records whose retrieved (after the "
+        "retrieve node) or kept (given to the answer node) passages contain the gold answer.",
+        "",
+        "## All questions",
+        "",
+        *_main_table(summary["variants"], score_names),
+        "",
+        "## By primary category",
+        "",
+        *_category_table(summary["by_category"], categories),
+        "",
+        "## Questions the knowledge base covers",
+        "",
+    ]
+    covered = summary["kb_covered"]
+    if covered["n_known"]:
+        lines += [
+            f"{covered['n_covered']} of the {covered['n_known']} records whose coverage is known have a knowledge-base "
+            "passage that contains the gold answer and is about the question.",
+            "",
+            *(_main_table(covered["variants"], score_names) if covered["n_covered"] else ["No covered question."]),
+        ]
+    else:
+        lines.append("No record says whether the knowledge base covers its question.")
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name}]({file})" for name, file in PLOT_FILES.items()]
+    if labels:
+        lines += ["", "No CJK font was found for the plots; their category labels stand for:", ""]
+        lines += ["| label | category |", "|---|---|"]
+        lines += [f"| {label} | {name or '(none)'} |" for label, name in labels.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+@lru_cache(maxsize=32)
+def find_cjk_font(characters: str) -> str | None:
+    """Family name of an installed font with all of ``characters`` (registered with matplotlib), or None."""
+    from matplotlib import font_manager, ft2font  # noqa: PLC0415 - matplotlib loads only when plotting
+
+    for path in sorted(font_manager.findSystemFonts()):
+        try:
+            font = ft2font.FT2Font(path)
+        except (OSError, RuntimeError):
+            continue
+        if all(font.get_char_index(ord(character)) for character in characters):
+            font_manager.fontManager.addfont(path)
+            return font_manager.FontProperties(fname=path).get_name()
+    return None
+
+
+def _draw_plots(summary: Mapping[str, Any], categories: Sequence[str], out_dir: Path) -> dict[str, str] | None:
+    """Write the PNG plots; returns the category label key when labels had to be ASCII, else None."""
+    from matplotlib import rc_context  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    variants = list(summary["variants"])
+    wide = "".join(sorted({character for name in categories for character in name if not character.isascii()}))
+    font = find_cjk_font(wide) if wide else None
+    labels = None
+    tick_names = [name or "(none)" for name in categories]
+    if wide and font is None:
+        labels = {f"C{index}": name for index, name in enumerate(categories, start=1)}
+        tick_names = list(labels)
+    family = [font, "DejaVu Sans"] if font else ["DejaVu Sans"]
+    x = np.arange(len(variants))
+
+    with rc_context({"font.family": family, "axes.unicode_minus": False}):
+        figure = Figure(figsize=(max(4.0, 1.2 * len(variants) + 2), 3.5), layout="constrained")
+        axes = figure.subplots()
+        values = [summary["variants"][variant]["F"] for variant in variants]
+        bars = axes.bar(x, values, color="tab:blue")
+        axes.bar_label(bars, fmt="%.1f")
+        top = max(100.0, *values) * 1.1
+        axes.set(xticks=x, xticklabels=variants, ylabel="F (%)", title="F by variant", ylim=(0, top))
+        figure.savefig(out_dir / PLOT_FILES["f_by_variant"], dpi=120)
+
+        figure = Figure(figsize=(max(6.0, 0.4 * len(categories) * len(variants) + 2), 4.0), layout="constrained")
+        axes = figure.subplots()
+        positions = np.arange(len(categories))
+        width = 0.8 / max(1, len(variants))
+        for index, variant in enumerate(variants):
+            per_category = summary["by_category"][variant]
+            heights = [per_category[name]["F"] if name in per_category else 0.0 for name in categories]
+            axes.bar(positions + (index - (len(variants) - 1) / 2) * width, heights, width, label=variant)
+        axes.set(xticks=positions, ylabel="F (%)", title="F by primary category and variant", ylim=(0, 100))
+        slanted = len(categories) > 3 and max(len(name) for name in tick_names) > 4
+        axes.set_xticklabels(tick_names, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+        axes.legend(title="variant", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        figure.savefig(out_dir / PLOT_FILES["f_by_category"], dpi=120)
+
+        figure = Figure(figsize=(max(4.0, 1.2 * len(variants) + 3), 3.5), layout="constrained")
+        axes = figure.subplots()
+        bottom = np.zeros(len(variants))
+        for node in summary["node_names"]:
+            seconds = np.array([summary["variants"][variant]["node_ms"][node] / 1000 for variant in variants])
+            axes.bar(x, seconds, bottom=bottom, label=node)
+            bottom += seconds
+        axes.set(xticks=x, xticklabels=variants, ylabel="mean seconds per question", title="Mean latency per node")
+        if summary["node_names"]:
+            axes.legend(title="node", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        figure.savefig(out_dir / PLOT_FILES["latency_by_node"], dpi=120)
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def write_report(results: list[dict[str, Any]], out_dir: Path) -> Path:
+    """Write ``summary.json``, ``report.md`` and the PNG plots for ``results`` into ``out_dir``.
+
+    Returns the path of ``report.md``.
+
+    Raises:
+        DatasetError: No records, or a record without a variant or with an unknown grade.
+    """
+    if not results:
+        raise DatasetError("no result records to report on")
+    for number, record in enumerate(results, start=1):
+        _validate(record, f"result record {number}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    score_names, node_names = _score_names(results), _node_names(results)
+    groups = _by_variant(results)
+    covered_groups = {
+        variant: [record for record in records if record.get("kb_covered") is True]
+        for variant, records in groups.items()
+    }
+    categories = sorted({str(record.get("primary_category") or "") for record in results})
+    summary: dict[str, Any] = {
+        "n_records": len(results),
+        "n_questions": len({record.get("id", index) for index, record in enumerate(results)}),
+        "score_names": score_names,
+        "node_names": node_names,
+        "variants": {variant: summarize(records, score_names, node_names) for variant, records in groups.items()},
+        "by_category": {variant: metrics_by(records, "primary_category") for variant, records in groups.items()},
+        "kb_covered": {
+            "n_known": sum(isinstance(record.get("kb_covered"), bool) for record in results),
+            "n_covered": sum(record.get("kb_covered") is True for record in results),
+            "variants": {
+                variant: summarize(records, score_names, node_names)
+                for variant, records in covered_groups.items()
+                if records
+            },
+        },
+    }
+    labels = _draw_plots(summary, categories, out_dir)
+    summary["plots"] = dict(PLOT_FILES)
+    summary["category_labels"] = labels
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    report = out_dir / REPORT_FILE
+    report.write_text(_render_markdown(summary, categories, labels), encoding="utf-8")
+    return report
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``results.jsonl`` file.
+
+    Raises:
+        DatasetError: Missing file, or a line that is not a valid result record (named by file and line).
+    """
+    if not path.is_file():
+        raise DatasetError(f"results file not found: {path}")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+            _validate(record, f"{path}:{number}")
+            records.append(record)
+    return records
+
+
+def rebuild_report(run_dir: Path) -> Path:
+    """Rewrite the summary, report and plots of a run from its ``results.jsonl``; returns ``report.md``."""
+    run_dir = Path(run_dir)
+    return write_report(read_results(run_dir / RESULTS_FILE), run_dir)

@@ -1,0 +1,316 @@
+"""Evaluate graph variants on one question set, resumably, and write the report.
+
+``run_evaluation`` runs every variant on every question (question by question, so an interrupted
+run still compares the variants on the same questions) and appends one JSON line per
+(question, variant) to ``results.jsonl`` the moment it is done (flushed and fsync'd). Run again with
+the same settings, it skips the pairs already there; a run killed at any moment loses at most the
+pair in flight, and an incomplete last line left by the kill is dropped and that pair redone.
+
+``run.json`` in the output directory records the settings (variants, metrics, question set and its
+hash, filters, context, KB sources). A run with other settings into the same directory is refused
+unless ``force=True``, which moves the old run's files into ``replaced-<timestamp>/`` and starts
+afresh, so results of two runs never mix.
+
+Result record (one per line; what ``zhrag.evaluation.report`` reads)::
+
+    {"id", "variant", "question", "gold", "answer", "primary_category", "secondary_category",
+     "grade", "contexts", "retrieved", "judgements", "queries", "requeries",
+     "timings_ms": {node: ms, "total": ms}, "metric_ms": {metric: ms},
+     "scores": {...}, "recall": {"retrieved": bool | None, "kept": bool | None}, "kb_covered": bool | None}
+
+``timings_ms`` holds the answering nodes only and ``total`` is the wall time of the graph run without
+the metric nodes, whose times are in ``metric_ms``. ``kb_covered``: see ``kb_coverage`` (``None``
+when no KB source was available).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tqdm import tqdm
+
+from zhrag import settings
+from zhrag.errors import ConfigError, DatasetError
+from zhrag.evaluation.datasets import Question
+from zhrag.evaluation.judges import check_evaluation_setup
+from zhrag.evaluation.kb_coverage import KBCoverage
+from zhrag.evaluation.report import PLOT_FILES, REPORT_FILE, RESULTS_FILE, SUMMARY_FILE, read_results, write_report
+from zhrag.graph.builder import VARIANTS, build_graph
+from zhrag.nodes import retrieve
+from zhrag.nodes.common import answer_llm, judge_llm
+
+RUN_FILE = "run.json"
+#: Version of the ``run.json`` / results layout.
+RUN_FORMAT = 1
+#: Metrics computed when none are named; ``grade`` is always computed (the report needs it).
+DEFAULT_METRICS = ("grade", "retrieval")
+
+
+def dataset_info(source: str | Path, **filters: Any) -> dict[str, Any]:
+    """What ``run.json`` records about the question set: its path (or hub id), file hash and filters.
+
+    ``filters`` are the filters given to ``load_questions`` (``None`` values are left out).
+    """
+    path = Path(source).expanduser()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    kept = {name: str(value) if isinstance(value, Path) else value for name, value in filters.items() if value is not None}
+    return {"source": str(path.resolve()) if path.is_file() else str(source), "sha256": digest, "filters": kept}
+
+
+def questions_digest(questions: Sequence[Question]) -> str:
+    """SHA-256 of the questions' ids, texts and gold answers, in order."""
+    rows = [[question.id, question.question, question.answer] for question in questions]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def run_evaluation(
+    variants: Iterable[str],
+    questions: Sequence[Question],
+    out_dir: str | Path,
+    *,
+    context: Any,
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    force: bool = False,
+    progress: bool = True,
+    data: Mapping[str, Any] | None = None,
+    kb_sources: Sequence[str | Path] | None = None,
+) -> Path:
+    """Evaluate ``variants`` on ``questions`` into ``out_dir`` and write the report; returns ``report.md``.
+
+    Args:
+        variants: Graph variants (``a0``, ``a1``, ``a2``); run in that order for each question.
+        questions: The question set (``load_questions``), the same for every variant.
+        out_dir: Run directory: ``run.json``, ``results.jsonl``, then the report files.
+        context: The run's ``zhrag.graph.context.Context`` (models, retrieval, grader, judge).
+        metrics: Metric nodes to run (``grade``, ``faithfulness``, ``answer_correctness``,
+            ``retrieval``); ``grade`` is added when missing.
+        force: Start afresh even when ``out_dir`` holds a run with other settings (its files are
+            moved to ``out_dir/replaced-<timestamp>/``).
+        progress: Show a progress bar with ETA on stderr.
+        data: Where the questions came from, recorded in ``run.json`` (see ``dataset_info``).
+        kb_sources: KB sources for ``kb_covered``; default the shared KB (``settings.default_kb_source``)
+            when it exists, else ``kb_covered`` is ``None``.
+
+    Raises:
+        ConfigError: unknown variant or metric, bad context, or ``out_dir`` holds another run.
+        DatasetError: no questions, duplicate question ids, or a damaged ``results.jsonl``.
+        JudgeError, ModelLoadError, MCPServerError: the judge, a model or the knowledge server is
+            unusable (checked before the first question where possible).
+    """
+    if not dataclasses.is_dataclass(context):
+        raise ConfigError("context must be a zhrag.graph.context.Context")
+    variant_list = _variants([variants] if isinstance(variants, str) else variants)
+    metric_list = list(dict.fromkeys(["grade", *([metrics] if isinstance(metrics, str) else metrics)]))
+    graphs = {variant: build_graph(variant, metrics=metric_list) for variant in variant_list}
+    if not questions:
+        raise DatasetError("no questions to evaluate (the question set is empty after filtering)")
+    if len({question.id for question in questions}) != len(questions):
+        raise DatasetError("the question set has duplicate ids")
+    if kb_sources is None:
+        default_kb = settings.default_kb_source()
+        kb_sources = [default_kb] if default_kb.exists() else []
+    out_dir = Path(out_dir)
+    run_settings = {
+        "format": RUN_FORMAT,
+        "variants": variant_list,
+        "metrics": metric_list,
+        "questions": {"n": len(questions), "sha256": questions_digest(questions)},
+        "data": dict(data or {}),
+        "context": dataclasses.asdict(context),
+        "kb_sources": [str(Path(source).expanduser().resolve()) for source in kb_sources],
+    }
+    resuming = _same_run_or_refuse(out_dir, run_settings, force)
+
+    check_evaluation_setup(context, metric_list)
+    results_path = out_dir / RESULTS_FILE
+    done = _done_pairs(results_path) if resuming else set()
+    pending = [(q, v) for q in questions for v in variant_list if (q.id, v) not in done]
+    if pending:  # load the models and start the one MCP session now, not inside the first timed answer
+        answer_llm(context)
+        if "a2" in variant_list:
+            judge_llm(context)
+        if any(variant != "a0" for variant in variant_list):
+            retrieve.get_knowledge_client(retrieve.server_config(context))
+    if not resuming:
+        _start_run(out_dir, run_settings)
+
+    coverage = _coverage(kb_sources, progress) if pending and kb_sources else None
+    with (
+        results_path.open("ab") as sink,
+        tqdm(
+            total=len(questions) * len(variant_list),
+            initial=len(questions) * len(variant_list) - len(pending),
+            disable=not progress,
+            unit="answer",
+            desc="evaluating",
+            dynamic_ncols=True,
+        ) as bar,
+    ):
+        covered: dict[str, bool | None] = {}
+        for question, variant in pending:
+            bar.set_postfix_str(f"{variant} {question.id[:12]}", refresh=False)
+            if question.id not in covered:
+                covered[question.id] = coverage.covers(question.question, question.answer) if coverage else None
+            record = evaluate_one(graphs[variant], variant, question, context, metric_list, covered[question.id])
+            _append(sink, record)
+            bar.update()
+    return write_report(read_results(results_path), out_dir)
+
+
+def evaluate_one(
+    graph: Any, variant: str, question: Question, context: Any, metrics: Sequence[str], kb_covered: bool | None
+) -> dict[str, Any]:
+    """Run one compiled evaluation graph on one question and build its result record."""
+    started = time.perf_counter()
+    state = graph.invoke({"question": question.question, "gold_answer": question.answer}, context=context)
+    wall_ms = (time.perf_counter() - started) * 1000.0
+    timings = dict(state.get("timings_ms") or {})
+    metric_ms = {name: round(timings.pop(name), 1) for name in metrics if name in timings}
+    timings = {node: round(ms, 1) for node, ms in timings.items()}
+    timings["total"] = round(wall_ms - sum(metric_ms.values()), 1)
+    scores = dict(state.get("scores") or {})
+    grade = scores.pop("grade")
+    recall = {"retrieved": scores.pop("recall_retrieved", None), "kept": scores.pop("recall_kept", None)}
+    return {
+        "id": question.id,
+        "variant": variant,
+        "question": question.question,
+        "gold": question.answer,
+        "answer": state.get("answer", ""),
+        "primary_category": question.primary_category,
+        "secondary_category": question.secondary_category,
+        "grade": grade,
+        "contexts": state.get("contexts", []),
+        "retrieved": state.get("retrieved", []),
+        "judgements": state.get("judgements", []),
+        "queries": state.get("queries", []),
+        "requeries": state.get("requeries", 0),
+        "timings_ms": timings,
+        "metric_ms": metric_ms,
+        "scores": scores,
+        "recall": recall,
+        "kb_covered": kb_covered,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- run directory
+
+
+def _variants(variants: Iterable[str]) -> list[str]:
+    """Validated variants, deduplicated, in ablation order."""
+    names = {str(variant).strip().lower() for variant in variants}
+    unknown = sorted(names - set(VARIANTS))
+    if unknown:
+        raise ConfigError(f"unknown graph variant {unknown[0]!r}: use one of {', '.join(VARIANTS)}")
+    if not names:
+        raise ConfigError("no variant to evaluate: name at least one of " + ", ".join(VARIANTS))
+    return [variant for variant in VARIANTS if variant in names]
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two ``run.json`` settings objects."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _same_run_or_refuse(out_dir: Path, run_settings: dict[str, Any], force: bool) -> bool:
+    """True when ``out_dir`` holds a run with these settings (resume); False for a fresh run.
+
+    Raises:
+        ConfigError: ``out_dir`` holds another run (or results without ``run.json``) and not ``force``.
+    """
+    run_file, results = out_dir / RUN_FILE, out_dir / RESULTS_FILE
+    if run_file.is_file():
+        try:
+            recorded = json.loads(run_file.read_text(encoding="utf-8"))["settings"]
+        except (ValueError, KeyError, TypeError):
+            recorded = None
+        current = json.loads(json.dumps(run_settings))  # as it reads back from JSON (tuples → lists)
+        if recorded == current:
+            return True
+        what = ", ".join(_differences(recorded, current)[:6]) if isinstance(recorded, dict) else f"unreadable {run_file}"
+        problem = f"{out_dir} holds a run with other settings (differs in: {what})"
+    elif results.exists():
+        problem = f"{out_dir} holds {RESULTS_FILE} without {RUN_FILE} (settings unknown)"
+    else:
+        return False
+    if not force:
+        raise ConfigError(f"{problem}; use another output directory, or --force to start a fresh run there")
+    return False
+
+
+def _start_run(out_dir: Path, run_settings: dict[str, Any]) -> None:
+    """Move a previous run's files aside (if any) and write ``run.json`` atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    old_files = [RUN_FILE, RESULTS_FILE, SUMMARY_FILE, REPORT_FILE, *PLOT_FILES.values()]
+    present = [name for name in old_files if (out_dir / name).exists()]
+    if present:
+        backup = out_dir / f"replaced-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+        backup.mkdir()
+        for name in present:
+            (out_dir / name).rename(backup / name)
+    record = {"settings": run_settings, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    partial = out_dir / f"{RUN_FILE}.partial"
+    with partial.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(out_dir / RUN_FILE)
+
+
+def _done_pairs(results_path: Path) -> set[tuple[str, str]]:
+    """The (question id, variant) pairs in ``results.jsonl``, after dropping an incomplete last line.
+
+    A kill during a write can only leave the last line without its newline; that fragment is cut
+    off the file so the pair is redone. Any other unreadable line means the file is damaged.
+
+    Raises:
+        DatasetError: a complete line is not a JSON record with ``id`` and ``variant``, or a pair repeats.
+    """
+    if not results_path.exists():
+        return set()
+    content = results_path.read_bytes()
+    complete = content.rfind(b"\n") + 1
+    if complete < len(content):
+        with results_path.open("r+b") as handle:
+            handle.truncate(complete)
+            os.fsync(handle.fileno())
+    done: set[tuple[str, str]] = set()
+    for number, line in enumerate(content[:complete].split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            pair = (str(record["id"]), str(record["variant"]))
+        except (ValueError, KeyError, TypeError):
+            raise DatasetError(f"{results_path}:{number}: not a result record; the results file is damaged") from None
+        if pair in done:
+            raise DatasetError(f"{results_path}:{number}: second record for question {pair[0]!r}, variant {pair[1]}")
+        done.add(pair)
+    return done
+
+
+def _append(sink: BinaryIO, record: Mapping[str, Any]) -> None:
+    """Append one record as a JSON line and force it to disk."""
+    sink.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+    sink.flush()
+    os.fsync(sink.fileno())
+
+
+def _coverage(kb_sources: Sequence[str | Path], progress: bool) -> KBCoverage:
+    """Index the KB sources for ``kb_covered`` (a few seconds for the shared KB)."""
+    if progress:
+        tqdm.write("indexing the knowledge base for kb_covered ...")
+    return KBCoverage(kb_sources)

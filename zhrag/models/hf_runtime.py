@@ -1,0 +1,148 @@
+"""One loaded transformers model, shared by every ``LocalLLM`` built on it.
+
+The model and tokenizer sit behind one transformers ``text-generation`` pipeline. LoRA adapters are
+added to the same model through transformers' PEFT integration (``load_adapter``), so an answer model
+and a judge model that differ only in their adapter share the base weights; each generation call
+activates its own adapter (or disables all of them) under a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseLanguageModel
+
+from zhrag.errors import ModelLoadError
+from zhrag.models.failures import first_line
+
+logger = logging.getLogger(__name__)
+
+#: Prompts per forward pass (transformers pipeline batch size) by device type.
+BATCH_SIZE = {"cpu": 8, "mps": 16, "cuda": 32}
+
+
+class HFRuntime:
+    """A transformers causal LM, its tokenizer and text-generation pipeline, and the adapters loaded into it.
+
+    Attributes:
+        model: The transformers model (PEFT adapters, when loaded, live inside it).
+        tokenizer: Its tokenizer (left padding, a pad token set).
+        is_chat: Whether the tokenizer has a chat template.
+        batch_size: Prompts per forward pass.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
+        from transformers import pipeline
+
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        self.model = model
+        self.tokenizer = tokenizer
+        self.is_chat = bool(getattr(tokenizer, "chat_template", None))
+        self.batch_size = BATCH_SIZE[device.partition(":")[0]]
+        self._pipeline = pipeline(
+            "text-generation", model=model, tokenizer=tokenizer, device=device, batch_size=self.batch_size
+        )
+        self._lock = threading.RLock()
+        self._adapters: dict[str, str] = {}
+
+    def langchain_model(self) -> BaseLanguageModel:
+        """A LangChain model over the pipeline: ``ChatHuggingFace`` with a chat template, else ``HuggingFacePipeline``.
+
+        The tokenizer is passed to ``ChatHuggingFace`` explicitly, so it never looks one up on the Hub.
+        """
+        from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+
+        llm = HuggingFacePipeline(pipeline=self._pipeline, batch_size=self.batch_size)
+        return ChatHuggingFace(llm=llm, tokenizer=self.tokenizer) if self.is_chat else llm
+
+    def add_adapter(self, path: str, model_label: str) -> str:
+        """Load the PEFT adapter directory ``path`` into the model (once) and return its adapter name.
+
+        Raises:
+            ModelLoadError: the adapter does not fit the model (other architecture or sizes). The
+                model is left as it was.
+        """
+        with self._lock:
+            if path in self._adapters:
+                return self._adapters[path]
+            name = f"adapter_{len(self._adapters)}"
+            self._warn_if_other_base(path, model_label)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self.model.load_adapter(path, adapter_name=name)
+            except (RuntimeError, ValueError, KeyError, TypeError, OSError) as error:
+                if name in getattr(self.model, "peft_config", {}):
+                    self.model.delete_adapter(name)
+                raise ModelLoadError(f"adapter {path} does not fit model {model_label}: {_adapter_problem(error)}") from error
+            self._adapters[path] = name
+            return name
+
+    @contextmanager
+    def using(self, adapter_name: str | None) -> Iterator[None]:
+        """Lock the model and activate ``adapter_name`` (``None``: no adapter) for the block."""
+        with self._lock:
+            if self._adapters:
+                if adapter_name is None:
+                    self.model.disable_adapters()
+                else:
+                    self.model.enable_adapters()
+                    self.model.set_adapter(adapter_name)
+            yield
+
+    def generate(
+        self,
+        langchain_model: BaseLanguageModel,
+        prompts: Sequence[str | list[Any]],
+        *,
+        adapter_name: str | None,
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> list[str]:
+        """Greedy completions through ``langchain_model`` (one of :meth:`langchain_model`'s results).
+
+        Base models get all prompts in one ``batch`` call (``batch_size`` prompts per forward pass,
+        left padded); chat models go through ``ChatHuggingFace`` one conversation at a time, as
+        its chat template already holds the special tokens. ``stop`` also ends generation early
+        (transformers ``stop_strings``); the completions still contain the stop string.
+        """
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False, "return_full_text": False}
+        if stop:
+            kwargs["stop_sequence"] = list(stop)
+        with self.using(adapter_name):
+            if not self.is_chat:
+                return langchain_model.batch(list(prompts), stop=list(stop) or None, pipeline_kwargs=kwargs)
+            chat_kwargs = {**kwargs, "add_special_tokens": False}
+            return [
+                langchain_model.invoke(prompt, stop=list(stop) or None, pipeline_kwargs=chat_kwargs).text
+                for prompt in prompts
+            ]
+
+    def _warn_if_other_base(self, path: str, model_label: str) -> None:
+        """Log a warning when the adapter records a base model other than this one (compared by last path part)."""
+        config_path = Path(path) / "adapter_config.json"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"cannot read {config_path}: {first_line(error)}") from error
+        recorded = str(config.get("base_model_name_or_path") or "")
+        ours = str(getattr(self.model, "name_or_path", "") or "")
+        if recorded and ours and Path(recorded).name != Path(ours).name:
+            logger.warning("adapter %s was made for base model %r, loading it on %s", path, recorded, model_label)
+
+
+def _adapter_problem(error: BaseException) -> str:
+    """A one-line reason an adapter failed to load."""
+    text = str(error)
+    if "size mismatch" in text or "ignore_mismatched_sizes" in text:
+        return "its weight shapes differ from the model's (adapter made for another base model)"
+    return first_line(error)

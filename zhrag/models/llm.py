@@ -1,0 +1,121 @@
+"""``LocalLLM``: one LangChain language model behind a small, greedy, batched ``generate`` call.
+
+Graph nodes only call :meth:`LocalLLM.generate`; whether the model is a local Hugging Face model
+(see :mod:`zhrag.models.hf_runtime`) or any other LangChain model (a fake chat model in tests, a
+hosted model) is hidden behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import BaseMessage
+
+from zhrag.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zhrag.models.hf_runtime import HFRuntime
+
+#: A completion prompt (base models) or a list of chat messages (chat models).
+Prompt = str | Sequence[BaseMessage]
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` cut before the earliest occurrence of any of the ``stop`` strings (empty ones ignored)."""
+    cut = min((index for s in stop if s and (index := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+class LocalLLM:
+    """A LangChain model with the generation interface the graph nodes use.
+
+    Attributes:
+        model: The LangChain model: ``HuggingFacePipeline`` for local base models, ``ChatHuggingFace``
+            for local models whose tokenizer has a chat template, or whatever was wrapped by
+            :meth:`from_langchain`.
+        is_chat: Whether prompts must be chat messages (``True``) or completion strings (``False``).
+        load_info: How the model was loaded: ``model`` (argument as given), ``kind`` (``packaged``,
+            ``gguf``, ``dir``, ``hub`` or ``langchain``), ``source`` (directory or id read),
+            ``cache_hit`` (dequantized GGUF cache reused; ``None`` where no cache applies),
+            ``shared_base`` (base weights were already loaded for another adapter), ``load_s``,
+            ``device``, ``dtype``, ``adapter``.
+        adapter_name: Name of this model's PEFT adapter inside the shared base model, if any.
+    """
+
+    def __init__(
+        self,
+        model: BaseLanguageModel,
+        *,
+        is_chat: bool,
+        load_info: dict[str, Any] | None = None,
+        runtime: HFRuntime | None = None,
+        adapter_name: str | None = None,
+    ) -> None:
+        self.model = model
+        self.is_chat = is_chat
+        self.load_info: dict[str, Any] = dict(load_info or {})
+        self.adapter_name = adapter_name
+        self._runtime = runtime
+
+    @classmethod
+    def from_langchain(cls, model: BaseLanguageModel, is_chat: bool | None = None) -> LocalLLM:
+        """Wrap any LangChain LLM or chat model; ``is_chat`` defaults to whether it is a chat model.
+
+        Generation goes through ``model.batch`` with the stop strings; the model's own settings
+        decide the length (``max_new_tokens`` only applies to local Hugging Face models).
+        """
+        chat = isinstance(model, BaseChatModel) if is_chat is None else is_chat
+        info = {"model": type(model).__name__, "kind": "langchain", "source": type(model).__name__,
+                "cache_hit": None, "shared_base": False, "load_s": 0.0, "device": None, "dtype": None,
+                "adapter": None}
+        return cls(model, is_chat=chat, load_info=info)
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)) -> list[str]:
+        """Greedy completions of ``prompts`` (batched where the model allows), each cut at the first stop string.
+
+        Args:
+            prompts: Completion strings for base models; chat message lists (or strings, read as
+                one user message) for chat models.
+            max_new_tokens: Generation budget per prompt (local Hugging Face models).
+            stop: Strings that end a completion; the completion is returned without them.
+
+        Returns:
+            One completion per prompt, without the prompt text.
+
+        Raises:
+            ConfigError: ``max_new_tokens`` < 1, or chat messages given to a base model.
+        """
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not self.is_chat and any(not isinstance(prompt, str) for prompt in prompts):
+            raise ConfigError("this model is not a chat model: build completion prompts (str), not messages")
+        stops = [s for s in stop if s]
+        inputs = [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts]
+        if not inputs:
+            return []
+        if self._runtime is not None:
+            texts = self._runtime.generate(
+                self.model, inputs, adapter_name=self.adapter_name, max_new_tokens=max_new_tokens, stop=stops
+            )
+        else:
+            outputs = self.model.batch(inputs, stop=stops or None)
+            texts = [output if isinstance(output, str) else output.text for output in outputs]
+        return [truncate_at_stop(text, stops) for text in texts]
+
+    @contextmanager
+    def hf_model(self) -> Iterator[tuple[Any, Any]]:
+        """The underlying transformers model (with this LLM's adapter active) and tokenizer.
+
+        The shared model is locked for the duration of the block, so other LLMs on the same base
+        weights cannot switch adapters meanwhile.
+
+        Raises:
+            ConfigError: this LLM does not wrap a local Hugging Face model.
+        """
+        if self._runtime is None:
+            raise ConfigError(f"{self.load_info.get('model', 'this model')} is not a local Hugging Face model")
+        with self._runtime.using(self.adapter_name):
+            yield self._runtime.model, self._runtime.tokenizer

@@ -1,0 +1,60 @@
+"""Helpers shared by the graph nodes: wall-time recording, input validation, model selection.
+
+Nodes read their configuration from ``runtime.context`` (a ``zhrag.graph.context.Context``) by
+attribute only, so this package never imports ``zhrag.graph``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zhrag.errors import ConfigError
+from zhrag.models import LocalLLM, load_llm
+
+NodeFn = Callable[..., Mapping[str, Any] | None]
+
+
+def timed(name: str) -> Callable[[NodeFn], NodeFn]:
+    """Decorate a node so its update also carries ``{"timings_ms": {name: wall ms}}``.
+
+    The wrapper keeps the node's signature, so LangGraph still injects ``runtime``/``config``.
+    """
+
+    def decorate(node: NodeFn) -> NodeFn:
+        @functools.wraps(node)
+        def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            start = time.perf_counter()
+            update = dict(node(*args, **kwargs) or {})
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            update["timings_ms"] = {**update.get("timings_ms", {}), name: elapsed_ms}
+            return update
+
+        return run
+
+    return decorate
+
+
+def require_question(state: Mapping[str, Any]) -> str:
+    """The stripped question of ``state``; raises ``ConfigError("question is empty")`` when blank or missing."""
+    question = state.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("question is empty")
+    return question.strip()
+
+
+def answer_llm(context: Any) -> LocalLLM:
+    """The answer model of a run: ``context.model`` with ``context.answer_adapter``."""
+    return load_llm(context.model, adapter=context.answer_adapter, device=context.device, dtype=context.dtype)
+
+
+def judge_llm(context: Any) -> LocalLLM:
+    """The judge/requery model of a run: ``context.judge_model`` (or ``context.model``) with ``context.judge_adapter``."""
+    return load_llm(
+        context.judge_model or context.model,
+        adapter=context.judge_adapter,
+        device=context.device,
+        dtype=context.dtype,
+    )

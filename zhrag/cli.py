@@ -59,12 +59,16 @@ def _prepare_knowledge_base(context, kb: list[Path] | None) -> None:
     from zhrag.tools.indexing import ensure_index
     from zhrag.tools.store import KnowledgeStore
 
-    sources = list(kb) if kb else [settings.default_kb_source()]
     with KnowledgeStore(
         context.collection, path=context.qdrant_path, url=context.qdrant_url, embedder=context.embedder
     ) as store:
-        for source in sources:
-            ensure_index(store, source=source)
+        report = ensure_index(store, source=list(kb) if kb else None)
+    if report is not None:
+        typer.echo(
+            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.0f} s "
+            f"(first use of collection {context.collection!r})",
+            err=True,
+        )
 
 
 def _run_question(variant: str, question: str, context) -> dict:
@@ -202,6 +206,98 @@ def index(
         )
 
 
+@app.command("eval")
+def eval_(
+    variants: Annotated[
+        list[str], typer.Option("--variants", help="Variants to compare on the same questions: --variants a0 a1 a2.")
+    ] = ["a0", "a1", "a2"],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory; re-running resumes it.")] = Path("runs/eval"),
+    data: Annotated[Optional[str], typer.Option(help="Question jsonl file or HF dataset id (default: shared dev set).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N questions (after the filters).")] = None,
+    category: Annotated[Optional[list[str]], typer.Option("--category", help="Primary category to keep (repeatable).")] = None,
+    ids_file: Annotated[Optional[Path], typer.Option(help="File of question ids to keep, one per line.")] = None,
+    metrics: Annotated[
+        list[str], typer.Option("--metrics", help="Any of grade, retrieval, faithfulness, answer_correctness.")
+    ] = ["grade", "retrieval"],
+    grader: Annotated[str, typer.Option(help="rules (offline string matching) or official (LLM judge).")] = "rules",
+    eval_model: Annotated[Optional[str], typer.Option(help="Local judge model for the official grader and RAGAS.")] = None,
+    eval_base_url: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible judge endpoint, e.g. http://localhost:8000/v1 (key: OPENAI_API_KEY).")
+    ] = None,
+    eval_api_model: Annotated[Optional[str], typer.Option(help="Model name served by --eval-base-url.")] = None,
+    eval_embedder: Annotated[str, typer.Option(help="Embedder of RAGAS answer similarity.")] = settings.PACKAGED_EMBEDDER,
+    force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
+    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory or hub id.")] = settings.PACKAGED_LLM,
+    answer_adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="A2 judge / requery model (default: the answer model).")] = None,
+    judge_adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter for the A2 judge.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
+    top_k: Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")] = 3,
+    max_requeries: Annotated[int, typer.Option(help="A2: maximum query rewrites.")] = 2,
+    max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget.")] = 32,
+    collection: CollectionOpt = settings.DEFAULT_COLLECTION,
+    qdrant_url: QdrantUrlOpt = None,
+    qdrant_path: QdrantPathOpt = None,
+    embedder: EmbedderOpt = settings.PACKAGED_EMBEDDER,
+    kb: KbOpt = None,
+) -> None:
+    """Evaluate variants on Chinese-SimpleQA (resumable) and write report.md, summary.json and plots into OUT."""
+    from zhrag.evaluation.datasets import load_questions
+    from zhrag.evaluation.runner import dataset_info, run_evaluation
+
+    variant_list = [_check_variant(name) for name in _split_values(variants)]
+    questions = load_questions(data, limit=limit, categories=category, ids_file=ids_file)
+    context = _context(
+        model=model, answer_adapter=answer_adapter, judge_model=judge_model, judge_adapter=judge_adapter,
+        device=device, dtype=dtype, top_k=top_k, max_requeries=max_requeries, max_new_tokens=max_new_tokens,
+        collection=collection, qdrant_url=qdrant_url, qdrant_path=qdrant_path, embedder=embedder,
+        grader=grader, eval_model=eval_model, eval_base_url=eval_base_url, eval_api_model=eval_api_model,
+        eval_embedder=eval_embedder,
+    )
+    if any(name != "a0" for name in variant_list):
+        _prepare_knowledge_base(context, kb)
+    report_path = run_evaluation(
+        variant_list, questions, out, context=context, metrics=_split_values(metrics), force=force,
+        data=dataset_info(data or settings.default_dataset(), limit=limit, categories=category, ids_file=ids_file),
+        kb_sources=kb,
+    )
+    typer.echo(f"report: {report_path}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="Run directory written by zhrag eval.")]) -> None:
+    """Rewrite report.md, summary.json and the plots of RUN_DIR from its results.jsonl."""
+    from zhrag.evaluation.report import rebuild_report
+
+    typer.echo(f"report: {rebuild_report(run_dir)}")
+
+
+def _split_values(values: list[str]) -> list[str]:
+    """Flatten repeated and comma-separated option values: ["a0,a1", "a2"] -> ["a0", "a1", "a2"]."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+#: Options that take several space-separated values (``--variants a0 a1 a2``).
+MULTI_VALUE_OPTIONS = frozenset({"--variants", "--metrics"})
+
+
+def _expand_multi_value_options(argv: list[str]) -> list[str]:
+    """Rewrite ``--variants a0 a1`` as ``--variants a0 --variants a1`` (click options take one value each)."""
+    expanded: list[str] = []
+    current: str | None = None
+    for token in argv:
+        if token in MULTI_VALUE_OPTIONS:
+            current = token
+            continue
+        if current and not token.startswith("-"):
+            expanded += [current, token]
+            continue
+        current = None
+        expanded.append(token)
+    return expanded
+
+
 @app.command(
     "serve-mcp",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
@@ -217,7 +313,8 @@ def serve_mcp(ctx: typer.Context) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zhrag`` console script."""
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="zhrag")
+        args = sys.argv[1:] if argv is None else argv
+        result = app(args=_expand_multi_value_options(args), standalone_mode=False, prog_name="zhrag")
     except ZhragError as error:
         typer.echo(f"error: {error}", err=True)
         return 2

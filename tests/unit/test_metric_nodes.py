@@ -324,7 +324,8 @@ def test_endpoint_judge_grades_and_scores_several_answers(
     for _ in range(2):  # a second answer reuses the judge's clients
         scores = run("a1", ["grade", "faithfulness"], context)["scores"]
         assert scores == {
-            "grade": "CORRECT", "grader": "official", "grade_raw": "A", "faithfulness": 1.0, "faithfulness_reason": None,
+            "grade": "CORRECT", "grader": "official", "grade_raw": "A",
+            "faithfulness": 1.0, "faithfulness_reason": None,
         }
     assert sum(GRADER_SYSTEM_PROMPT in prompt for prompt in prompts) == 2
     assert sum(NLI_PROMPT in prompt for prompt in prompts) == 2

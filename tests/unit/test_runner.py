@@ -77,7 +77,10 @@ def fake_knowledge(monkeypatch: pytest.MonkeyPatch) -> None:
 def kb(tmp_path: Path) -> Path:
     """A two-document KB: it covers question 3 (answer and question words), not the others."""
     path = tmp_path / "kb.jsonl"
-    rows = [{"id": "d1", "title": "3号城", "text": "3号城位于3号省北部。"}, {"id": "d2", "title": "湖", "text": "白湖很大。"}]
+    rows = [
+        {"id": "d1", "title": "3号城", "text": "3号城位于3号省北部。"},
+        {"id": "d2", "title": "湖", "text": "白湖很大。"},
+    ]
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     return path
 

@@ -14,6 +14,7 @@ run needs up front, so an unreachable endpoint or a missing model fails before t
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -34,10 +35,12 @@ if TYPE_CHECKING:
     from ragas.embeddings import BaseRagasEmbeddings
     from ragas.llms import BaseRagasLLM
 
+logger = logging.getLogger(__name__)
+
 #: Generation budget of the local judge for the official grader (it answers one letter).
 GRADE_MAX_NEW_TOKENS = 8
-#: Generation budget of the local judge per RAGAS call (JSON lists of statements and verdicts).
-RAGAS_MAX_NEW_TOKENS = 512
+#: Generation budget of the local judge per RAGAS call (JSON statements and verdicts of a short answer).
+RAGAS_MAX_NEW_TOKENS = 256
 #: Seconds to wait for one endpoint reply.
 ENDPOINT_TIMEOUT_S = 120.0
 #: Attempts per RAGAS call to an endpoint (network errors are retried; a local model is not).
@@ -163,7 +166,11 @@ def check_evaluation_setup(context: Any, metrics: Sequence[str]) -> None:
     if wants_ragas or ("grade" in metrics and context.grader == "official"):
         if uses_endpoint(context):
             _endpoint_judge(context.eval_base_url, context.eval_api_model).check()
-        else:
-            eval_llm(context)
+        elif not eval_llm(context).is_chat and wants_ragas:  # eval_llm loads the model (once per process)
+            logger.warning(
+                "the RAGAS judge %r is a base model without a chat template: expect unparsable replies "
+                "(scores recorded as missing) and slow runs; an instruction-tuned model or an endpoint works better",
+                context.eval_model or context.model,
+            )
     if "answer_correctness" in metrics:
         ragas_embedder(context)

@@ -61,7 +61,11 @@ def dataset_info(source: str | Path, **filters: Any) -> dict[str, Any]:
     """
     path = Path(source).expanduser()
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    kept = {name: str(value) if isinstance(value, Path) else value for name, value in filters.items() if value is not None}
+    kept = {
+        name: str(value) if isinstance(value, Path) else value
+        for name, value in filters.items()
+        if value is not None
+    }
     return {"source": str(path.resolve()) if path.is_file() else str(source), "sha256": digest, "filters": kept}
 
 
@@ -240,7 +244,8 @@ def _same_run_or_refuse(out_dir: Path, run_settings: dict[str, Any], force: bool
         current = json.loads(json.dumps(run_settings))  # as it reads back from JSON (tuples → lists)
         if recorded == current:
             return True
-        what = ", ".join(_differences(recorded, current)[:6]) if isinstance(recorded, dict) else f"unreadable {run_file}"
+        changed = _differences(recorded, current) if isinstance(recorded, dict) else [f"unreadable {run_file}"]
+        what = ", ".join(changed[:6])
         problem = f"{out_dir} holds a run with other settings (differs in: {what})"
     elif results.exists():
         problem = f"{out_dir} holds {RESULTS_FILE} without {RUN_FILE} (settings unknown)"

@@ -31,7 +31,8 @@ from zhrag.tools.passage import Passage
 def grade_scores(sample: MetricSample, context: Any) -> dict[str, Any]:
     """Grade the answer with the rule grader or, for ``context.grader == "official"``, the official grader."""
     if context.grader == "official":
-        grade, raw = OfficialGrader(grading_judge(context)).grade_with_output(sample.question, sample.gold, sample.answer)
+        grader = OfficialGrader(grading_judge(context))
+        grade, raw = grader.grade_with_output(sample.question, sample.gold, sample.answer)
         return {"grade": grade.value, "grader": "official", "grade_raw": raw}
     return {"grade": grade_by_rules(sample.question, sample.gold, sample.answer).value, "grader": "rules"}
 

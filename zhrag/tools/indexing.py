@@ -26,12 +26,22 @@ def index_sources(
 
 
 def ensure_index(
-    store: KnowledgeStore, source: str | Path | None = None, *, progress: bool = True
+    store: KnowledgeStore,
+    source: str | Path | Sequence[str | Path] | None = None,
+    *,
+    progress: bool = True,
 ) -> IndexReport | None:
-    """Index ``source`` (default :func:`zhrag.settings.default_kb_source`) when the collection is missing or empty.
+    """Index ``source`` (one path or several; default :func:`zhrag.settings.default_kb_source`) when the
+    collection is missing or empty.
 
     Returns the indexing report, or ``None`` when the collection already had chunks.
     """
     if store.count() > 0:
         return None
-    return index_sources(store, [source or settings.default_kb_source()], progress=progress)
+    if source is None:
+        sources: list[str | Path] = [settings.default_kb_source()]
+    elif isinstance(source, (str, Path)):
+        sources = [source]
+    else:
+        sources = list(source)
+    return index_sources(store, sources, progress=progress)

@@ -194,7 +194,9 @@ def _read_wikiextractor(file: Path, origin: str) -> Iterator[Document]:
         opening = _DOC_OPEN.match(stripped)
         if opening:
             if attributes is not None:
-                raise KnowledgeBaseError(f"{file}:{line_number}: <doc> opened before the one at line {opened_at} closed")
+                raise KnowledgeBaseError(
+                    f"{file}:{line_number}: <doc> opened before the one at line {opened_at} closed"
+                )
             attributes = {key: html.unescape(value) for key, value in _DOC_ATTRIBUTE.findall(opening.group(1))}
             body, opened_at = [], line_number
         elif stripped == "</doc>":

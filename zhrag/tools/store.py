@@ -11,9 +11,11 @@ rank fusion (RRF). The dense list can be down-weighted: the packaged MiniLM is a
 on 400 reading-comprehension questions over the shared Chinese KB it put the answer in its top 3
 for 2 % of them against 98 % for BM25; equal-weight RRF lost 4 points to BM25 alone (96 %) while a
 dense weight of 0.2 kept all of BM25's hits (98 %), leaving the dense list to break near-ties.
-Other embedders get plain, equal-weight RRF unless a weight is given. The collection's metadata records the embedder (name and dimension) and the BM25
-parameters, including ``avgdl``: it is fixed when the collection is created, so later additions
-are weighted on the same scale as the first indexing.
+Other embedders get plain, equal-weight RRF unless a weight is given.
+
+The collection's metadata records the embedder (name and dimension) and the BM25 parameters,
+including ``avgdl``: it is fixed when the collection is created, so later additions are weighted
+on the same scale as the first indexing.
 
 Qdrant runs embedded on disk (default :func:`zhrag.settings.qdrant_path`; one client per directory)
 or as a server (``url``, default ``ZHRAG_QDRANT_URL``).
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
 
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
-#: Namespace of the uuid5 point ids derived from chunk ids.
+#: Namespace of the uuid5 point ids derived from chunk ids (the URL is only a name, never fetched).
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/zhrag/chunk")
 #: ``source`` of documents stored through :meth:`KnowledgeStore.add`.
 ADDED_SOURCE = "added"
@@ -286,7 +288,9 @@ class KnowledgeStore:
             upsert_seconds=report.upsert_seconds,
         )
 
-    def _upsert_chunks(self, chunks: Sequence[Chunk], *, documents: int, batch_size: int, progress: bool) -> IndexReport:
+    def _upsert_chunks(
+        self, chunks: Sequence[Chunk], *, documents: int, batch_size: int, progress: bool
+    ) -> IndexReport:
         """Encode chunks (BM25 with the collection's avgdl, dense in batches) and upsert them."""
         start = time.perf_counter()
         tokens = [lexical.tokenize(chunk.title) + lexical.tokenize(chunk.text) for chunk in chunks]

@@ -307,7 +307,7 @@ def serve_mcp(ctx: typer.Context) -> None:
     """Serve the knowledge base as an MCP server (tools qdrant-find, qdrant-store); see --help."""
     from zhrag.tools.mcp_server import main as server_main
 
-    raise typer.Exit(server_main(list(ctx.args)) or 0)
+    raise typer.Exit(server_main(list(ctx.args), prog="zhrag serve-mcp") or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,7 @@ def test_empty_selection_is_an_error(questions_file: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("bad_line", "message"),
     [
-        ('{"id": "x", "question": "问题？"', "invalid JSON"),
+        ('{"id": "x", "question": "问题？"', "malformed JSON line"),
         ('{"id": "x", "answer": "答案"}', "field 'question' is missing"),
         ('{"id": "x", "question": "  ", "answer": "答案"}', "field 'question' is empty"),
         ('{"question": "问题？", "answer": "答案"}', "field 'id' is missing"),

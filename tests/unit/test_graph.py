@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import ast
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field
+from fakes import FakeLLM
 
 import zhrag
 from zhrag.errors import ConfigError
 from zhrag.graph import builder
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
-from zhrag.models import LocalLLM, register_llm, unregister_llm
+from zhrag.models import LocalLLM
 from zhrag.nodes import common, retrieve
 from zhrag.nodes.requery import next_query
 from zhrag.prompts import normalize_text
@@ -35,39 +31,6 @@ P_RIVER = Passage(id="kb#2", title="丙河", text="丙河全长三百公里，�
 P_LAKE = Passage(id="kb#3", title="白湖", text="白湖是一座人工湖。", score=0.4)
 
 
-class ScriptedChatModel(BaseChatModel):
-    """Chat model whose reply is ``reply(prompt text)``; keeps every prompt it saw."""
-
-    reply: Callable[[str], str]
-    prompts: list[str] = Field(default_factory=list)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **_: Any) -> ChatResult:
-        text = "\n".join(str(m.content) for m in messages)
-        self.prompts.append(text)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(self.reply(text)))])
-
-
-FakeLLM = Callable[[Callable[[str], str]], tuple[str, ScriptedChatModel]]
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeLLM]:
-    """``fake_llm(reply)`` registers a scripted chat model under a fresh name and returns (name, model)."""
-    names: list[str] = []
-
-    def register(reply: Callable[[str], str]) -> tuple[str, ScriptedChatModel]:
-        model = ScriptedChatModel(reply=reply)
-        names.append(f"fake-{uuid.uuid4().hex[:8]}")
-        register_llm(names[-1], LocalLLM.from_langchain(model, is_chat=True))
-        return names[-1], model
-
-    yield register
-    for name in names:
-        unregister_llm(name)
 
 
 class FakeKnowledge:

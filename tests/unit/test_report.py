@@ -123,7 +123,7 @@ def test_rebuild_report_from_results_file(report_dir: Path, tmp_path: Path) -> N
 
 def test_bad_results_are_named(tmp_path: Path) -> None:
     (tmp_path / "results.jsonl").write_text(json.dumps(RESULTS[0]) + "\n{oops\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"results.jsonl:2: invalid JSON"):
+    with pytest.raises(DatasetError, match=r"results.jsonl:2: malformed JSON line"):
         rebuild_report(tmp_path)
     with pytest.raises(DatasetError, match="results file not found"):
         rebuild_report(tmp_path / "missing")

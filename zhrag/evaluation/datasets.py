@@ -12,7 +12,6 @@ can pass a dataset id instead (``OpenStellarTeam/Chinese-SimpleQA``); that needs
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 from zhrag import settings
 from zhrag.errors import DatasetError
+from zhrag.jsonl import iter_jsonl
 
 REQUIRED_FIELDS = ("id", "question", "answer")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -80,21 +80,7 @@ def _question_from_row(row: Any, where: str) -> Question:
 
 
 def _read_jsonl(path: Path) -> list[Question]:
-    questions = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{where}: invalid JSON ({exc.msg})") from None
-                questions.append(_question_from_row(row, where))
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path}: not UTF-8 text") from None
-    return questions
+    return [_question_from_row(row, where) for where, row in iter_jsonl(path, DatasetError)]
 
 
 def _read_hub(dataset_id: str, split: str) -> list[Question]:

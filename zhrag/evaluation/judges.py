@@ -25,8 +25,17 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import ConfigDict
 
 from zhrag.errors import ModelLoadError
-from zhrag.evaluation.official_grader import Judge, OpenAICompatibleJudge, openai_compatible_judge
-from zhrag.evaluation.ragas_metrics import RAGAS_METRICS, ragas_embeddings, ragas_llm, require_ragas
+from zhrag.evaluation.official_grader import (
+    Judge,
+    OpenAICompatibleJudge,
+    openai_compatible_judge,
+)
+from zhrag.evaluation.ragas_metrics import (
+    RAGAS_METRICS,
+    ragas_embeddings,
+    ragas_llm,
+    require_ragas,
+)
 from zhrag.models import LocalLLM, load_llm
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
 from zhrag.tools.embeddings import resolve_embedder

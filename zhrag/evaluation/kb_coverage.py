@@ -19,7 +19,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from zhrag.evaluation.retrieval_metrics import MIN_SHARED_BIGRAMS, content_bigrams, kb_covered, passage_text
+from zhrag.evaluation.retrieval_metrics import (
+    MIN_SHARED_BIGRAMS,
+    content_bigrams,
+    kb_covered,
+    passage_text,
+)
 from zhrag.tools.sources import iter_documents
 
 

@@ -14,7 +14,11 @@ import httpx
 
 from zhrag.errors import ZhragError
 from zhrag.evaluation.metrics import Grade
-from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT, build_grader_prompt, parse_grade_letter
+from zhrag.prompts.grader import (
+    GRADER_SYSTEM_PROMPT,
+    build_grader_prompt,
+    parse_grade_letter,
+)
 
 #: A judge turns the grading prompt into the judge model's reply text.
 Judge = Callable[[str], str]

@@ -27,6 +27,7 @@ import numpy as np
 
 from zhrag.errors import DatasetError
 from zhrag.evaluation.metrics import Grade, compute_metrics, metrics_by
+from zhrag.jsonl import iter_jsonl
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -348,16 +349,9 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DatasetError(f"results file not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-            _validate(record, f"{path}:{number}")
-            records.append(record)
+    for where, record in iter_jsonl(path, DatasetError):
+        _validate(record, where)
+        records.append(record)
     return records
 
 

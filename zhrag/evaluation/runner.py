@@ -42,7 +42,14 @@ from zhrag.errors import ConfigError, DatasetError
 from zhrag.evaluation.datasets import Question
 from zhrag.evaluation.judges import check_evaluation_setup
 from zhrag.evaluation.kb_coverage import KBCoverage
-from zhrag.evaluation.report import PLOT_FILES, REPORT_FILE, RESULTS_FILE, SUMMARY_FILE, read_results, write_report
+from zhrag.evaluation.report import (
+    PLOT_FILES,
+    REPORT_FILE,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    read_results,
+    write_report,
+)
 from zhrag.graph.builder import VARIANTS, build_graph
 from zhrag.nodes import retrieve
 from zhrag.nodes.common import answer_llm, judge_llm

@@ -9,7 +9,12 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from zhrag.nodes.common import judge_llm, require_question, timed
-from zhrag.prompts import REQUERY_MAX_NEW_TOKENS, build_requery_prompt, clean_query, normalize_text
+from zhrag.prompts import (
+    REQUERY_MAX_NEW_TOKENS,
+    build_requery_prompt,
+    clean_query,
+    normalize_text,
+)
 from zhrag.tools.lexical import tokenize
 
 

@@ -6,8 +6,16 @@ messages for chat models (``chat=True``).
 
 from zhrag.prompts.answer import UNKNOWN_ANSWER, build_answer_prompt, clean_answer
 from zhrag.prompts.common import Prompt, normalize_text
-from zhrag.prompts.judge import JUDGE_MAX_NEW_TOKENS, build_judge_prompt, parse_judgement
-from zhrag.prompts.requery import REQUERY_MAX_NEW_TOKENS, build_requery_prompt, clean_query
+from zhrag.prompts.judge import (
+    JUDGE_MAX_NEW_TOKENS,
+    build_judge_prompt,
+    parse_judgement,
+)
+from zhrag.prompts.requery import (
+    REQUERY_MAX_NEW_TOKENS,
+    build_requery_prompt,
+    clean_query,
+)
 
 __all__ = [
     "JUDGE_MAX_NEW_TOKENS",

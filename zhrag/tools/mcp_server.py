@@ -167,10 +167,10 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
+def build_arg_parser(prog: str = "python -m zhrag.tools.mcp_server") -> argparse.ArgumentParser:
     """The command-line options of the server (every option defaults to the environment)."""
     parser = argparse.ArgumentParser(
-        prog="python -m zhrag.tools.mcp_server",
+        prog=prog,
         description="MCP server exposing the zhrag knowledge base as qdrant-find / qdrant-store.",
     )
     parser.add_argument("--collection", help="Qdrant collection (env COLLECTION_NAME)")
@@ -190,9 +190,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerSettings:
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, *, prog: str | None = None
+) -> ServerSettings:
     """Settings from command-line options layered over :meth:`ServerSettings.from_env`."""
-    args = build_arg_parser().parse_args(argv)
+    args = (build_arg_parser(prog) if prog else build_arg_parser()).parse_args(argv)
     base = ServerSettings.from_env(environ)
     if args.qdrant_path or args.qdrant_url:
         base = replace(base, qdrant_path=None, qdrant_url=None)
@@ -320,10 +322,10 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Command-line entry point; returns the exit status (2 with a one-line error for user-caused problems)."""
     try:
-        serve(parse_args(argv))
+        serve(parse_args(argv, prog=prog))
     except ZhragError as exc:
         print(f"{SERVER_NAME}: error: {_first_line(exc)}", file=sys.stderr, flush=True)
         return 2

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.errors import KnowledgeBaseError
+from zhrag.jsonl import iter_jsonl
 
 #: File suffixes read when walking a directory.
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".txt", ".md")
@@ -126,15 +127,9 @@ def _read(file: Path) -> str:
 
 def _read_jsonl(file: Path, origin: str) -> Iterator[Document]:
     """Documents of a JSON-lines file; blank lines are skipped, records with blank text too."""
-    for line_number, line in enumerate(_read(file).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise KnowledgeBaseError(f"{file}:{line_number}: malformed JSON line ({error.msg})") from None
+    for where, record in iter_jsonl(file, KnowledgeBaseError):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise KnowledgeBaseError(f"{file}:{line_number}: expected a JSON object with a string 'text' field")
+            raise KnowledgeBaseError(f"{where}: expected a JSON object with a string 'text' field")
         text = record["text"].strip()
         if not text:
             continue

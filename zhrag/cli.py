@@ -214,6 +214,8 @@ def eval_(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory; re-running resumes it.")] = Path("runs/eval"),
     data: Annotated[Optional[str], typer.Option(help="Question jsonl file or HF dataset id (default: shared dev set).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N questions (after the filters).")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="A seeded random sample of N questions (all categories).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     category: Annotated[Optional[list[str]], typer.Option("--category", help="Primary category to keep (repeatable).")] = None,
     ids_file: Annotated[Optional[Path], typer.Option(help="File of question ids to keep, one per line.")] = None,
     metrics: Annotated[
@@ -247,7 +249,10 @@ def eval_(
     from zhrag.evaluation.runner import dataset_info, run_evaluation
 
     variant_list = [_check_variant(name) for name in _split_values(variants)]
-    questions = load_questions(data, limit=limit, categories=category, ids_file=ids_file)
+    filters = {"limit": limit, "categories": category, "ids_file": ids_file, "sample": sample}
+    if sample is not None:
+        filters["seed"] = seed
+    questions = load_questions(data, **filters)
     context = _context(
         model=model, answer_adapter=answer_adapter, judge_model=judge_model, judge_adapter=judge_adapter,
         device=device, dtype=dtype, top_k=top_k, max_requeries=max_requeries, max_new_tokens=max_new_tokens,
@@ -259,7 +264,7 @@ def eval_(
         _prepare_knowledge_base(context, kb)
     report_path = run_evaluation(
         variant_list, questions, out, context=context, metrics=_split_values(metrics), force=force,
-        data=dataset_info(data or settings.default_dataset(), limit=limit, categories=category, ids_file=ids_file),
+        data=dataset_info(data or settings.default_dataset(), **filters),
         kb_sources=kb,
     )
     typer.echo(f"report: {report_path}")

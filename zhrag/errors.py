@@ -32,3 +32,7 @@ class MCPServerError(ZhragError):
 
 class DatasetError(ZhragError):
     """Missing or malformed evaluation data: question set, ids file or results file."""
+
+
+class TrainingDataError(ZhragError):
+    """Unusable fine-tuning data: malformed example, unknown export format, or a conversation that cannot be trained on."""

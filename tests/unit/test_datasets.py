@@ -124,3 +124,21 @@ def test_default_dataset_loads_the_shared_dev_split() -> None:
     category = questions[0].primary_category
     selected = load_questions(categories=category, limit=5)
     assert len(selected) == 5 and {q.primary_category for q in selected} == {category}
+
+
+def test_sample_is_seeded_spread_and_kept_in_file_order(tmp_path):
+    rows = [
+        {"id": f"q{i}", "question": f"问题{i}？", "answer": str(i), "primary_category": "甲" if i < 50 else "乙"}
+        for i in range(100)
+    ]
+    path = tmp_path / "qs.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    first = load_questions(path, sample=20, seed=1)
+    assert [q.id for q in first] == [q.id for q in load_questions(path, sample=20, seed=1)]
+    assert [q.id for q in first] != [q.id for q in load_questions(path, sample=20, seed=2)]
+    assert len(first) == 20 and len({q.id for q in first}) == 20
+    assert [int(q.id[1:]) for q in first] == sorted(int(q.id[1:]) for q in first)
+    assert {q.primary_category for q in first} == {"甲", "乙"}
+    assert len(load_questions(path, sample=20, seed=1, limit=5)) == 5
+    with pytest.raises(DatasetError, match="sample must be >= 1"):
+        load_questions(path, sample=0)

@@ -12,6 +12,8 @@ can pass a dataset id instead (``OpenStellarTeam/Chinese-SimpleQA``); that needs
 
 from __future__ import annotations
 
+import random
+
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,16 +126,22 @@ def load_questions(
     limit: int | None = None,
     categories: str | Iterable[str] | None = None,
     ids_file: str | Path | None = None,
+    sample: int | None = None,
+    seed: int = 0,
     split: str = "train",
 ) -> list[Question]:
     """Load questions from a jsonl file or a Hugging Face dataset id, then filter them.
 
     Filters apply in order: primary ``categories``, ids listed in ``ids_file`` (one per line, blank
-    lines and ``#`` comments ignored; the file's order is kept), then the first ``limit`` questions.
+    lines and ``#`` comments ignored; the file's order is kept), a seeded random ``sample`` (kept in
+    file order; the dev file is sorted by category, so a sample is representative where the first
+    ``limit`` questions are not), then the first ``limit`` questions.
 
     Args:
         source: jsonl path (default ``settings.default_dataset()``) or a hub dataset id.
         limit: Keep at most this many questions (>= 1).
+        sample: Draw this many questions at random (>= 1), reproducibly for a given ``seed``.
+        seed: Seed of ``sample``.
         categories: One primary category or several.
         ids_file: File of question ids to keep.
         split: Split of a hub dataset.
@@ -170,6 +178,12 @@ def load_questions(
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise DatasetError(f"{len(missing)} ids from {ids_file} not in the selected questions: {shown}")
         questions = [by_id[id_] for id_ in dict.fromkeys(ids)]
+
+    if sample is not None:
+        if sample < 1:
+            raise DatasetError(f"sample must be >= 1, got {sample}")
+        chosen = set(random.Random(seed).sample(range(len(questions)), min(sample, len(questions))))
+        questions = [question for index, question in enumerate(questions) if index in chosen]
 
     if limit is not None:
         if limit < 1:

@@ -20,7 +20,24 @@ from zhrag.training.examples import Example, conversation
 from zhrag.training.masking import IGNORE_INDEX, tokenize_conversation, tokenize_examples
 
 SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-WORDS = ["system", "user", "assistant", "tool", "answer", "briefly", "what", "is", "the", "weather", "in", "paris", "call", "sunny", "it", "today"]
+WORDS = [
+    "system",
+    "user",
+    "assistant",
+    "tool",
+    "answer",
+    "briefly",
+    "what",
+    "is",
+    "the",
+    "weather",
+    "in",
+    "paris",
+    "call",
+    "sunny",
+    "it",
+    "today",
+]
 
 #: A ChatML-like template whose assistant replies and their end-of-turn token are inside {% generation %}.
 GENERATION_TEMPLATE = (
@@ -31,6 +48,11 @@ GENERATION_TEMPLATE = (
 )
 #: The same layout without generation markers: spans are found by rendering prefixes.
 PLAIN_TEMPLATE = GENERATION_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+#: A template that refuses tool turns, as many chat templates do.
+NO_TOOLS_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'tool' %}{{ raise_exception('no tools here') }}"
+    "{% endif %}{{ m['content'] }}{% endfor %}"
+)
 
 MULTI_TURN = [
     {"from": "system", "value": "answer briefly"},
@@ -81,7 +103,18 @@ def test_chat_template_learns_exactly_the_assistant_replies_and_their_end_of_tur
     learned = assistant_positions(tokens)
     for position, (token, label) in enumerate(zip(ids, labels, strict=True)):
         assert label == (token if position in learned else IGNORE_INDEX), (position, tokens[position])
-    assert [tokens[p] for p in learned] == ["call", "weather", "paris", "<|im_end|>", "it", "is", "sunny", "in", "paris", "<|im_end|>"]
+    assert [tokens[p] for p in learned] == [
+        "call",
+        "weather",
+        "paris",
+        "<|im_end|>",
+        "it",
+        "is",
+        "sunny",
+        "in",
+        "paris",
+        "<|im_end|>",
+    ]
     assert result["attention_mask"] == [1] * len(ids)
 
 
@@ -141,12 +174,7 @@ def test_tokenize_examples_counts_the_skipped() -> None:
         ([{"from": "gpt", "value": "sunny"}], None, "starts with a 'gpt' turn"),
         ([{"from": "human", "value": "what"}, {"from": "bot", "value": "sunny"}], None, "unknown speaker 'bot'"),
         (MULTI_TURN, None, "one final gpt turn"),
-        (
-            MULTI_TURN,
-            "{% for m in messages %}{% if m['role'] == 'tool' %}{{ raise_exception('no tools here') }}"
-            "{% endif %}{{ m['content'] }}{% endfor %}",
-            "rejects the conversation: no tools here",
-        ),
+        (MULTI_TURN, NO_TOOLS_TEMPLATE, "rejects the conversation: no tools here"),
     ],
 )
 def test_unusable_conversations_raise_training_data_errors(

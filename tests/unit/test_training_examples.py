@@ -21,6 +21,7 @@ from zhrag.training.examples import (
     RCPair,
     build_qa_examples,
     build_rc_examples,
+    default_rc_source,
     document_passages,
     load_documents,
     load_rc_pairs,
@@ -139,7 +140,7 @@ def test_rc_output_does_not_depend_on_input_order(retriever: LexicalRetriever) -
 @pytest.fixture(scope="module")
 def shared_rc() -> tuple[list[RCPair], dict[str, Document]]:
     """The first 600 real reading-comprehension pairs and the KB paragraphs they were written on."""
-    path = settings.shared_data_dir() / "rc" / "reading_comprehension.jsonl"
+    path = default_rc_source()
     if not path.is_file() or not settings.default_kb_source().is_file():
         pytest.skip(f"shared reading-comprehension pairs or KB not found ({path})")
     pairs = load_rc_pairs(path)[:600]

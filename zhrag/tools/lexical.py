@@ -19,9 +19,12 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import jieba
-from qdrant_client import models
+
+if TYPE_CHECKING:  # qdrant_client costs ~0.5 s to import; only the vector builders need it
+    from qdrant_client import models
 
 #: BM25 term-frequency saturation.
 K1 = 1.2
@@ -88,10 +91,14 @@ def document_vector(tokens: Sequence[str], avgdl: float, *, k1: float = K1, b: f
     norm = k1 * (1.0 - b + b * len(tokens) / avgdl)
     indices = sorted(frequencies)
     values = [frequencies[i] * (k1 + 1.0) / (frequencies[i] + norm) for i in indices]
+    from qdrant_client import models
+
     return models.SparseVector(indices=indices, values=values)
 
 
 def query_vector(text: str) -> models.SparseVector:
     """Unit weight on each distinct term of a query (empty when it has no content term)."""
     indices = sorted({term_id(term) for term in tokenize(text)})
+    from qdrant_client import models
+
     return models.SparseVector(indices=indices, values=[1.0] * len(indices))

@@ -15,6 +15,8 @@ PACKAGED_LLM = "gemma3-270m"
 PACKAGED_EMBEDDER = "all-minilm-l6-v2"
 #: Default Qdrant collection holding the knowledge base.
 DEFAULT_COLLECTION = "zhrag_kb"
+#: Engines of embedded Qdrant storage: Qdrant Edge shards (default) or qdrant-client's local mode.
+QDRANT_ENGINES = ("edge", "local")
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +30,11 @@ def qdrant_path() -> Path:
     """On-disk location of the embedded Qdrant storage. ``ZHRAG_QDRANT_PATH`` overrides."""
     default = Path.home() / ".local" / "share" / "zhrag" / "qdrant"
     return Path(os.environ.get("ZHRAG_QDRANT_PATH", default)).expanduser()
+
+
+def qdrant_engine() -> str:
+    """Engine of the embedded Qdrant storage: ``edge`` (default) or ``local``. ``ZHRAG_QDRANT_ENGINE`` overrides."""
+    return os.environ.get("ZHRAG_QDRANT_ENGINE", "").strip().lower() or QDRANT_ENGINES[0]
 
 
 def qdrant_url() -> str | None:

@@ -90,3 +90,36 @@ def test_missing_model_path_is_a_one_line_error(tmp_path: Path):
     result = zhrag("ask", "--variant", "a0", "--model", str(tmp_path / "no-model"), "问题")
     assert result.returncode == 2
     assert "no-model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_search_json_returns_the_passage_with_its_evidence_window(indexed_path: Path):
+    result = zhrag("search", QUESTION, "--top-k", "3", "--json", "--qdrant-path", str(indexed_path))
+    assert result.returncode == 0, result.stderr
+    passages = json.loads(result.stdout)
+    assert len(passages) == 3
+    assert passages[0]["id"].startswith("cmrc2018-140#")
+    assert "吴沃尧" in passages[0]["evidence"] and passages[0]["evidence"] in passages[0]["text"]
+    assert [p["score"] for p in passages] == sorted((p["score"] for p in passages), reverse=True)
+    # BM25 alone without reranking: raw BM25 scores, no evidence window
+    sparse = zhrag(
+        "search", QUESTION, "--top-k", "3", "--json", "--mode", "sparse", "--reranker", "none",
+        "--qdrant-path", str(indexed_path),
+    )
+    assert sparse.returncode == 0, sparse.stderr
+    assert all("evidence" not in p for p in json.loads(sparse.stdout))
+
+
+def test_eval_retrieval_writes_a_resumable_report(indexed_path: Path, tmp_path: Path):
+    args = ["eval-retrieval", "--sets", "rc", "--rc-limit", "12", "--no-ablation", "--out", str(tmp_path)]
+    first = zhrag(*args, "--qdrant-path", str(indexed_path))
+    assert first.returncode == 0, first.stderr
+    document = json.loads((tmp_path / "retrieval.json").read_text("utf-8"))
+    cell = document["rows"]["store default"]["sets"]["rc"]
+    assert cell["n"] == 12
+    assert 0 <= cell["recall@1"] <= cell["recall@5"] <= cell["recall@10"] <= 1
+    assert "| store default |" in (tmp_path / "retrieval.md").read_text("utf-8")
+    # other query sets make another run: refused without --force, nothing overwritten
+    other_args = ["eval-retrieval", "--sets", "rc", "--rc-limit", "13", "--no-ablation", "--out", str(tmp_path)]
+    other = zhrag(*other_args, "--qdrant-path", str(indexed_path))
+    assert other.returncode == 2 and "--force" in other.stderr
+    assert json.loads((tmp_path / "retrieval.json").read_text("utf-8")) == document

@@ -1,17 +1,21 @@
-"""The knowledge store on a real embedded Qdrant with the packaged MiniLM embedder."""
+"""The knowledge store on real embedded Qdrant (Edge and qdrant-client local mode) with the packaged MiniLM."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from zhrag import cli
 from zhrag.errors import ConfigError, KnowledgeBaseError, QdrantUnavailableError
+from zhrag.tools import lexical
 from zhrag.tools.indexing import ensure_index, index_sources
 from zhrag.tools.store import KnowledgeStore
 
 pytestmark = pytest.mark.integration
+ENGINES = ["edge", "local"]
 
 TINY_KB = [
     {"id": "changcheng", "title": "长城", "text": "长城是中国古代的军事防御工程，明长城全长约8851千米，东起虎山，西至嘉峪关。"},
@@ -32,9 +36,14 @@ def kb_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path: Path, kb_file: Path):
-    with KnowledgeStore("tiny", path=tmp_path / "qdrant") as opened:
+def store(tmp_path: Path, kb_file: Path, engine: str):
+    with KnowledgeStore("tiny", path=tmp_path / "qdrant", engine=engine) as opened:
         index_sources(opened, [kb_file], batch_size=3, progress=False)
         yield opened
 
@@ -87,6 +96,31 @@ def test_long_documents_are_chunked_with_their_title(store):
     assert hit["title"] == "京杭大运河"
 
 
+def test_evidence_reranking_attaches_windows_and_can_be_turned_off(store):
+    question = "《九命奇冤》是由哪位作者所著？"
+    reranked = store.search(question, top_k=3)
+    assert reranked[0]["id"] == "jiuming#0"
+    assert all(p["evidence"] and p["evidence"] in p["text"] for p in reranked)
+    plain = store.search(question, top_k=3, reranker="none")
+    assert all("evidence" not in p for p in plain)
+    assert plain[0]["score"] <= 1.0 < reranked[0]["score"]  # RRF score vs RRF share + 2 x coverage
+    # the fused candidates are the same passages whatever the dense weight; BM25 leads at weight 0
+    assert store.search(question, top_k=1, dense_weight=0.0, reranker="none")[0]["id"] == "jiuming#0"
+    with pytest.raises(ConfigError, match="dense_weight"):
+        store.search(question, dense_weight=-1)
+
+
+def test_dense_only_and_bm25_only_modes(store):
+    bm25 = store.search("《九命奇冤》是由哪位作者所著？", top_k=3, mode="sparse", reranker="none")
+    assert bm25[0]["id"] == "jiuming#0" and bm25[0]["score"] > 1.0  # a BM25 score, not an RRF one
+    assert all(p["score"] > 0 for p in bm25)
+    dense = store.search("《九命奇冤》是由哪位作者所著？", top_k=3, mode="dense", reranker="none")
+    assert len(dense) == 3 and all(-1.0 <= p["score"] <= 1.0 for p in dense)
+    assert store.search("什么？", top_k=3, mode="sparse") == []  # stop words only: no BM25 terms
+    with pytest.raises(ConfigError, match="unknown search mode 'bm25'"):
+        store.search("长江", mode="bm25")
+
+
 @pytest.mark.parametrize("query", ["", "   "])
 def test_empty_query_is_rejected(store, query):
     with pytest.raises(ConfigError, match="empty query"):
@@ -95,31 +129,45 @@ def test_empty_query_is_rejected(store, query):
 
 def test_second_client_on_the_same_path_gets_a_clear_error(store):
     with pytest.raises(QdrantUnavailableError, match=rf"{store.location} is locked: another process"):
-        KnowledgeStore("tiny", path=store.location)
+        KnowledgeStore("tiny", path=store.location, engine=store.engine)
 
 
-def test_lock_is_released_on_close(tmp_path, kb_file):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_lock_is_released_on_close_and_metadata_persists(tmp_path, kb_file, engine):
     path = tmp_path / "qdrant"
-    with KnowledgeStore("tiny", path=path) as first:
+    with KnowledgeStore("tiny", path=path, engine=engine) as first:
         index_sources(first, [kb_file], progress=False)
-    with KnowledgeStore("tiny", path=path) as second:
+        written = first.index_settings()
+        top = first.search("长江有多长？", top_k=2)
+    assert written["embedder"] == "all-minilm-l6-v2" and written["dimension"] == 384
+    assert written["bm25"]["avgdl"] > 1 and (written["bm25"]["k1"], written["bm25"]["b"]) == (lexical.K1, lexical.B)
+    with KnowledgeStore("tiny", path=path, engine=engine) as second:
         assert second.count() == len(TINY_KB)
+        assert second.index_settings() == written
+        assert second.search("长江有多长？", top_k=2) == top
 
 
-def test_other_embedder_than_the_indexed_one_is_refused(tmp_path, kb_file):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_other_embedder_than_the_indexed_one_is_refused(tmp_path, kb_file, engine):
     path = tmp_path / "qdrant"
-    with KnowledgeStore("tiny", path=path) as first:
+    with KnowledgeStore("tiny", path=path, engine=engine) as first:
         index_sources(first, [kb_file], progress=False)
-    with KnowledgeStore("tiny", path=path, embedder="BAAI/bge-small-zh-v1.5") as other:
+    with KnowledgeStore("tiny", path=path, embedder="BAAI/bge-small-zh-v1.5", engine=engine) as other:
         with pytest.raises(KnowledgeBaseError, match="indexed with embedder 'all-minilm-l6-v2'"):
             other.search("长城有多长？")
+        with pytest.raises(KnowledgeBaseError, match="indexed with embedder 'all-minilm-l6-v2'"):
+            other.add("新的段落。")
 
 
-def test_missing_collection_is_a_knowledge_base_error(tmp_path):
-    with KnowledgeStore("absent", path=tmp_path / "qdrant") as empty:
-        assert empty.count() == 0
+@pytest.mark.parametrize("engine", ENGINES)
+def test_missing_collection_and_empty_corpus_are_knowledge_base_errors(tmp_path, engine):
+    with KnowledgeStore("absent", path=tmp_path / "qdrant", engine=engine) as empty:
+        assert empty.count() == 0 and not empty.exists()
         with pytest.raises(KnowledgeBaseError, match="'absent' does not exist"):
             empty.search("长城有多长？")
+        with pytest.raises(KnowledgeBaseError, match="empty corpus"):
+            empty.upsert_documents([])
+        assert not empty.exists()
 
 
 def test_ensure_index_only_indexes_an_empty_collection(tmp_path, kb_file):
@@ -157,3 +205,52 @@ def test_unreachable_server_names_the_url():
     url = "http://127.0.0.1:9"
     with pytest.raises(QdrantUnavailableError, match=rf"Qdrant server at {url} is unreachable"):
         KnowledgeStore(url=url)
+
+
+def test_edge_and_local_collections_live_side_by_side(tmp_path, kb_file):
+    path = tmp_path / "qdrant"
+    with KnowledgeStore("tiny", path=path, engine="local") as local:
+        index_sources(local, [kb_file], progress=False)
+    with KnowledgeStore("tiny", path=path) as edge:
+        assert edge.engine == "edge" and edge.count() == 0  # the local collection is not converted
+        report = index_sources(edge, [kb_file], progress=False)
+        assert report.chunks == edge.count() == len(TINY_KB)
+        metadata = json.loads((path / "edge" / "tiny" / "zhrag_index.json").read_text(encoding="utf-8"))
+        assert metadata == edge.index_settings()
+    with KnowledgeStore("tiny", path=path, engine="local") as local:
+        assert local.count() == len(TINY_KB)
+        assert local.search("《红楼梦》的作者是谁？", top_k=1)[0]["id"] == "hongloumeng#0"
+
+
+def test_copy_from_local_reproduces_local_rankings(tmp_path, kb_file, caplog):
+    path = tmp_path / "qdrant"
+    questions = ["《九命奇冤》是由哪位作者所著？", "长江流经哪些省区？", "电话是谁发明的？", "故宫旧称什么？"]
+    with KnowledgeStore("tiny", path=path, engine="local") as local:
+        index_sources(local, [kb_file], progress=False)
+        expected = [local.search(question, top_k=5) for question in questions]
+    with caplog.at_level(logging.WARNING, logger="zhrag.tools.store"):
+        with (
+            KnowledgeStore("tiny", path=path, engine="local") as local,
+            KnowledgeStore("tiny", path=path, engine="edge") as edge,
+        ):
+            assert "zhrag index --from-local" in caplog.text
+            assert edge.copy_from(local) == len(TINY_KB)
+            assert edge.index_settings() == local.index_settings()
+            assert edge.copy_from(local) == len(TINY_KB)  # idempotent
+            assert edge.count() == len(TINY_KB)
+            got = [edge.search(question, top_k=5) for question in questions]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert [p["id"] for p in mine] == [p["id"] for p in theirs]
+        assert [p["score"] for p in mine] == pytest.approx([p["score"] for p in theirs])
+
+
+def test_cli_index_from_local_copies_into_the_edge_shard(tmp_path, kb_file, capsys):
+    path = tmp_path / "qdrant"
+    assert cli.main(["index", str(kb_file), "--collection", "tiny", "--qdrant-path", str(path),
+                     "--qdrant-engine", "local"]) == 0
+    assert cli.main(["index", "--from-local", "--collection", "tiny", "--qdrant-path", str(path)]) == 0
+    assert f"copied {len(TINY_KB)} points" in capsys.readouterr().out
+    with KnowledgeStore("tiny", path=path, engine="edge") as edge:
+        assert edge.search("大熊猫主要吃什么？", top_k=1)[0]["id"] == "xiongmao#0"
+    assert cli.main(["index", "--collection", "tiny", "--qdrant-path", str(path)]) == 2
+    assert "nothing to index" in capsys.readouterr().err

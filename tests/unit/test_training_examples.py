@@ -249,4 +249,8 @@ def test_bad_arguments_are_training_data_errors(retriever: LexicalRetriever) -> 
 
 def test_retriever_passages_are_returned_as_passage_dicts(retriever: LexicalRetriever) -> None:
     [best] = retriever("白鹭湖", 1)
-    assert best == Passage(id="d2#0", title="白鹭湖", text=DOCUMENTS["d2"].text, score=best["score"])
+    assert best == Passage(
+        id="d2#0", title="白鹭湖", text=DOCUMENTS["d2"].text, score=best["score"], evidence=best["evidence"]
+    )
+    # the evidence window is the passage sentence that matches the query, as the store's reranker sets it
+    assert best["evidence"] and best["evidence"] in DOCUMENTS["d2"].text and "白鹭湖" in best["evidence"]

@@ -35,7 +35,11 @@ class Context:
         collection: Qdrant collection of the knowledge base.
         qdrant_url: Qdrant server URL; ``None`` uses embedded storage at ``qdrant_path``.
         qdrant_path: Embedded Qdrant directory; ``None`` uses the default location.
+        qdrant_engine: Engine of the embedded storage: ``edge`` (Qdrant Edge shards, default) or
+            ``local`` (qdrant-client local mode); default ``ZHRAG_QDRANT_ENGINE``.
         embedder: Dense embedder for the knowledge base (packaged MiniLM by default).
+        reranker: Reranker of the retrieved candidates: ``evidence`` (offline evidence windows,
+            default), ``none``, or a sentence-transformers cross-encoder name or directory.
         grader: Evaluation only: ``rules`` (offline normalised string matching, default) or
             ``official`` (the Chinese-SimpleQA grading prompt sent to the evaluation judge).
         eval_model: Evaluation only: local model used as the evaluation judge (official grader and
@@ -60,7 +64,9 @@ class Context:
     collection: str = settings.DEFAULT_COLLECTION
     qdrant_url: str | None = field(default_factory=settings.qdrant_url)
     qdrant_path: str | None = None
+    qdrant_engine: Literal["edge", "local"] = field(default_factory=settings.qdrant_engine)  # type: ignore[assignment]
     embedder: str = settings.PACKAGED_EMBEDDER
+    reranker: str = "evidence"
     grader: Literal["rules", "official"] = "rules"
     eval_model: str | None = None
     eval_base_url: str | None = None
@@ -78,6 +84,12 @@ class Context:
             raise ConfigError(f"unknown device {self.device!r}: use cpu, cuda, cuda:N or mps")
         if self.dtype not in (None, "bfloat16", "float16", "float32"):
             raise ConfigError(f"unknown dtype {self.dtype!r}: use bfloat16, float16 or float32")
+        if self.qdrant_engine not in settings.QDRANT_ENGINES:
+            raise ConfigError(
+                f"unknown Qdrant engine {self.qdrant_engine!r}: use {' or '.join(settings.QDRANT_ENGINES)}"
+            )
+        if not self.reranker.strip():
+            raise ConfigError("reranker must not be empty: use evidence, none or a cross-encoder name")
         if self.grader not in GRADERS:
             raise ConfigError(f"unknown grader {self.grader!r}: use {' or '.join(GRADERS)}")
         if bool(self.eval_base_url) != bool(self.eval_api_model):

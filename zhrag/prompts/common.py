@@ -22,9 +22,12 @@ def truncate(text: str, max_chars: int) -> str:
 
 
 def format_passage(passage: Passage, max_chars: int) -> str:
-    """One passage as a single line: its title in 【】 (unless the text already opens with it), then its text."""
+    """One passage as a single line: its title in 【】 (unless the text already opens with it), then its text.
+
+    A passage with an evidence window (set by the reranker) shows that window instead of the whole text.
+    """
     title = passage.get("title", "").strip()
-    text = passage.get("text", "")
+    text = passage.get("evidence") or passage.get("text", "")
     if title and not text.lstrip().startswith(title):
         text = _BRACKETED_TITLE.format(title=title) + text
     return truncate(text, max_chars)

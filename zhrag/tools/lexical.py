@@ -26,10 +26,12 @@ import jieba
 if TYPE_CHECKING:  # qdrant_client costs ~0.5 s to import; only the vector builders need it
     from qdrant_client import models
 
-#: BM25 term-frequency saturation.
-K1 = 1.2
-#: BM25 document-length normalisation.
-B = 0.75
+#: BM25 term-frequency saturation and document-length normalisation, tuned on the shared KB's 11,238
+#: reading-comprehension pairs (never on Chinese-SimpleQA): k1 0.6–2.0 × b 0.3–0.9 were tried; k1 0.9,
+#: b 0.4 gave recall@1 92.4 % / MRR 0.950 against 91.6 % / 0.944 for the textbook 1.2 / 0.75, and
+#: k1 0.6 or b 0.3 did no better. Collections keep the values they were indexed with.
+K1 = 0.9
+B = 0.4
 
 #: Function words and question words that carry no content in a question or a passage.
 STOP_WORDS = frozenset(

@@ -71,7 +71,10 @@ class ServerConfig:
         collection: Qdrant collection of the knowledge base.
         qdrant_path: Embedded Qdrant directory; ``None`` means :func:`zhrag.settings.qdrant_path`.
         qdrant_url: Qdrant server URL (takes precedence over ``qdrant_path``).
+        qdrant_engine: Engine of the embedded storage (``edge`` or ``local``); ``None`` means
+            :func:`zhrag.settings.qdrant_engine`.
         embedder: Dense embedder alias, local path or hub id.
+        reranker: Reranker the server's store applies (``evidence``, ``none`` or a cross-encoder).
         ensure_index: Let the server index ``kb_source`` first when the collection is empty.
         kb_source: Knowledge-base source for ``ensure_index``; ``None`` means the default KB.
         command: Explicit server executable; ``None`` runs ``python -m zhrag.tools.mcp_server``.
@@ -85,7 +88,9 @@ class ServerConfig:
     collection: str = settings.DEFAULT_COLLECTION
     qdrant_path: str | None = None
     qdrant_url: str | None = None
+    qdrant_engine: str | None = None
     embedder: str = settings.PACKAGED_EMBEDDER
+    reranker: str = "evidence"
     ensure_index: bool = False
     kb_source: str | None = None
     command: str | None = None
@@ -106,10 +111,12 @@ class ServerConfig:
         if self.command is not None:
             return [self.command, *self.args]
         command = [sys.executable, "-m", _SERVER_MODULE, "--collection", self.collection, "--embedder", self.embedder]
+        command += ["--reranker", self.reranker]
         if self.qdrant_url:
             command += ["--qdrant-url", self.qdrant_url]
         else:
             command += ["--qdrant-path", self.qdrant_path or str(settings.qdrant_path())]
+            command += ["--qdrant-engine", self.qdrant_engine or settings.qdrant_engine()]
         if self.ensure_index:
             command.append("--ensure-index")
             if self.kb_source:
@@ -356,9 +363,12 @@ def _result_items(message: ToolMessage, name: str) -> list[Any]:
 
 def _to_passage(item: Any) -> Passage:
     try:
-        return Passage(
+        passage = Passage(
             id=str(item["id"]), title=str(item.get("title", "")), text=str(item["text"]), score=float(item["score"])
         )
+        if item.get("evidence"):
+            passage["evidence"] = str(item["evidence"])
+        return passage
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MCPServerError(f"{FIND_TOOL} returned a malformed passage: {_one_line(repr(item))[:200]}") from exc
 

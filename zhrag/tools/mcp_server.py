@@ -8,7 +8,8 @@ Run it with ``python -m zhrag.tools.mcp_server`` (stdio) or ``--transport stream
 from command-line options, then the environment (``COLLECTION_NAME``, ``QDRANT_URL``,
 ``QDRANT_LOCAL_PATH``, ``EMBEDDING_MODEL``, ``QDRANT_SEARCH_LIMIT``, ``QDRANT_READ_ONLY``,
 ``TOOL_FIND_DESCRIPTION``, ``TOOL_STORE_DESCRIPTION``, ``FASTMCP_HOST``, ``FASTMCP_PORT``; the project's
-``ZHRAG_QDRANT_PATH`` / ``ZHRAG_QDRANT_URL`` are fallbacks), then the defaults in :mod:`zhrag.settings`.
+``ZHRAG_QDRANT_PATH`` / ``ZHRAG_QDRANT_URL`` are fallbacks, and ``ZHRAG_QDRANT_ENGINE`` picks the embedded
+engine), then the defaults in :mod:`zhrag.settings`.
 
 Logging goes to stderr only: with the stdio transport stdout carries the protocol.
 """
@@ -30,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from zhrag import settings
 from zhrag.errors import ConfigError, QdrantUnavailableError, ZhragError
-from zhrag.tools.passage import Passage
+from zhrag.tools.passage import MAX_TOP_K, Passage
 
 if TYPE_CHECKING:
     from zhrag.tools.store import KnowledgeStore
@@ -40,7 +41,6 @@ FIND_TOOL = "qdrant-find"
 STORE_TOOL = "qdrant-store"
 MAX_QUERY_CHARS = 1000
 MAX_INFORMATION_CHARS = 100_000
-MAX_TOP_K = 50
 
 DEFAULT_FIND_DESCRIPTION = (
     "Search the Chinese knowledge base (Wikipedia paragraphs) for passages relevant to a query. "
@@ -79,6 +79,7 @@ class FoundPassage(BaseModel):
     title: str = Field(description="Title of the article the passage comes from")
     text: str = Field(description="Passage text")
     score: float = Field(description="Retrieval score, higher is better")
+    evidence: str | None = Field(default=None, description="The sentences of the text that best match the query")
 
 
 class StoredInformation(BaseModel):
@@ -95,7 +96,11 @@ class ServerSettings:
         collection: Qdrant collection holding the knowledge base.
         qdrant_path: Embedded Qdrant directory; ``None`` means :func:`zhrag.settings.qdrant_path`.
         qdrant_url: Qdrant server URL; when set, ``qdrant_path`` must be ``None``.
+        qdrant_engine: Engine of the embedded storage: ``edge`` (Qdrant Edge shards) or ``local``
+            (qdrant-client local mode); not used with ``qdrant_url``.
         embedder: Dense embedder (alias, local path or hub id), see ``zhrag.tools.embeddings``.
+        reranker: Reranker of ``qdrant-find`` candidates: ``evidence`` (offline, default), ``none`` or
+            a sentence-transformers cross-encoder (see ``zhrag.tools.rerank``).
         transport: ``stdio`` or ``streamable-http``.
         host: Bind address for the HTTP transport.
         port: Port for the HTTP transport.
@@ -110,7 +115,9 @@ class ServerSettings:
     collection: str = settings.DEFAULT_COLLECTION
     qdrant_path: str | None = None
     qdrant_url: str | None = None
+    qdrant_engine: str = settings.QDRANT_ENGINES[0]
     embedder: str = settings.PACKAGED_EMBEDDER
+    reranker: str = "evidence"
     transport: Transport = "stdio"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -126,6 +133,10 @@ class ServerSettings:
             raise ConfigError("the Qdrant collection name must not be empty")
         if self.qdrant_path and self.qdrant_url:
             raise ConfigError("give either a Qdrant path (embedded) or a Qdrant URL, not both")
+        if self.qdrant_engine not in settings.QDRANT_ENGINES:
+            raise ConfigError(
+                f"unknown Qdrant engine {self.qdrant_engine!r}: use {' or '.join(settings.QDRANT_ENGINES)}"
+            )
         if self.transport not in ("stdio", "streamable-http"):
             raise ConfigError(f"unknown MCP transport {self.transport!r}: use stdio or streamable-http")
         if not 1 <= self.port <= 65535:
@@ -147,7 +158,9 @@ class ServerSettings:
             collection=env.get("COLLECTION_NAME") or defaults.collection,
             qdrant_path=path,
             qdrant_url=url,
+            qdrant_engine=env.get("ZHRAG_QDRANT_ENGINE", "").strip().lower() or defaults.qdrant_engine,
             embedder=env.get("EMBEDDING_MODEL") or defaults.embedder,
+            reranker=env.get("ZHRAG_RERANKER") or defaults.reranker,
             host=env.get("FASTMCP_HOST") or defaults.host,
             port=_env_int(env, "FASTMCP_PORT", defaults.port),
             search_limit=_env_int(env, "QDRANT_SEARCH_LIMIT", defaults.search_limit),
@@ -177,7 +190,13 @@ def build_arg_parser(prog: str = "python -m zhrag.tools.mcp_server") -> argparse
     location = parser.add_mutually_exclusive_group()
     location.add_argument("--qdrant-path", help="embedded Qdrant directory (env QDRANT_LOCAL_PATH, ZHRAG_QDRANT_PATH)")
     location.add_argument("--qdrant-url", help="Qdrant server URL (env QDRANT_URL, ZHRAG_QDRANT_URL)")
+    parser.add_argument(
+        "--qdrant-engine", choices=settings.QDRANT_ENGINES, help="embedded engine (env ZHRAG_QDRANT_ENGINE; edge)"
+    )
     parser.add_argument("--embedder", help="dense embedder alias, path or hub id (env EMBEDDING_MODEL)")
+    parser.add_argument(
+        "--reranker", help="evidence (default), none, or a cross-encoder name/path (env ZHRAG_RERANKER)"
+    )
     parser.add_argument("--transport", choices=["stdio", "streamable-http"], help="MCP transport (default stdio)")
     parser.add_argument("--host", help="HTTP bind address (env FASTMCP_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (env FASTMCP_PORT, default 8000)")
@@ -281,7 +300,14 @@ def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeStore]:
     # Libraries must not print to stdout: with the stdio transport it carries the protocol.
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            store = KnowledgeStore(server_settings.collection, path=path, url=url, embedder=server_settings.embedder)
+            store = KnowledgeStore(
+                server_settings.collection,
+                path=path,
+                url=url,
+                embedder=server_settings.embedder,
+                engine=server_settings.qdrant_engine,
+                reranker=server_settings.reranker,
+            )
         except ZhragError:
             raise
         except Exception as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
+
+#: Most passages one ``qdrant-find`` call returns.
+MAX_TOP_K = 50
 
 
 class Passage(TypedDict):
@@ -12,10 +15,13 @@ class Passage(TypedDict):
         id: Stable chunk id (``<document id>#<chunk number>``), the same across re-indexing.
         title: Article title the chunk comes from ("" when the source has none).
         text: The chunk text.
-        score: Retrieval score from the fused hybrid query (higher is better).
+        score: Retrieval score (higher is better): the fused hybrid score, or the reranker's.
+        evidence: The sentences of ``text`` that best match the query (set by a reranker); prompts show
+            these instead of the whole chunk.
     """
 
     id: str
     title: str
     text: str
     score: float
+    evidence: NotRequired[str]

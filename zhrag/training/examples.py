@@ -46,6 +46,7 @@ from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
 from zhrag.prompts.common import format_passage
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
 from zhrag.tools.chunking import chunk_document
+from zhrag.tools.evidence import best_evidence
 from zhrag.tools.passage import Passage
 from zhrag.tools.sources import Document, iter_documents
 
@@ -235,7 +236,16 @@ class LexicalRetriever:
             for index in self._postings.get(bigram, ()):
                 scores[index] += self._weights[bigram]
         best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-        return [Passage(**{**self._passages[index], "score": score}) for index, score in best]
+        return [with_evidence(query, Passage(**{**self._passages[index], "score": score})) for index, score in best]
+
+
+def with_evidence(question: str, passage: Passage) -> Passage:
+    """``passage`` with its best evidence window for ``question``, as the store's default reranker attaches it.
+
+    Prompts show the window instead of the whole chunk, so training examples must carry it too.
+    """
+    window = best_evidence(question, passage.get("title", ""), passage.get("text", "")).window
+    return Passage(**{**passage, "evidence": window})
 
 
 def _bigrams(text: str) -> set[str]:
@@ -292,8 +302,8 @@ def build_rc_examples(
 ) -> ExampleSplits:
     """Answer and judge examples from reading-comprehension pairs.
 
-    Per pair: the gold passage is the first chunk of its paragraph whose visible part (what the prompts show)
-    holds the first answer; distractors are retrieved passages from other paragraphs that mention none of the
+    Per pair: the gold passage is the first chunk of its paragraph whose evidence window for the question (what
+    the prompts show) holds the first answer; distractors are retrieved passages from other paragraphs that mention none of the
     answers. The answer example puts the gold passage at a seeded random position among up to
     ``n_passages - 1`` distractors (target: the first answer); the judge gets one 是 example (gold passage)
     and one 否 example (a distractor), or neither when no distractor is left, so the classes stay balanced.
@@ -316,7 +326,8 @@ def build_rc_examples(
             continue
         if pair.passage_id not in chunks:
             chunks[pair.passage_id] = document_passages(document)
-        gold = next((c for c in chunks[pair.passage_id] if mentions(pair.answers[0], _visible(c))), None)
+        shown = (with_evidence(pair.question, chunk) for chunk in chunks[pair.passage_id])
+        gold = next((c for c in shown if mentions(pair.answers[0], _visible(c))), None)
         if gold is None:
             splits.skipped["answer_not_visible"] += 1
             continue

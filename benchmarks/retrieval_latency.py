@@ -1,0 +1,111 @@
+"""Retrieval latency as the graph sees it: ``qdrant-find`` over one MCP stdio session vs the store called directly.
+
+Both paths run the same default retrieval (hybrid BM25 + dense, evidence reranking) on the same
+reading-comprehension questions, one query at a time; the MCP path adds JSON-RPC over the server's stdio
+pipes. The store directory is copied to a temporary directory first, so the user's store is never opened
+(embedded storage admits one process at a time).
+
+``python benchmarks/retrieval_latency.py`` writes ``benchmarks/results/retrieval_latency.json``;
+``--smoke`` indexes a few KB passages afresh and runs a handful of queries (for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from zhrag import settings
+from zhrag.evaluation.retrieval_sets import rc_set
+from zhrag.tools.indexing import index_sources
+from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+from zhrag.tools.sources import iter_documents
+from zhrag.tools.store import KnowledgeStore
+
+RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_latency.json"
+WARMUP = 3
+TOP_K = 5
+
+
+def measure(search: Callable[[str], object], queries: Sequence[str]) -> dict[str, float]:
+    """p50 / p95 / mean latency in milliseconds and sequential queries per second, after a warm-up."""
+    for query in queries[:WARMUP]:
+        search(query)
+    seconds = []
+    for query in queries:
+        start = time.perf_counter()
+        search(query)
+        seconds.append(time.perf_counter() - start)
+    ordered = sorted(seconds)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p95_ms": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+        "qps": round(len(ordered) / sum(ordered), 1),
+    }
+
+
+def prepare_store(workdir: Path, smoke: bool, engine: str) -> Path:
+    """A private copy of the default store, or (smoke) a few KB passages indexed afresh."""
+    target = workdir / "qdrant"
+    if smoke:
+        documents = list(iter_documents(settings.default_kb_source()))[:60]
+        with KnowledgeStore(path=target, engine=engine) as store:
+            store.upsert_documents(documents)
+        return target
+    source = settings.qdrant_path()
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".lock"))
+    with KnowledgeStore(path=target, engine=engine) as store:
+        if not store.count():
+            raise SystemExit(f"no indexed collection at {source} for engine {engine}: run `zhrag index` first")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both paths and write the JSON results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=200, help="reading-comprehension questions to send")
+    parser.add_argument("--engine", default=settings.qdrant_engine(), help="embedded engine (edge or local)")
+    parser.add_argument("--smoke", action="store_true", help="tiny fresh index and a few queries")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    count = 8 if args.smoke else args.queries
+    queries = [query.question for query in rc_set(limit=count, seed=1).queries]
+    with tempfile.TemporaryDirectory() as workdir:
+        path = prepare_store(Path(workdir), args.smoke, args.engine)
+        with KnowledgeStore(path=path, engine=args.engine) as store:
+            direct = measure(lambda query: store.search(query, TOP_K), queries)
+        client = KnowledgeClient(ServerConfig(qdrant_path=str(path), qdrant_engine=args.engine))
+        try:
+            through_mcp = measure(lambda query: client.find(query, TOP_K), queries)
+        finally:
+            client.close()
+    document = {
+        "benchmark": "retrieval_latency",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "engine": args.engine,
+        "smoke": args.smoke,
+        "top_k": TOP_K,
+        "direct_store": direct,
+        "mcp_one_session": through_mcp,
+        "mcp_overhead_ms_p50": round(through_mcp["p50_ms"] - direct["p50_ms"], 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    print(json.dumps(document, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

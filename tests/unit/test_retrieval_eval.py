@@ -1,0 +1,91 @@
+"""The retrieval benchmark: hits, recall@k / MRR, resuming, and the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zhrag.errors import ConfigError, DatasetError
+from zhrag.evaluation.retrieval_eval import SearchConfig, document_id, first_hit, run_retrieval_eval, score_set
+from zhrag.evaluation.retrieval_report import write_retrieval_report
+from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery, load_query_sets
+from zhrag.tools.passage import Passage
+
+KB = {
+    "p1": ("九命奇冤", "九命奇冤，清吴沃尧所著的小说。"),
+    "p2": ("刺角瓜", "刺角瓜原产于非洲喀拉哈里沙漠。"),
+    "p3": ("喀尔巴阡山脉", "最高峰在塔特拉山的格尔拉赫峰。"),
+}
+
+
+def _search(ranking: dict[str, list[str]]):
+    """A search returning the KB paragraphs in a fixed order per question (chunk ids ``<doc>#0``)."""
+
+    def search(query: str, top_k: int) -> list[Passage]:
+        ids = ranking[query][:top_k]
+        return [Passage(id=f"{pid}#0", title=KB[pid][0], text=KB[pid][1], score=1.0 / (n + 1)) for n, pid in enumerate(ids)]
+
+    return search
+
+
+QUERIES = (
+    RetrievalQuery("q1", "《九命奇冤》的作者是谁？", frozenset({"p1"}), "吴沃尧"),
+    RetrievalQuery("q2", "刺角瓜原产于哪个大洲？", frozenset({"p2"}), "非洲"),
+    RetrievalQuery("q3", "喀尔巴阡山脉的最高峰？", frozenset({"p3"}), "格尔拉赫峰"),
+)
+RANKING = {
+    "《九命奇冤》的作者是谁？": ["p1", "p2", "p3"],  # hit at rank 0
+    "刺角瓜原产于哪个大洲？": ["p3", "p1", "p2"],  # hit at rank 2
+    "喀尔巴阡山脉的最高峰？": ["p1", "p2"],  # no hit
+}
+
+
+def test_document_id_and_first_hit_by_passage_and_by_answer() -> None:
+    assert document_id("drcd-12#3") == "drcd-12"
+    assert document_id("a#b#0") == "a#b"
+    passages = _search(RANKING)("刺角瓜原产于哪个大洲？", 10)
+    assert first_hit(QUERIES[1], passages, "passage") == 2
+    assert first_hit(QUERIES[1], passages, "answer") == 2
+    assert first_hit(QUERIES[2], passages[1:], "passage") is None
+
+
+def test_recall_and_mrr_follow_the_first_hits() -> None:
+    result = score_set(_search(RANKING), QuerySet("toy", "passage", QUERIES), ks=(1, 3))
+    assert result["n"] == 3
+    assert result["recall@1"] == pytest.approx(1 / 3)
+    assert result["recall@3"] == pytest.approx(2 / 3)
+    assert result["mrr"] == pytest.approx((1 + 1 / 3) / 3)
+    assert result["latency_ms_p50"] >= 0
+
+
+def test_run_saves_each_cell_resumes_and_refuses_other_settings(tmp_path) -> None:
+    sets = [QuerySet("toy", "passage", QUERIES)]
+    calls: list[str] = []
+
+    def make_search(config: SearchConfig):
+        calls.append(config.name)
+        return _search(RANKING)
+
+    configs = [SearchConfig("a", mode="sparse"), SearchConfig("b")]
+    document = run_retrieval_eval(make_search, sets, configs, tmp_path, settings={"engine": "x"}, progress=False)
+    assert calls == ["a", "b"]
+    saved = json.loads((tmp_path / "retrieval.json").read_text("utf-8"))
+    assert saved["rows"]["a"]["sets"]["toy"]["recall@1"] == pytest.approx(1 / 3)
+    assert saved == json.loads(json.dumps(document))
+    # resuming with one more row only runs the new row
+    run_retrieval_eval(make_search, sets, [*configs, SearchConfig("c")], tmp_path, settings={"engine": "x"}, progress=False)
+    assert calls == ["a", "b", "c"]
+    with pytest.raises(ConfigError, match="--force"):
+        run_retrieval_eval(make_search, sets, configs, tmp_path, settings={"engine": "y"}, progress=False)
+    run_retrieval_eval(make_search, sets, configs, tmp_path, settings={"engine": "y"}, force=True, progress=False)
+    assert calls[-2:] == ["a", "b"]
+    report = write_retrieval_report(document, tmp_path)
+    text = report.read_text("utf-8")
+    assert "| a | 33.3 | 66.7 | 66.7 | 66.7 |" in text
+    assert (tmp_path / "retrieval.png").stat().st_size > 0
+
+
+def test_unknown_set_is_a_clear_error() -> None:
+    with pytest.raises(DatasetError, match="unknown retrieval set 'squad'"):
+        load_query_sets(["squad"])

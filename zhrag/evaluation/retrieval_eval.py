@@ -1,0 +1,163 @@
+"""The retrieval benchmark: recall@k and MRR of search configurations on query sets with known gold.
+
+Each configuration (:class:`SearchConfig`) is one ablation row: sparse BM25 alone, dense alone, their
+fusion at a given dense weight, with or without a reranker. Every row runs through the same
+``KnowledgeStore.search`` that the MCP tool ``qdrant-find`` serves. A question's *first hit* is the rank
+of the first retrieved chunk that counts (a chunk of a gold paragraph, or one mentioning the gold answer,
+per :class:`~zhrag.evaluation.retrieval_sets.QuerySet`); recall@k is the share of questions with a first
+hit under k, MRR the mean of 1 / (first hit + 1) over the top ``max(ks)`` (0 without a hit).
+
+Results go to ``<out>/retrieval.json`` after every finished (configuration, set) cell, so an interrupted
+run resumes where it stopped; ``--force`` starts over. The report (``retrieval.md``, ``retrieval.png``) is
+drawn by :mod:`zhrag.evaluation.retrieval_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from zhrag.errors import ConfigError
+from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery
+from zhrag.evaluation.rule_grader import mentions_gold
+from zhrag.tools.passage import Passage
+
+RESULTS_FILE = "retrieval.json"
+#: Cut-offs of recall@k.
+KS = (1, 3, 5, 10)
+
+Search = Callable[[str, int], list[Passage]]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One retrieval configuration (an ablation row).
+
+    Attributes:
+        name: Row label.
+        mode: ``hybrid`` (fused BM25 + dense), ``sparse`` (BM25 only) or ``dense``.
+        dense_weight: RRF weight of the dense list in ``hybrid`` (``None``: the store's default).
+        reranker: ``none``, ``evidence`` or a cross-encoder name (``None``: the store's default).
+    """
+
+    name: str
+    mode: str = "hybrid"
+    dense_weight: float | None = None
+    reranker: str | None = None
+
+
+#: The rows of the default ablation, in the order the report shows them.
+ABLATION = (
+    SearchConfig("BM25 (jieba, cleaned query)", mode="sparse", reranker="none"),
+    SearchConfig("dense (embedder only)", mode="dense", reranker="none"),
+    SearchConfig("hybrid RRF, equal weights", dense_weight=1.0, reranker="none"),
+    SearchConfig("hybrid RRF, dense weight 0.2", dense_weight=0.2, reranker="none"),
+    SearchConfig("+ evidence reranker (default)", dense_weight=0.2, reranker="evidence"),
+)
+
+
+def document_id(chunk_id: str) -> str:
+    """The KB document (paragraph) id of a chunk id ``<document id>#<n>``."""
+    return chunk_id.rsplit("#", 1)[0]
+
+
+def first_hit(query: RetrievalQuery, passages: Sequence[Passage], match: str) -> int | None:
+    """Rank (0-based) of the first passage that counts as a hit for ``query``, or ``None``."""
+    for rank, passage in enumerate(passages):
+        if match == "passage":
+            if document_id(passage["id"]) in query.passage_ids:
+                return rank
+        elif mentions_gold(query.answer, f"{passage['title']}\n{passage['text']}"):
+            return rank
+    return None
+
+
+def score_set(search: Search, query_set: QuerySet, ks: Sequence[int] = KS, *, progress: bool = False) -> dict[str, Any]:
+    """Recall@k, MRR and search latency of ``search`` on one query set."""
+    depth = max(ks)
+    ranks: list[int | None] = []
+    latencies: list[float] = []
+    for query in tqdm(query_set.queries, desc=query_set.name, unit="q", disable=not progress, leave=False):
+        start = time.perf_counter()
+        passages = search(query.question, depth)
+        latencies.append((time.perf_counter() - start) * 1000)
+        ranks.append(first_hit(query, passages, query_set.match))
+    count = len(ranks)
+    result: dict[str, Any] = {"n": count}
+    for k in ks:
+        result[f"recall@{k}"] = sum(rank is not None and rank < k for rank in ranks) / count
+    result["mrr"] = sum(1 / (rank + 1) for rank in ranks if rank is not None) / count
+    result["latency_ms_p50"] = statistics.median(latencies)
+    result["latency_ms_p95"] = _percentile(latencies, 95)
+    return result
+
+
+def _percentile(values: Sequence[float], percent: float) -> float:
+    """The ``percent``-th percentile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered)) - 1))]
+
+
+def run_retrieval_eval(
+    make_search: Callable[[SearchConfig], Search],
+    sets: Sequence[QuerySet],
+    configs: Sequence[SearchConfig],
+    out_dir: str | Path,
+    *,
+    settings: dict[str, Any],
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every configuration on every set, saving after each cell; returns the results document.
+
+    ``settings`` describes the store (collection, engine, embedder, ...); a previous run in ``out_dir``
+    with other settings or other query sets is refused unless ``force``.
+
+    Raises:
+        ConfigError: ``out_dir`` holds a run with different settings (and not ``force``).
+    """
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS_FILE
+    header = {"settings": settings, "sets": {s.name: {"n": len(s.queries), "match": s.match} for s in sets}}
+    document = _resume(path, header, force)
+    cells = [(config, query_set) for config in configs for query_set in sets]
+    with tqdm(total=len(cells), desc="retrieval eval", unit="cell", disable=not progress) as bar:
+        for config, query_set in cells:
+            row = document["rows"].setdefault(config.name, {"config": asdict(config), "sets": {}})
+            if query_set.name not in row["sets"]:
+                row["sets"][query_set.name] = score_set(make_search(config), query_set, progress=progress)
+                _save(path, document)
+            bar.update()
+    return document
+
+
+def _resume(path: Path, header: dict[str, Any], force: bool) -> dict[str, Any]:
+    """The saved results when they were made with the same settings and sets, else a fresh document."""
+    if path.is_file() and not force:
+        saved = json.loads(path.read_text("utf-8"))
+        if {key: saved.get(key) for key in header} != json.loads(json.dumps(header)):
+            raise ConfigError(
+                f"{path} holds a retrieval run with other settings or query sets: pass --force to replace it, "
+                "or choose another --out"
+            )
+        return saved
+    return {**header, "rows": {}}
+
+
+def _save(path: Path, document: dict[str, Any]) -> None:
+    """Write the results atomically (temporary file, fsync, rename)."""
+    temporary = path.with_suffix(".json.tmp")
+    with temporary.open("w", encoding="utf-8") as sink:
+        json.dump(document, sink, ensure_ascii=False, indent=1)
+        sink.flush()
+        os.fsync(sink.fileno())
+    temporary.replace(path)

@@ -1,0 +1,75 @@
+"""The examples a training run uses: one task's examples of a ShareGPT / Alpaca file or ``build-data`` folder."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from zhrag.errors import ConfigError, TrainingDataError
+from zhrag.training.card import examples_sha256, read_json_object
+from zhrag.training.examples import Example
+from zhrag.training.formats import DATASET_INFO_FILE, TASKS, import_examples
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The examples of one task selected for training, and where they came from."""
+
+    path: Path
+    examples: list[Example]
+    sha256: str
+
+
+def load_training_data(data: str | Path, task: str, *, limit: int | None = None, seed: int = 0) -> TrainingData:
+    """The ``task`` examples of a ShareGPT / Alpaca file, or of the training split of a ``zhrag build-data`` folder.
+
+    A folder must list exactly one ``*_train`` dataset in its ``dataset_info.json`` (or hold exactly one
+    ``*_train.jsonl`` file). With ``limit``, a seeded sample of that many examples is kept, in file order.
+
+    Raises:
+        TrainingDataError: missing file or folder, unknown format, malformed row (named by file and line),
+            no example of ``task``.
+        ConfigError: unknown task.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; use one of {list(TASKS)}")
+    path = Path(data).expanduser()
+    if path.is_dir():
+        path, format = _train_file(path)
+    elif path.is_file():
+        format = None
+    else:
+        raise TrainingDataError(f"training data not found: {path}")
+    examples = import_examples(path, format=format)
+    selected = [example for example in examples if example["task"] == task]
+    if not selected:
+        tasks = sorted({example["task"] for example in examples})
+        raise TrainingDataError(f"{path}: no {task!r} examples (the file holds {', '.join(tasks)} examples)")
+    if limit is not None and limit < len(selected):
+        chosen = sorted(random.Random(f"{seed}:limit").sample(range(len(selected)), limit))
+        selected = [selected[index] for index in chosen]
+    return TrainingData(path=path, examples=selected, sha256=examples_sha256(selected))
+
+
+def _train_file(directory: Path) -> tuple[Path, str | None]:
+    """The training file of a data folder and its format (from ``dataset_info.json`` when listed there)."""
+    info_path = directory / DATASET_INFO_FILE
+    if info_path.is_file():
+        info = read_json_object(info_path, TrainingDataError) or {}
+        entries = {name: entry for name, entry in info.items() if name.endswith("_train") and isinstance(entry, dict)}
+        if len(entries) != 1:
+            raise TrainingDataError(
+                f"{info_path}: expected exactly one '*_train' dataset, found {sorted(entries) or 'none'}; "
+                "pass the training file itself as --data"
+            )
+        [entry] = entries.values()
+        file = directory / str(entry.get("file_name", ""))
+        if not file.is_file():
+            raise TrainingDataError(f"{info_path}: listed training file not found: {file}")
+        formatting = entry.get("formatting")
+        return file, formatting if formatting in ("sharegpt", "alpaca") else None
+    files = sorted(directory.glob("*_train.jsonl"))
+    if len(files) != 1:
+        raise TrainingDataError(f"{directory}: expected one *_train.jsonl file or a {DATASET_INFO_FILE}")
+    return files[0], None

@@ -1,0 +1,457 @@
+"""Train a LoRA adapter for the answer or judge node: ``train_adapter`` behind ``zhrag train``.
+
+The base model is resolved like :func:`zhrag.models.load_llm` resolves it (the packaged ``gemma3-270m``
+alias → its dequantized safetensors directory, a ``.gguf`` file, a local Hugging Face directory or a hub
+id; :mod:`zhrag.training.base_model`), the examples are one task's of a data file or ``build-data`` folder
+(:mod:`zhrag.training.dataset`). They are tokenised with :mod:`zhrag.training.masking` (only the assistant
+replies are learned), batched with left padding and trained by :class:`zhrag.training.sft.TailLossTrainer`,
+a transformers ``Trainer`` that computes logits only for the learned tail of each batch. CPU trains in float32, CUDA in
+bfloat16 (float16 without bf16 support); ``accelerate launch -m zhrag.cli train ...`` runs the same code
+data-parallel on several GPUs.
+
+The run is resumable: checkpoints go to ``OUT/checkpoints`` every ``save_steps`` optimiser steps, next to
+``run.json`` with the run's settings, and running the same command again continues from the last
+checkpoint. A directory holding another adapter (other data, base model or hyper-parameters) is refused
+unless ``force``. At the end ``OUT`` holds the PEFT adapter, ``training_card.json`` + ``README.md`` and
+``loss.png`` (see :mod:`zhrag.training.card`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from zhrag.errors import ConfigError, ModelLoadError, TrainingDataError
+from zhrag.models.device import resolve_device
+from zhrag.models.failures import first_line
+from zhrag.training import card as cards
+from zhrag.training.base_model import (
+    BaseModel,
+    architecture,
+    base_model_identity,
+    load_base,
+    load_config,
+    resolve_base_model,
+)
+from zhrag.training.dataset import TrainingData, load_training_data
+
+#: LoRA targets for Gemma (and Llama-style) attention: the query, key, value and output projections.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters: rank, alpha (scale = alpha / rank), dropout and the module names to adapt."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for a value out of range."""
+        if self.rank < 1:
+            raise ConfigError(f"LoRA rank must be >= 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise ConfigError(f"LoRA alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules or not all(name.strip() for name in self.target_modules):
+            raise ConfigError("LoRA target modules must be non-empty names")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation and schedule settings of a run.
+
+    Attributes:
+        epochs: Passes over the data (fractions allowed); ignored when ``max_steps`` is set.
+        max_steps: Stop after this many optimiser steps.
+        learning_rate: Peak learning rate (linear warm-up over ``warmup_ratio`` of the steps, then linear decay).
+        batch_size: Examples per device per forward pass.
+        grad_accum: Forward passes per optimiser step.
+        max_length: Most tokens per example; longer prompts lose their start, examples whose target does
+            not fit are skipped (counted in the card).
+        limit: Train on a seeded sample of at most this many examples (of the task).
+        seed: Seed of the sample, the LoRA initialisation and the data order.
+        warmup_ratio: Share of the optimiser steps used for warm-up.
+        save_steps: Checkpoint every this many optimiser steps.
+        logging_steps: Log the loss every this many optimiser steps.
+    """
+
+    epochs: float = 1.0
+    max_steps: int | None = None
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 1536
+    limit: int | None = None
+    seed: int = 0
+    warmup_ratio: float = 0.03
+    save_steps: int = 50
+    logging_steps: int = 5
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for a value out of range."""
+        positive = {
+            "batch size": self.batch_size,
+            "gradient accumulation": self.grad_accum,
+            "save steps": self.save_steps,
+            "logging steps": self.logging_steps,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.max_length < 2:
+            raise ConfigError(f"max length must be >= 2, got {self.max_length}")
+        if self.epochs <= 0 and self.max_steps is None:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max steps must be >= 1, got {self.max_steps}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of :func:`train_adapter`: the adapter folder, its card, and whether training ran at all."""
+
+    out: Path
+    card: dict[str, Any]
+    trained: bool
+    resumed_from: str | None
+
+
+def train_adapter(
+    task: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    model: str = "gemma3-270m",
+    lora: LoraSettings = LoraSettings(),
+    train: TrainSettings = TrainSettings(),
+    device: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train (or resume, or find already trained) the LoRA adapter of ``task`` on ``data`` into ``out``.
+
+    Args:
+        task: ``answer`` or ``judge``; only the data's examples of this task are used.
+        data: A ShareGPT / Alpaca file, or a ``zhrag build-data`` folder (its training split).
+        out: Adapter folder (see the module docstring for its content).
+        model: Base model (packaged alias, ``.gguf`` file, local directory or hub id).
+        lora: LoRA hyper-parameters.
+        train: Optimisation and schedule settings.
+        device: ``cpu``, ``cuda`` or ``mps``; ``None`` picks CUDA, then MPS, then CPU (under ``accelerate
+            launch`` each process uses its own GPU).
+        force: Replace another adapter or other checkpoints found in ``out``.
+        progress: Show the Trainer's progress bar and loss logs.
+        callbacks: Extra ``transformers.TrainerCallback`` objects.
+
+    Raises:
+        TrainingDataError: unusable data (see :func:`load_training_data`), or no example fits ``max_length``.
+        ConfigError: a bad setting, or ``out`` holds another adapter and ``force`` is false.
+        ModelLoadError: the base model cannot be loaded, or a target module is not in it.
+    """
+    started = time.perf_counter()
+    lora.check()
+    train.check()
+    out = Path(out).expanduser()
+    device_type = _device_type(device)
+    training_data = load_training_data(data, task, limit=train.limit, seed=train.seed)
+    base = resolve_base_model(model)
+    settings = run_settings(task, training_data, base, load_config(base), lora, train)
+    cards.claim_output_dir(out, settings, force=force)
+    existing = cards.read_card(out)
+    if existing is not None and existing.get("schedule") == _schedule(train):
+        return TrainResult(out=out, card=existing, trained=False, resumed_from=None)
+    tokenizer, base_model = load_base(base, _dtype_name(device_type))
+
+    from tqdm.auto import tqdm
+
+    from zhrag.training.masking import tokenize_examples
+
+    tokenized = tokenize_examples(
+        tqdm(training_data.examples, desc="tokenizing", disable=not progress, unit="ex"),
+        tokenizer,
+        max_length=train.max_length,
+    )
+    if not tokenized.examples:
+        raise TrainingDataError(
+            f"{training_data.path}: none of the {len(training_data.examples)} {task} examples fits "
+            f"--max-length {train.max_length}"
+        )
+    peft_model = _with_lora(base_model, lora, train.seed)
+    trainer = _trainer(peft_model, tokenizer, tokenized.examples, out, train, device_type, callbacks, progress)
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        cards.write_run(out, settings)
+    checkpoint = _last_checkpoint(out / cards.CHECKPOINTS_DIR)
+    start_step = _checkpoint_step(checkpoint)
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    card: dict[str, Any] = {}
+    if is_main:
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(out))
+        curve = cards.loss_curve(trainer.state.log_history)
+        plot = cards.write_loss_plot(curve, out / cards.LOSS_PLOT_FILE, title=f"LoRA {task} adapter: {base.model}")
+        card = _card(
+            out, task, training_data, tokenized, base, base_model.config, lora, train, settings, trainer, output,
+            curve=curve, plot=plot, start_step=start_step, resumed_from=checkpoint,
+            wall_s=time.perf_counter() - started,
+        )
+        cards.write_card(out, card)
+    return TrainResult(out=out, card=card, trained=True, resumed_from=checkpoint)
+
+
+def run_settings(
+    task: str, data: TrainingData, base: BaseModel, config: Any, lora: LoraSettings, train: TrainSettings
+) -> dict[str, Any]:
+    """The settings that make an adapter "the same" one (compared on resume and before overwriting).
+
+    ``limit`` is not among them: the data hash covers the examples it selected.
+    """
+    return {
+        "task": task,
+        "data_sha256": data.sha256,
+        "base_model": base_model_identity(base, config),
+        "lora": {**asdict(lora), "target_modules": list(lora.target_modules)},
+        "optimizer": {
+            "learning_rate": train.learning_rate,
+            "batch_size": train.batch_size,
+            "grad_accum": train.grad_accum,
+            "warmup_ratio": train.warmup_ratio,
+            "seed": train.seed,
+        },
+        "max_length": train.max_length,
+    }
+
+
+def _schedule(train: TrainSettings) -> dict[str, Any]:
+    """The settings that may change between runs of the same adapter (they extend or shorten it)."""
+    return {
+        "epochs": train.epochs,
+        "max_steps": train.max_steps,
+        "save_steps": train.save_steps,
+        "logging_steps": train.logging_steps,
+    }
+
+
+def _device_type(device: str | None) -> str:
+    """``cpu``, ``cuda`` or ``mps``: the Trainer picks the GPU index itself (``CUDA_VISIBLE_DEVICES`` selects)."""
+    name = resolve_device(device)
+    if name.startswith("cuda:"):
+        raise ConfigError(f"device {device!r}: training uses 'cuda'; choose the GPU with CUDA_VISIBLE_DEVICES")
+    return name
+
+
+def _dtype_name(device_type: str) -> str:
+    """Weights dtype for training: bfloat16 on CUDA (float16 without bf16 support), float32 elsewhere."""
+    if device_type == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def _with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
+    """``model`` wrapped by peft with a freshly (seeded) initialised LoRA adapter."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+    )
+    torch.manual_seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft calls a deprecated transformers property
+            return get_peft_model(model, config)
+    except ValueError as error:
+        raise ModelLoadError(f"cannot add LoRA to the base model: {first_line(error)}") from error
+
+
+def _trainer(
+    model: Any,
+    tokenizer: Any,
+    examples: list[Any],
+    out: Path,
+    train: TrainSettings,
+    device_type: str,
+    callbacks: Sequence[Any],
+    progress: bool,
+) -> Any:
+    """The :class:`~zhrag.training.sft.TailLossTrainer` of the run, checkpointing into ``out/checkpoints``."""
+    import torch
+    from transformers import TrainingArguments
+
+    from zhrag.training.sft import LeftPadCollator, TailLossTrainer
+
+    bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(out / cards.CHECKPOINTS_DIR),
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps if train.max_steps is not None else -1,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=_warmup_steps(len(examples), train),
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        bf16=bf16,
+        fp16=device_type == "cuda" and not bf16,
+        use_cpu=device_type == "cpu",
+        seed=train.seed,
+        data_seed=train.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=not progress,
+    )
+    return TailLossTrainer(
+        model=model,
+        args=args,
+        train_dataset=examples,
+        data_collator=LeftPadCollator(tokenizer.pad_token_id),
+        callbacks=list(callbacks) or None,
+    )
+
+
+def _warmup_steps(examples: int, train: TrainSettings) -> int:
+    """Warm-up optimiser steps: ``warmup_ratio`` of the run's total steps (all processes together)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if train.max_steps is not None:
+        total = train.max_steps
+    else:
+        batches = math.ceil(examples / (train.batch_size * world))
+        total = math.ceil(train.epochs * math.ceil(batches / train.grad_accum))
+    return round(train.warmup_ratio * total)
+
+
+def _last_checkpoint(directory: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder (by N), or ``None``.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint cut short by a kill is passed over.
+    """
+    candidates = [
+        path
+        for path in directory.glob("checkpoint-*")
+        if path.name.removeprefix("checkpoint-").isdigit()
+        and (path / "adapter_config.json").is_file()
+        and (path / "trainer_state.json").is_file()
+    ]
+    return str(max(candidates, key=lambda path: int(path.name.removeprefix("checkpoint-")))) if candidates else None
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.removeprefix("checkpoint-")) if checkpoint else 0
+
+
+def _card(
+    out: Path,
+    task: str,
+    data: TrainingData,
+    tokenized: Any,
+    base: BaseModel,
+    config: Any,
+    lora: LoraSettings,
+    train: TrainSettings,
+    settings: dict[str, Any],
+    trainer: Any,
+    output: Any,
+    *,
+    curve: list[tuple[int, float]],
+    plot: Path | None,
+    start_step: int,
+    resumed_from: str | None,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The training card of a finished run (see :mod:`zhrag.training.card`)."""
+    import peft
+    import torch
+    import transformers
+
+    args, state = trainer.args, trainer.state
+    seen = (state.global_step - start_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    seen *= args.world_size
+    runtime = float(output.metrics.get("train_runtime", 0.0))
+    device_type = args.device.type
+    return {
+        "card_version": cards.CARD_VERSION,
+        "task": task,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "schedule": _schedule(train),
+        "base_model": {
+            "model": base.model,
+            "kind": base.kind,
+            "name_or_path": base.location,
+            "identity": settings["base_model"],
+            "architecture": architecture(config),
+        },
+        "data": {
+            "path": str(data.path),
+            "sha256": data.sha256,
+            "examples": len(data.examples),
+            "trained_examples": len(tokenized.examples),
+            "skipped_too_long": len(tokenized.skipped_ids),
+            "tokens": sum(len(example["input_ids"]) for example in tokenized.examples),
+            "learned_tokens": sum(sum(label != -100 for label in e["labels"]) for e in tokenized.examples),
+        },
+        "hyperparameters": {
+            **{f"lora_{name}": value for name, value in settings["lora"].items()},
+            **settings["optimizer"],
+            "max_length": train.max_length,
+            "limit": train.limit,
+            "epochs": train.epochs,
+            "max_steps": train.max_steps,
+            "warmup_steps": args.warmup_steps,
+            "scheduler": "linear",
+        },
+        "result": {
+            "global_step": state.global_step,
+            "epochs": float(state.epoch or 0.0),
+            "final_loss": curve[-1][1] if curve else None,
+            "train_loss": output.training_loss if state.global_step > start_step else None,
+            "loss_curve": [list(point) for point in curve],
+            "wall_s": round(wall_s, 1),
+            "train_runtime_s": round(runtime, 1),
+            "seconds_per_example": round(runtime / seen, 3) if seen else None,
+            "resumed_from": resumed_from,
+        },
+        "device": {
+            "type": device_type,
+            "name": torch.cuda.get_device_name(args.device) if device_type == "cuda" else platform.processor() or None,
+            "dtype": "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32",
+            "world_size": args.world_size,
+            "threads": torch.get_num_threads(),
+        },
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        "files": {
+            "adapter": sorted(name for name in cards.ADAPTER_FILES if (out / name).is_file()),
+            "loss_plot": plot.name if plot else None,
+        },
+    }

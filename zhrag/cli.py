@@ -24,6 +24,15 @@ app = typer.Typer(
 
 SAMPLE_QUESTION = "《九命奇冤》是由哪位作者所著？"
 
+# Model endpoints of ask and eval (served models instead of in-process ones).
+ModelBaseUrlOpt = Annotated[
+    Optional[str],
+    typer.Option(help="OpenAI-compatible endpoint serving --model, e.g. http://localhost:8000/v1 (key: OPENAI_API_KEY)."),
+]
+JudgeBaseUrlOpt = Annotated[
+    Optional[str], typer.Option(help="OpenAI-compatible endpoint serving the judge (default: --model-base-url).")
+]
+
 # Options shared by the commands that reach the knowledge base.
 CollectionOpt = Annotated[str, typer.Option(help="Qdrant collection of the knowledge base.")]
 QdrantUrlOpt = Annotated[
@@ -133,10 +142,12 @@ def ask(
     question: Annotated[str, typer.Argument(help="The Chinese question.")],
     variant: Annotated[str, typer.Option("--variant", "-v", help="a0 (model alone), a1 (retrieve), a2 (judge + requery).")] = "a1",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with answer, contexts, queries, timings.")] = False,
-    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory or hub id.")] = settings.PACKAGED_LLM,
+    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory, hub id, or the name served by --model-base-url.")] = settings.PACKAGED_LLM,
     answer_adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering.")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="Judge / requery model (default: the answer model).")] = None,
     judge_adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter for the judge.")] = None,
+    model_base_url: ModelBaseUrlOpt = None,
+    judge_base_url: JudgeBaseUrlOpt = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
     top_k: Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")] = 3,
@@ -155,6 +166,7 @@ def ask(
     variant = _check_variant(variant)
     context = _context(
         model=model, answer_adapter=answer_adapter, judge_model=judge_model, judge_adapter=judge_adapter,
+        model_base_url=model_base_url, judge_base_url=judge_base_url,
         device=device, dtype=dtype, top_k=top_k, max_requeries=max_requeries, max_new_tokens=max_new_tokens,
         collection=collection, qdrant_url=qdrant_url, qdrant_path=qdrant_path, qdrant_engine=qdrant_engine,
         embedder=embedder, reranker=reranker,
@@ -276,10 +288,15 @@ def eval_(
     eval_api_model: Annotated[Optional[str], typer.Option(help="Model name served by --eval-base-url.")] = None,
     eval_embedder: Annotated[str, typer.Option(help="Embedder of RAGAS answer similarity.")] = settings.PACKAGED_EMBEDDER,
     force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
-    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory or hub id.")] = settings.PACKAGED_LLM,
+    concurrency: Annotated[
+        Optional[int], typer.Option(min=1, help="Questions evaluated at once, their generation batched (default: per device).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory, hub id, or the name served by --model-base-url.")] = settings.PACKAGED_LLM,
     answer_adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering.")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="A2 judge / requery model (default: the answer model).")] = None,
     judge_adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter for the A2 judge.")] = None,
+    model_base_url: ModelBaseUrlOpt = None,
+    judge_base_url: JudgeBaseUrlOpt = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
     top_k: Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")] = 3,
@@ -304,6 +321,7 @@ def eval_(
     questions = load_questions(data, **filters)
     context = _context(
         model=model, answer_adapter=answer_adapter, judge_model=judge_model, judge_adapter=judge_adapter,
+        model_base_url=model_base_url, judge_base_url=judge_base_url,
         device=device, dtype=dtype, top_k=top_k, max_requeries=max_requeries, max_new_tokens=max_new_tokens,
         collection=collection, qdrant_url=qdrant_url, qdrant_path=qdrant_path, qdrant_engine=qdrant_engine,
         embedder=embedder, reranker=reranker, grader=grader, eval_model=eval_model, eval_base_url=eval_base_url,
@@ -314,7 +332,7 @@ def eval_(
     report_path = run_evaluation(
         variant_list, questions, out, context=context, metrics=_split_values(metrics), force=force,
         data=dataset_info(data or settings.default_dataset(), **filters),
-        kb_sources=kb,
+        kb_sources=kb, concurrency=concurrency,
     )
     typer.echo(f"report: {report_path}")
 
@@ -395,7 +413,10 @@ def eval_retrieval(
                 query, top_k, mode=config.mode, dense_weight=config.dense_weight, reranker=config.reranker
             )
 
-        document = run_retrieval_eval(make_search, query_sets, configs, out, settings=store_settings, force=force)
+        requery_sets = [query_set for query_set in query_sets if query_set.match == "passage"]
+        document = run_retrieval_eval(
+            make_search, query_sets, configs, out, settings=store_settings, requery_sets=requery_sets, force=force
+        )
     typer.echo(f"report: {write_retrieval_report(document, out)}")
 
 

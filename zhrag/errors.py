@@ -18,6 +18,10 @@ class ModelLoadError(ZhragError):
     """A model, tokenizer or adapter could not be found or loaded."""
 
 
+class ModelEndpointError(ModelLoadError):
+    """An OpenAI-compatible model endpoint is unreachable, answers an error, or does not serve the model."""
+
+
 class KnowledgeBaseError(ZhragError):
     """Missing or empty corpus source, malformed input line, or unusable collection."""
 

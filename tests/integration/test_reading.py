@@ -48,7 +48,9 @@ def test_eval_reading_answers_as_the_answer_node_does(tmp_path: Path) -> None:
     for record, (question, _, gold), shown in zip(records, CASES, passages, strict=True):
         node = answer({"question": question, "contexts": shown}, runtime)
         assert record["answer"] == node["answer"]  # batched evaluation == the graph's own answer node
-        assert {name: record[name] for name in ("exact", "contains", "abstained")} == score_answer(node["answer"], [gold])
+        assert {name: record[name] for name in ("exact", "contains", "abstained")} == score_answer(
+            node["answer"], [gold]
+        )
     assert summary["overall"]["n"] == 3
     assert summary["overall"]["contains"] == sum(record["contains"] for record in records)
     assert (out / "report.md").is_file()

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from zhrag.errors import ConfigError, DatasetError
-from zhrag.evaluation.retrieval_eval import SearchConfig, document_id, first_hit, run_retrieval_eval, score_set
+from zhrag.evaluation.retrieval_eval import (
+    SearchConfig,
+    document_id,
+    first_hit,
+    run_retrieval_eval,
+    score_requery,
+    score_set,
+)
 from zhrag.evaluation.retrieval_report import write_retrieval_report
 from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery, load_query_sets
 from zhrag.tools.passage import Passage
@@ -89,3 +96,17 @@ def test_run_saves_each_cell_resumes_and_refuses_other_settings(tmp_path) -> Non
 def test_unknown_set_is_a_clear_error() -> None:
     with pytest.raises(DatasetError, match="unknown retrieval set 'squad'"):
         load_query_sets(["squad"])
+
+
+def test_requery_second_round_skips_seen_passages_and_counts_recovered_misses() -> None:
+    # first round (top 1) misses q2 and q3; the second round's next unseen passage finds q2's paragraph only
+    ranking = {**RANKING, "刺 原产 大洲": ["p3", "p2"], "喀尔巴阡山脉 最高峰": ["p1", "p2"]}
+    result = score_requery(_search(ranking), QuerySet("toy", "passage", QUERIES), top_k=1)
+    same = result["same query, next unseen passages"]
+    assert same["round1_recall"] == pytest.approx(1 / 3)
+    # q2: same query → p3 seen, next unseen p1 (miss); q3: p1 seen → p2 (miss)
+    assert same["round2_recall"] == pytest.approx(1 / 3) and same["misses_recovered"] == 0
+    longest = result["three longest terms, unseen passages"]
+    # q2 rewritten to its longest terms → p3 seen, p2 found; q3 → p1 seen, p2 (miss)
+    assert longest["round2_recall"] == pytest.approx(2 / 3)
+    assert longest["misses_recovered"] == pytest.approx(1 / 2)

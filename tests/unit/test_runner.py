@@ -220,3 +220,42 @@ def test_unreachable_judge_endpoint_fails_before_the_run(tmp_path: Path, answer_
     with pytest.raises(JudgeError, match="unreachable"):
         evaluate(tmp_path / "run", answer_model.name, kb, context=context)
     assert not (tmp_path / "run").exists() and model.calls == 0
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """A result record without its wall times (which differ between any two runs)."""
+    return {key: value for key, value in record.items() if key not in ("timings_ms", "metric_ms")}
+
+
+def test_concurrent_run_gives_the_same_records_as_a_sequential_one(
+    tmp_path: Path, answer_model: Callable, kb: Path
+) -> None:
+    model = answer_model()
+    evaluate(tmp_path / "seq", answer_model.name, kb)
+    evaluate(tmp_path / "par", answer_model.name, kb, concurrency=4)
+    assert model.calls == 24
+    sequential = {(r["id"], r["variant"]): comparable(r) for r in read_results(tmp_path / "seq" / RESULTS_FILE)}
+    concurrent = {(r["id"], r["variant"]): comparable(r) for r in read_results(tmp_path / "par" / RESULTS_FILE)}
+    assert len(concurrent) == 12 and concurrent == sequential
+
+
+def test_concurrent_run_resumes_after_a_crash_without_loss_or_duplicates(
+    tmp_path: Path, answer_model: Callable, kb: Path
+) -> None:
+    out = tmp_path / "run"
+    answer_model(fail_after=5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate(out, answer_model.name, kb, concurrency=3)
+    written = pairs(out)
+    assert 0 < len(written) <= 5  # one answer per pair: no record without its answer, the finished ones kept
+    assert len(set(written)) == len(written)
+    healthy = answer_model()
+    evaluate(out, answer_model.name, kb, concurrency=3)
+    assert healthy.calls == 12 - len(written)
+    assert sorted(pairs(out)) == sorted((q.id, v) for q in QUESTIONS for v in ("a0", "a1"))
+
+
+def test_concurrency_below_one_is_refused(tmp_path: Path, answer_model: Callable, kb: Path) -> None:
+    answer_model()
+    with pytest.raises(ConfigError, match="concurrency must be >= 1"):
+        evaluate(tmp_path / "run", answer_model.name, kb, concurrency=0)

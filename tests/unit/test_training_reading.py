@@ -64,7 +64,9 @@ def _scripted(prompt: str) -> str:
 
 @pytest.fixture
 def eval_file(tmp_path: Path) -> Path:
-    judge = Example(id="j", task="judge", conversations=[{"from": "human", "value": "x"}, {"from": "gpt", "value": "是"}], meta={})
+    judge = Example(
+        id="j", task="judge", conversations=[{"from": "human", "value": "x"}, {"from": "gpt", "value": "是"}], meta={}
+    )
     return export_examples([_example(i) for i in range(len(CASES))] + [judge], tmp_path / "rc_eval.jsonl")
 
 
@@ -108,8 +110,13 @@ def test_evaluate_reading_scores_cleaned_answers_and_resumes(tmp_path: Path, eva
     name, model = scripted(_scripted)
     out = tmp_path / "run"
     summary = evaluate_reading(
-        LocalLLM.from_langchain(model, is_chat=False), eval_file, out, model={"model": name}, limit=3,
-        batch_size=2, progress=False,
+        LocalLLM.from_langchain(model, is_chat=False),
+        eval_file,
+        out,
+        model={"model": name},
+        limit=3,
+        batch_size=2,
+        progress=False,
     )
     assert model.prompts == [_example(i)["conversations"][0]["value"] for i in range(3)]  # exactly the node prompts
     records = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -131,7 +138,9 @@ def test_evaluate_reading_scores_cleaned_answers_and_resumes(tmp_path: Path, eva
     # a kill mid-write leaves a partial line: it is dropped and that example redone
     with (out / "results.jsonl").open("ab") as handle:
         handle.write(b'{"id": "q9')
-    evaluate_reading(LocalLLM.from_langchain(model, is_chat=False), eval_file, out, model={"model": name}, progress=False)
+    evaluate_reading(
+        LocalLLM.from_langchain(model, is_chat=False), eval_file, out, model={"model": name}, progress=False
+    )
     assert (out / "results.jsonl").read_bytes().endswith(b"\n")
 
     with pytest.raises(ConfigError, match="other settings"):

@@ -3,7 +3,8 @@
 Two kinds, chosen by the context:
 
 - an OpenAI-compatible endpoint (``eval_base_url`` + ``eval_api_model``; vLLM, llama.cpp server,
-  Ollama, ...), the key read from ``OPENAI_API_KEY``;
+  Ollama, ...), the key read from ``OPENAI_API_KEY``; without ``eval_model``, the answer model's
+  endpoint (``model_base_url``) when it has one;
 - otherwise a local model: ``eval_model``, or the answer model ``model`` without its adapter,
   loaded once per process by ``zhrag.models.load_llm``.
 
@@ -75,9 +76,17 @@ class LocalLLMAdapter(LLM):
         return text
 
 
-def uses_endpoint(context: Any) -> bool:
-    """Whether the run's evaluation judge is an OpenAI-compatible endpoint (else a local model)."""
-    return bool(context.eval_base_url)
+def eval_endpoint(context: Any) -> tuple[str, str] | None:
+    """(base URL, model name) of the endpoint serving the evaluation judge, or ``None`` for a local model.
+
+    ``eval_base_url`` with ``eval_api_model``; else, without ``eval_model``, the answer model's
+    endpoint (``model_base_url`` serving ``model``).
+    """
+    if context.eval_base_url:
+        return context.eval_base_url, context.eval_api_model
+    if getattr(context, "model_base_url", None) and context.eval_model is None:
+        return context.model_base_url, context.model
+    return None
 
 
 def eval_llm(context: Any) -> LocalLLM:
@@ -96,8 +105,9 @@ def grading_judge(context: Any) -> Judge:
     A local chat model gets the official system message and the grading prompt as the user
     message; a base model gets both as one completion prompt.
     """
-    if uses_endpoint(context):
-        return _endpoint_judge(context.eval_base_url, context.eval_api_model)
+    endpoint = eval_endpoint(context)
+    if endpoint:
+        return _endpoint_judge(*endpoint)
     llm = eval_llm(context)
 
     def judge(prompt: str) -> str:
@@ -134,8 +144,9 @@ def _local_ragas_llm(llm: LocalLLM) -> BaseRagasLLM:
 
 def ragas_judge(context: Any) -> BaseRagasLLM:
     """The RAGAS judge of the run (built once per process per judge)."""
-    if uses_endpoint(context):
-        return _endpoint_ragas_llm(context.eval_base_url, context.eval_api_model)
+    endpoint = eval_endpoint(context)
+    if endpoint:
+        return _endpoint_ragas_llm(*endpoint)
     return _local_ragas_llm(eval_llm(context))
 
 
@@ -173,8 +184,9 @@ def check_evaluation_setup(context: Any, metrics: Sequence[str]) -> None:
     if wants_ragas:
         require_ragas()
     if wants_ragas or ("grade" in metrics and context.grader == "official"):
-        if uses_endpoint(context):
-            _endpoint_judge(context.eval_base_url, context.eval_api_model).check()
+        endpoint = eval_endpoint(context)
+        if endpoint:
+            _endpoint_judge(*endpoint).check()
         elif not eval_llm(context).is_chat and wants_ragas:  # eval_llm loads the model (once per process)
             logger.warning(
                 "the RAGAS judge %r is a base model without a chat template: expect unparsable replies "

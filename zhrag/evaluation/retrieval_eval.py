@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from zhrag.errors import ConfigError
 from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery
 from zhrag.evaluation.rule_grader import mentions_gold
+from zhrag.nodes.requery import fallback_queries
 from zhrag.tools.passage import Passage
 
 RESULTS_FILE = "retrieval.json"
@@ -100,6 +102,44 @@ def score_set(search: Search, query_set: QuerySet, ks: Sequence[int] = KS, *, pr
     return result
 
 
+#: Second-round strategies of A2's requery, measured by :func:`score_requery`: how the next query is made.
+REQUERY_STRATEGIES: dict[str, Callable[[str], str]] = {
+    "same query, next unseen passages": lambda question: question,
+    "three longest terms, unseen passages": lambda question: list(islice(fallback_queries(question), 2))[1],
+}
+
+
+def score_requery(
+    search: Search, query_set: QuerySet, *, top_k: int = 3, progress: bool = False
+) -> dict[str, dict[str, float]]:
+    """Recall of A2's first round (``top_k`` passages) and after one more round, per requery strategy.
+
+    The second round searches the strategy's query and keeps the first ``top_k`` passages not seen in the first
+    round, as the retrieve node does; a question counts when either round holds a hit.
+    """
+    first_hits = 0
+    second_hits = dict.fromkeys(REQUERY_STRATEGIES, 0)
+    for query in tqdm(query_set.queries, desc=f"requery {query_set.name}", unit="q", disable=not progress, leave=False):
+        first = search(query.question, top_k)
+        if first_hit(query, first, query_set.match) is not None:
+            first_hits += 1
+            continue
+        seen = {passage["id"] for passage in first}
+        for name, rewrite in REQUERY_STRATEGIES.items():
+            found = [p for p in search(rewrite(query.question), 2 * top_k) if p["id"] not in seen][:top_k]
+            second_hits[name] += first_hit(query, found, query_set.match) is not None
+    count = len(query_set.queries)
+    missed = count - first_hits
+    return {
+        name: {
+            "round1_recall": first_hits / count,
+            "round2_recall": (first_hits + hits) / count,
+            "misses_recovered": hits / missed if missed else 0.0,
+        }
+        for name, hits in second_hits.items()
+    }
+
+
 def _percentile(values: Sequence[float], percent: float) -> float:
     """The ``percent``-th percentile (nearest rank) of ``values``."""
     ordered = sorted(values)
@@ -113,10 +153,13 @@ def run_retrieval_eval(
     out_dir: str | Path,
     *,
     settings: dict[str, Any],
+    requery_sets: Sequence[QuerySet] = (),
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score every configuration on every set, saving after each cell; returns the results document.
+
+    ``requery_sets`` also get :func:`score_requery` with the store's default configuration.
 
     ``settings`` describes the store (collection, engine, embedder, ...); a previous run in ``out_dir``
     with other settings or other query sets is refused unless ``force``.
@@ -127,7 +170,11 @@ def run_retrieval_eval(
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS_FILE
-    header = {"settings": settings, "sets": {s.name: {"n": len(s.queries), "match": s.match} for s in sets}}
+    header = {
+        "settings": settings,
+        "sets": {s.name: {"n": len(s.queries), "match": s.match} for s in sets},
+        "requery_sets": {s.name: len(s.queries) for s in requery_sets},
+    }
     document = _resume(path, header, force)
     cells = [(config, query_set) for config in configs for query_set in sets]
     with tqdm(total=len(cells), desc="retrieval eval", unit="cell", disable=not progress) as bar:
@@ -137,6 +184,11 @@ def run_retrieval_eval(
                 row["sets"][query_set.name] = score_set(make_search(config), query_set, progress=progress)
                 _save(path, document)
             bar.update()
+    for query_set in requery_sets:
+        requery = document.setdefault("requery", {})
+        if query_set.name not in requery:
+            requery[query_set.name] = score_requery(make_search(SearchConfig("default")), query_set, progress=progress)
+            _save(path, document)
     return document
 
 

@@ -41,6 +41,23 @@ def render_markdown(document: Mapping[str, Any]) -> str:
             recalls = " | ".join(f"{100 * cell[f'recall@{k}']:.1f}" for k in KS)
             lines.append(f"| {row_name} | {recalls} | {cell['mrr']:.3f} | {cell['latency_ms_p50']:.1f} |")
         lines.append("")
+    if document.get("requery"):
+        lines += [
+            "## A2 requery: a second retrieval round",
+            "",
+            "Default configuration, 3 passages per round; the second round keeps the first 3 passages the first did",
+            "not return. Recovered = share of the first round's misses that the second round finds.",
+            "",
+            "| set | strategy | round 1 | after round 2 | misses recovered |",
+            "|---|---|---|---|---|",
+        ]
+        for set_name, strategies in document["requery"].items():
+            for name, cell in strategies.items():
+                lines.append(
+                    f"| {set_name} | {name} | {100 * cell['round1_recall']:.1f} | {100 * cell['round2_recall']:.1f} "
+                    f"| {100 * cell['misses_recovered']:.1f} |"
+                )
+        lines.append("")
     return "\n".join(lines)
 
 

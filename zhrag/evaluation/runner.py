@@ -4,7 +4,14 @@
 run still compares the variants on the same questions) and appends one JSON line per
 (question, variant) to ``results.jsonl`` the moment it is done (flushed and fsync'd). Run again with
 the same settings, it skips the pairs already there; a run killed at any moment loses at most the
-pair in flight, and an incomplete last line left by the kill is dropped and that pair redone.
+pairs in flight, and an incomplete last line left by the kill is dropped and that pair redone.
+
+With ``concurrency`` N > 1, N worker threads run graphs at once (pairs are started in the same
+question-by-question order; lines are written as pairs finish, by the main thread only), and the
+local models batch the workers' concurrent generation calls into shared forward passes (see
+``zhrag.models.batching``). The default N is the answer model's batch size on its device (1 for
+models that are not local Hugging Face models). Concurrency is not a setting of the run: a run may be
+resumed with another N.
 
 ``run.json`` in the output directory records the settings (variants, metrics, question set and its
 hash, filters, context, KB sources). A run with other settings into the same directory is refused
@@ -30,7 +37,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,6 +60,7 @@ from zhrag.evaluation.report import (
     write_report,
 )
 from zhrag.graph.builder import VARIANTS, build_graph
+from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
 from zhrag.nodes.common import answer_llm, judge_llm
 
@@ -93,6 +103,7 @@ def run_evaluation(
     progress: bool = True,
     data: Mapping[str, Any] | None = None,
     kb_sources: Sequence[str | Path] | None = None,
+    concurrency: int | None = None,
 ) -> Path:
     """Evaluate ``variants`` on ``questions`` into ``out_dir`` and write the report; returns ``report.md``.
 
@@ -109,15 +120,19 @@ def run_evaluation(
         data: Where the questions came from, recorded in ``run.json`` (see ``dataset_info``).
         kb_sources: KB sources for ``kb_covered``; default the shared KB (``settings.default_kb_source``)
             when it exists, else ``kb_covered`` is ``None``.
+        concurrency: Pairs evaluated at once (worker threads whose generation calls are batched);
+            ``None``: the answer model's batch size on its device (see the module doc).
 
     Raises:
-        ConfigError: unknown variant or metric, bad context, or ``out_dir`` holds another run.
+        ConfigError: unknown variant or metric, bad context, ``concurrency`` < 1, or ``out_dir`` holds another run.
         DatasetError: no questions, duplicate question ids, or a damaged ``results.jsonl``.
         JudgeError, ModelLoadError, MCPServerError: the judge, a model or the knowledge server is
             unusable (checked before the first question where possible).
     """
     if not dataclasses.is_dataclass(context):
         raise ConfigError("context must be a zhrag.graph.context.Context")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     variant_list = _variants([variants] if isinstance(variants, str) else variants)
     metric_list = list(dict.fromkeys(["grade", *([metrics] if isinstance(metrics, str) else metrics)]))
     graphs = {variant: build_graph(variant, metrics=metric_list) for variant in variant_list}
@@ -144,8 +159,9 @@ def run_evaluation(
     results_path = out_dir / RESULTS_FILE
     done = _done_pairs(results_path) if resuming else set()
     pending = [(q, v) for q in questions for v in variant_list if (q.id, v) not in done]
+    workers = concurrency or 1
     if pending:  # load the models and start the one MCP session now, not inside the first timed answer
-        answer_llm(context)
+        workers = concurrency or answer_llm(context).batch_size
         if "a2" in variant_list:
             judge_llm(context)
         if any(variant != "a0" for variant in variant_list):
@@ -166,14 +182,50 @@ def run_evaluation(
         ) as bar,
     ):
         covered: dict[str, bool | None] = {}
-        for question, variant in pending:
-            bar.set_postfix_str(f"{variant} {question.id[:12]}", refresh=False)
+
+        def task(pair: tuple[Question, str]) -> Callable[[], dict[str, Any]]:
+            question, variant = pair
             if question.id not in covered:
                 covered[question.id] = coverage.covers(question.question, question.answer) if coverage else None
-            record = evaluate_one(graphs[variant], variant, question, context, metric_list, covered[question.id])
-            _append(sink, record)
-            bar.update()
+            kb_covered = covered[question.id]
+            return lambda: evaluate_one(graphs[variant], variant, question, context, metric_list, kb_covered)
+
+        with concurrent_callers(workers) if workers > 1 else nullcontext():
+            for record in run_tasks((task(pair) for pair in pending), workers):
+                bar.set_postfix_str(f"{record['variant']} {record['id'][:12]}", refresh=False)
+                _append(sink, record)
+                bar.update()
     return write_report(read_results(results_path), out_dir)
+
+
+def run_tasks(tasks: Iterable[Callable[[], Any]], workers: int) -> Iterator[Any]:
+    """Run ``tasks`` on ``workers`` threads (in order of start, at most ``workers`` at once); yield results as they finish.
+
+    With one worker the tasks run one after another in the calling thread. After a failure no new task
+    starts; the results of the tasks already running are still yielded, then the first error is raised.
+    """
+    if workers <= 1:
+        for run in tasks:
+            yield run()
+        return
+    queue = iter(tasks)
+    errors: list[BaseException] = []
+    running: set[Future[Any]] = set()
+    with ThreadPoolExecutor(workers, thread_name_prefix="zhrag-eval") as pool:
+        while True:
+            while not errors and len(running) < workers and (run := next(queue, None)) is not None:
+                running.add(pool.submit(run))
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                error = future.exception()
+                if error is None:
+                    yield future.result()
+                else:
+                    errors.append(error)
+    if errors:
+        raise errors[0]
 
 
 def evaluate_one(

@@ -12,6 +12,7 @@ from typing import Literal
 
 from zhrag import settings
 from zhrag.errors import ConfigError
+from zhrag.nodes.common import judge_endpoint
 
 #: Graders of the evaluation: offline rules, or the official prompt sent to the evaluation judge.
 GRADERS = ("rules", "official")
@@ -23,10 +24,19 @@ class Context:
 
     Attributes:
         model: Answer model: ``gemma3-270m`` (packaged GGUF, default), a local HF model directory, a
-            ``.gguf`` file, or a hub id.
-        answer_adapter: Optional LoRA adapter directory loaded on top of ``model`` for answering.
-        judge_model: Model for the A2 judge and requery nodes; ``None`` reuses ``model``.
-        judge_adapter: Optional LoRA adapter directory for the judge model.
+            ``.gguf`` file, or a hub id; with ``model_base_url``, the model name the endpoint serves.
+        answer_adapter: Optional LoRA adapter directory loaded on top of ``model`` for answering
+            (local models only).
+        model_base_url: OpenAI-compatible chat endpoint (``http://host:8000/v1``; vLLM, SGLang,
+            llama.cpp server, TGI) serving ``model``; ``None`` runs the model in-process.
+        judge_model: Model for the A2 judge and requery nodes; ``None`` reuses ``model`` (and its
+            endpoint, if any).
+        judge_adapter: Optional LoRA adapter directory for the judge model (local models only).
+        judge_base_url: OpenAI-compatible endpoint serving the judge model (``judge_model``, else
+            ``model``); ``None`` uses ``model_base_url`` when ``judge_model`` is ``None``, else a
+            local judge model.
+        api_key_env: Environment variable holding the API key of the answer and judge endpoints
+            (the evaluation judge's endpoint reads ``OPENAI_API_KEY``).
         device: ``cuda``, ``mps`` or ``cpu``; ``None`` picks the best available.
         dtype: ``bfloat16``, ``float16`` or ``float32``; ``None`` picks per device.
         max_new_tokens: Generation budget of the answer node.
@@ -56,6 +66,9 @@ class Context:
     answer_adapter: str | None = None
     judge_model: str | None = None
     judge_adapter: str | None = None
+    model_base_url: str | None = None
+    judge_base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
     device: str | None = None
     dtype: str | None = None
     max_new_tokens: int = 32
@@ -92,5 +105,9 @@ class Context:
             raise ConfigError("reranker must not be empty: use evidence, none or a cross-encoder name")
         if self.grader not in GRADERS:
             raise ConfigError(f"unknown grader {self.grader!r}: use {' or '.join(GRADERS)}")
+        if self.model_base_url and self.answer_adapter:
+            raise ConfigError("answer_adapter cannot be applied to a model served by model_base_url: give one of them")
+        if judge_endpoint(self) and self.judge_adapter:
+            raise ConfigError("judge_adapter cannot be applied to a judge served by an endpoint: give one of them")
         if bool(self.eval_base_url) != bool(self.eval_api_model):
             raise ConfigError("eval_base_url and eval_api_model go together: give both or neither")

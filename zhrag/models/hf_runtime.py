@@ -3,7 +3,9 @@
 The model and tokenizer sit behind one transformers ``text-generation`` pipeline. LoRA adapters are
 added to the same model through transformers' PEFT integration (``load_adapter``), so an answer model
 and a judge model that differ only in their adapter share the base weights; each generation call
-activates its own adapter (or disables all of them) under a lock.
+activates its own adapter (or disables all of them) under a lock. :meth:`HFRuntime.generate_batched`
+lets concurrent callers (threads answering different questions) share forward passes through a
+:class:`~zhrag.models.batching.MicroBatcher`, one batch per adapter, token budget and stop set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from langchain_core.language_models import BaseLanguageModel
 
 from zhrag.errors import ModelLoadError
+from zhrag.models.batching import MicroBatcher, max_batch_for, max_wait_s
 from zhrag.models.failures import first_line
 
 #: Training card ``zhrag train`` writes beside an adapter; its ``base_model`` is checked when the adapter loads.
@@ -34,7 +37,8 @@ class HFRuntime:
         model: The transformers model (PEFT adapters, when loaded, live inside it).
         tokenizer: Its tokenizer (left padding, a pad token set).
         is_chat: Whether the tokenizer has a chat template.
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass of the pipeline.
+        batcher: Coalesces concurrent :meth:`generate_batched` calls (``max_batch`` chosen per device).
     """
 
     def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
@@ -53,16 +57,24 @@ class HFRuntime:
         self._lock = threading.RLock()
         self._adapters: dict[str, str] = {}
         self._stopping: dict[tuple[str, ...], Any] = {}
+        self._langchain: BaseLanguageModel | None = None
+        self.batcher = MicroBatcher(
+            self._run_batch, max_batch=max_batch_for(device), max_wait_s=max_wait_s(), run_lock=self._lock
+        )
 
     def langchain_model(self) -> BaseLanguageModel:
         """A LangChain model over the pipeline: ``ChatHuggingFace`` with a chat template, else ``HuggingFacePipeline``.
 
-        The tokenizer is passed to ``ChatHuggingFace`` explicitly, so it never looks one up on the Hub.
+        Built once; every ``LocalLLM`` on this runtime shares it. The tokenizer is passed to
+        ``ChatHuggingFace`` explicitly, so it never looks one up on the Hub.
         """
         from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
 
-        llm = HuggingFacePipeline(pipeline=self._pipeline, batch_size=self.batch_size)
-        return ChatHuggingFace(llm=llm, tokenizer=self.tokenizer) if self.is_chat else llm
+        with self._lock:
+            if self._langchain is None:
+                llm = HuggingFacePipeline(pipeline=self._pipeline, batch_size=self.batch_size)
+                self._langchain = ChatHuggingFace(llm=llm, tokenizer=self.tokenizer) if self.is_chat else llm
+            return self._langchain
 
     def add_adapter(self, path: str, model_label: str) -> str:
         """Load the PEFT adapter directory ``path`` into the model (once) and return its adapter name.
@@ -130,6 +142,29 @@ class HFRuntime:
                 langchain_model.invoke(prompt, stop=list(stop) or None, pipeline_kwargs=chat_kwargs).text
                 for prompt in prompts
             ]
+
+    def generate_batched(
+        self,
+        prompts: Sequence[str | list[Any]],
+        *,
+        adapter_name: str | None,
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> list[str]:
+        """Like :meth:`generate` on :meth:`langchain_model`, batched with concurrent calls that share the settings.
+
+        Calls from other threads with the same adapter, ``max_new_tokens`` and ``stop`` join one batch
+        (see :mod:`zhrag.models.batching`); calls with another adapter form their own batch, so an
+        answer adapter and a judge adapter never share a forward pass.
+        """
+        return self.batcher.submit((adapter_name, max_new_tokens, tuple(stop)), prompts)
+
+    def _run_batch(self, key: Any, prompts: list[Any]) -> list[str]:
+        """Generate one micro-batch: ``key`` is ``(adapter_name, max_new_tokens, stop)``."""
+        adapter_name, max_new_tokens, stop = key
+        return self.generate(
+            self.langchain_model(), prompts, adapter_name=adapter_name, max_new_tokens=max_new_tokens, stop=stop
+        )
 
     def _stop_criteria(self, stop: tuple[str, ...]) -> Any:
         """Transformers stop-string criteria for ``stop``, built once per stop set.

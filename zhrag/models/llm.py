@@ -76,6 +76,9 @@ class LocalLLM:
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)) -> list[str]:
         """Greedy completions of ``prompts`` (batched where the model allows), each cut at the first stop string.
 
+        On a local Hugging Face model, calls made at the same time from several threads with the same
+        adapter, ``max_new_tokens`` and ``stop`` share forward passes (see :mod:`zhrag.models.batching`).
+
         Args:
             prompts: Completion strings for base models; chat message lists (or strings, read as
                 one user message) for chat models.
@@ -97,13 +100,22 @@ class LocalLLM:
         if not inputs:
             return []
         if self._runtime is not None:
-            texts = self._runtime.generate(
-                self.model, inputs, adapter_name=self.adapter_name, max_new_tokens=max_new_tokens, stop=stops
+            texts = self._runtime.generate_batched(
+                inputs, adapter_name=self.adapter_name, max_new_tokens=max_new_tokens, stop=stops
             )
         else:
-            outputs = self.model.batch(inputs, stop=stops or None)
-            texts = [output if isinstance(output, str) else output.text for output in outputs]
+            texts = self._batch(inputs, stops, max_new_tokens)
         return [truncate_at_stop(text, stops) for text in texts]
+
+    def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
+        """Raw completions of a wrapped LangChain model (its own settings decide the length)."""
+        outputs = self.model.batch(inputs, stop=stops or None)
+        return [output if isinstance(output, str) else output.text for output in outputs]
+
+    @property
+    def batch_size(self) -> int:
+        """Prompts one forward pass takes on this model's device (the micro-batcher's limit); 1 without a local model."""
+        return self._runtime.batcher.max_batch if self._runtime is not None else 1
 
     @contextmanager
     def hf_model(self) -> Iterator[tuple[Any, Any]]:

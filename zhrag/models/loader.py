@@ -16,6 +16,7 @@ from typing import Any
 from zhrag import settings
 from zhrag.errors import ModelLoadError
 from zhrag.models.device import resolve_device, resolve_dtype
+from zhrag.models.endpoint import endpoint_models
 from zhrag.models.failures import first_line
 from zhrag.models.gguf_cache import gguf_model_dir, packaged_model_dir
 from zhrag.models.hf_runtime import HFRuntime
@@ -95,9 +96,9 @@ def load_llm(
 
 
 def loaded_models() -> list[LocalLLM]:
-    """The models :func:`load_llm` has loaded in this process, in load order."""
+    """The models :func:`load_llm` has loaded in this process (in load order), then the endpoint models in use."""
     with _lock:
-        return list(_llms.values())
+        return [*_llms.values(), *endpoint_models()]
 
 
 def _load_runtime(source: ModelSource, device: str, dtype: str) -> tuple[HFRuntime, str, bool | None]:

@@ -1,4 +1,4 @@
-"""Helpers shared by the graph nodes: wall-time recording, input validation, model selection.
+"""Helpers shared by the graph nodes: wall-time recording, input validation, model selection (local or endpoint).
 
 Nodes read their configuration from ``runtime.context`` (a ``zhrag.graph.context.Context``) by
 attribute only, so this package never imports ``zhrag.graph``.
@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zhrag.errors import ConfigError
-from zhrag.models import LocalLLM, load_llm
+from zhrag.models import LocalLLM, load_endpoint_llm, load_llm
+from zhrag.models.endpoint import DEFAULT_API_KEY_ENV
 
 NodeFn = Callable[..., Mapping[str, Any] | None]
 
@@ -45,16 +46,33 @@ def require_question(state: Mapping[str, Any]) -> str:
     return question.strip()
 
 
+def judge_endpoint(context: Any) -> str | None:
+    """The endpoint serving the judge: ``judge_base_url``, else ``model_base_url`` when the judge is ``model``."""
+    if getattr(context, "judge_base_url", None):
+        return context.judge_base_url
+    return getattr(context, "model_base_url", None) if context.judge_model is None else None
+
+
 def answer_llm(context: Any) -> LocalLLM:
-    """The answer model of a run: ``context.model`` with ``context.answer_adapter``."""
+    """The answer model of a run: ``context.model`` served by ``context.model_base_url``, or local with ``context.answer_adapter``."""
+    base_url = getattr(context, "model_base_url", None)
+    if base_url:
+        return load_endpoint_llm(base_url, context.model, api_key_env=_api_key_env(context))
     return load_llm(context.model, adapter=context.answer_adapter, device=context.device, dtype=context.dtype)
 
 
 def judge_llm(context: Any) -> LocalLLM:
-    """The judge/requery model of a run: ``context.judge_model`` (or ``context.model``) with ``context.judge_adapter``."""
+    """The judge/requery model of a run: ``context.judge_model`` (or ``context.model``), from its endpoint or local with ``context.judge_adapter``."""
+    base_url = judge_endpoint(context)
+    if base_url:
+        return load_endpoint_llm(base_url, context.judge_model or context.model, api_key_env=_api_key_env(context))
     return load_llm(
         context.judge_model or context.model,
         adapter=context.judge_adapter,
         device=context.device,
         dtype=context.dtype,
     )
+
+
+def _api_key_env(context: Any) -> str:
+    return getattr(context, "api_key_env", None) or DEFAULT_API_KEY_ENV

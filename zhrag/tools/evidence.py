@@ -67,9 +67,12 @@ def sentence_windows(text: str, max_chars: int = EVIDENCE_CHARS) -> list[str]:
     return windows
 
 
-def best_evidence(question: str, title: str, text: str, max_chars: int = EVIDENCE_CHARS) -> Evidence:
-    """The window of ``text`` whose title-plus-window covers most of the question (the earliest on ties)."""
-    wanted = query_bigrams(question)
+def best_evidence(question: str | set[str], title: str, text: str, max_chars: int = EVIDENCE_CHARS) -> Evidence:
+    """The window of ``text`` whose title-plus-window covers most of the question (the earliest on ties).
+
+    ``question`` may be given as its :func:`query_bigrams` already, to segment it once for many passages.
+    """
+    wanted = query_bigrams(question) if isinstance(question, str) else question
     best = Evidence(window="", coverage=-1.0)
     for window in sentence_windows(text, max_chars) or [text.strip()]:
         found = len(wanted & character_bigrams(title + window)) / len(wanted) if wanted else 0.0

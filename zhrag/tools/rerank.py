@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from zhrag.errors import ConfigError, ModelLoadError
-from zhrag.tools.evidence import EVIDENCE_CHARS, best_evidence
+from zhrag.tools.evidence import EVIDENCE_CHARS, best_evidence, query_bigrams
 from zhrag.tools.passage import Passage
 
 #: Fused candidates handed to a reranker.
@@ -57,9 +57,10 @@ class EvidenceReranker:
     def rerank(self, query: str, passages: Sequence[Passage]) -> list[Passage]:
         """Candidates ordered by normalised fused score + weight × coverage (stable on ties)."""
         top = max((passage["score"] for passage in passages), default=0.0)
+        wanted = query_bigrams(query)
         scored = []
         for passage in passages:
-            evidence = best_evidence(query, passage["title"], passage["text"], self.window_chars)
+            evidence = best_evidence(wanted, passage["title"], passage["text"], self.window_chars)
             prior = passage["score"] / top if top > 0 else 0.0
             scored.append(Passage({**passage, "score": prior + self.weight * evidence.coverage, "evidence": evidence.window}))
         return sorted(scored, key=lambda passage: -passage["score"])
@@ -77,7 +78,8 @@ class CrossEncoderReranker:
         """Candidates ordered by the cross-encoder's score."""
         if not passages:
             return []
-        windows = [best_evidence(query, p["title"], p["text"], self.window_chars).window for p in passages]
+        wanted = query_bigrams(query)
+        windows = [best_evidence(wanted, p["title"], p["text"], self.window_chars).window for p in passages]
         pairs = [(query, f"{p['title']}\n{window}") for p, window in zip(passages, windows, strict=True)]
         scores = self.model.predict(pairs, show_progress_bar=False)
         reranked = [

@@ -110,9 +110,7 @@ def _item(example: Example, chat: bool) -> ReadingItem:
     questions = _QUESTION_LINE.findall(user_text)
     if not questions:
         raise TrainingDataError(f"example {example['id']!r}: its prompt has no 问题： line")
-    prompt: Prompt = (
-        [SystemMessage(prompt_turns[0]["value"]), HumanMessage(user_text)] if chat else user_text
-    )
+    prompt: Prompt = [SystemMessage(prompt_turns[0]["value"]), HumanMessage(user_text)] if chat else user_text
     answers = example["meta"].get("answers") or [target["value"]]
     return ReadingItem(
         id=example["id"],
@@ -199,7 +197,9 @@ def evaluate_reading(
 
     with (
         results_path.open("ab") as sink,
-        tqdm(total=len(items), initial=len(items) - len(pending), desc="reading", unit="example", disable=not progress) as bar,
+        tqdm(
+            total=len(items), initial=len(items) - len(pending), desc="reading", unit="example", disable=not progress
+        ) as bar,
     ):
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
@@ -244,7 +244,10 @@ def summarize(records: Sequence[Mapping[str, Any]], run_settings: Mapping[str, A
         result["ms_mean"] = round(sum(record["ms"] for record in group) / n, 1) if n else None
         return result
 
-    by: dict[str, dict[str, list[Mapping[str, Any]]]] = {"source": defaultdict(list), "gold_position": defaultdict(list)}
+    by: dict[str, dict[str, list[Mapping[str, Any]]]] = {
+        "source": defaultdict(list),
+        "gold_position": defaultdict(list),
+    }
     for record in records:
         for field in by:
             by[field][str(record.get(field))].append(record)
@@ -260,14 +263,19 @@ def write_reports(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any
     (out / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     settings = summary.get("settings", {})
     model = settings.get("model", {})
+    adapter = (model.get("adapter") or {}).get("path", "none")
+    where = f"Data: `{settings.get('data', {}).get('path')}`; model: `{model.get('model')}`; adapter: `{adapter}`."
+    legend = (
+        "exact: the cleaned answer equals an accepted answer; contains: it contains one (rule-grader "
+        "normalisation); abstained: empty or a refusal. ms: generation time per example (batched)."
+    )
+    missed = [record for record in records if not record["contains"]][:15]
     lines = [
         "# Reading accuracy",
         "",
-        f"Data: `{settings.get('data', {}).get('path')}`; model: `{model.get('model')}`; "
-        f"adapter: `{(model.get('adapter') or {}).get('path') if model.get('adapter') else 'none'}`.",
+        where,
         "",
-        "exact: the cleaned answer equals an accepted answer; contains: it contains one (rule-grader "
-        "normalisation); abstained: empty or a refusal. ms: generation time per example (batched).",
+        legend,
         "",
         *_table("all", {"all": summary["overall"]}),
         "",
@@ -279,10 +287,7 @@ def write_reports(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any
         "",
         "| id | accepted | answer |",
         "|---|---|---|",
-        *[
-            f"| {r['id']} | {' / '.join(r['answers'])} | {_cell(r['answer'])} |"
-            for r in [record for record in records if not record["contains"]][:15]
-        ],
+        *[f"| {r['id']} | {' / '.join(r['answers'])} | {_cell(r['answer'])} |" for r in missed],
     ]
     path = out / REPORT_FILE
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -292,7 +297,8 @@ def write_reports(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any
 def _table(label: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
     rows = [f"| {label} | n | exact % | contains % | abstained % | ms / example |", "|---|---|---|---|---|---|"]
     for key, s in groups.items():
-        rows.append(f"| {key} | {s['n']} | {s['exact_pct']} | {s['contains_pct']} | {s['abstained_pct']} | {s['ms_mean']} |")
+        cells = [key, s["n"], s["exact_pct"], s["contains_pct"], s["abstained_pct"], s["ms_mean"]]
+        rows.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return rows
 
 

@@ -1,0 +1,176 @@
+"""Model load and generation speed of the answer model, each as a two-sided comparison in one run.
+
+* Load: a fresh process loads the model with an empty ``ZHRAG_CACHE`` (the packaged GGUF is
+  dequantized and cached), then a second fresh process loads it again from that cache.
+* Generation, for the answer prompt of one dev question closed-book and with 3 KB passages
+  (``zhrag.prompts.build_answer_prompt``): time to first token (prefill + 1 token), time per output token
+  (from forced 1- and N-token generations), tokens/s over the N tokens, and the wall time and length of
+  the real short answer (``LocalLLM.generate``, stop at the newline, 32-token budget).
+
+``python benchmarks/generation.py`` writes ``benchmarks/results/generation.json``; ``--smoke`` does the same
+on a tiny random model with one repetition (for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_common import (
+    RESULTS_DIR,
+    machine_info,
+    median,
+    ratio,
+    tiny_model_dir,
+    write_result,
+)
+
+RESULTS = RESULTS_DIR / "generation.json"
+SMOKE_QUESTION = "中国的首都是哪里？"
+_LOAD_SCRIPT = (
+    "import json, sys, time\n"
+    "start = time.perf_counter()\n"
+    "from zhrag.models import load_llm\n"
+    "llm = load_llm(sys.argv[1], device=sys.argv[2] or None)\n"
+    "print(json.dumps({**llm.load_info, 'process_s': round(time.perf_counter() - start, 3)}))\n"
+)
+
+
+def load_once(model: str, device: str | None, cache: Path) -> dict[str, Any]:
+    """Load ``model`` in a fresh Python process with ``ZHRAG_CACHE=cache``; its ``load_info`` plus ``process_s``."""
+    env = {**os.environ, "ZHRAG_CACHE": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_SCRIPT, model, device or ""],
+        capture_output=True, text=True, env=env, timeout=1800, check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"loading {model} failed: {done.stderr.strip().splitlines()[-1:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    return {key: info[key] for key in ("kind", "cache_hit", "load_s", "process_s", "device", "dtype")}
+
+
+def sample_inputs(smoke: bool) -> tuple[str, list[Any]]:
+    """A question and 3 passages: the first dev question and the first 3 KB documents (synthetic when smoke)."""
+    from zhrag import settings
+    from zhrag.evaluation.datasets import load_questions
+    from zhrag.tools.passage import Passage
+    from zhrag.tools.sources import iter_documents
+
+    if smoke:
+        texts = ["北京是中华人民共和国的首都。", "曹雪芹，清代小说家，著有《红楼梦》。", "长江是中国第一长河。"]
+        return SMOKE_QUESTION, [Passage(id=f"s{n}", title="", text=text, score=1.0) for n, text in enumerate(texts)]
+    question = load_questions(None, limit=1)[0].question
+    documents = []
+    for document in iter_documents(settings.default_kb_source()):
+        documents.append(Passage(id=document.id, title=document.title, text=document.text, score=1.0))
+        if len(documents) == 3:
+            break
+    return question, documents
+
+
+def forced_generation_s(llm: Any, prompt: str, tokens: int) -> float:
+    """Seconds to generate exactly ``tokens`` tokens greedily after ``prompt`` (end-of-text suppressed)."""
+    import torch
+
+    with llm.hf_model() as (model, tokenizer), torch.no_grad():
+        inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model.generate(
+            **inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def measure_prompt(llm: Any, prompt: str, tokens: int, repeats: int) -> dict[str, Any]:
+    """TTFT, time per output token, tokens/s and the real short answer's time for one prompt (medians)."""
+    with llm.hf_model() as (_, tokenizer):
+        prompt_tokens = len(tokenizer(prompt)["input_ids"])
+    forced_generation_s(llm, prompt, 2)  # warm-up
+    first = median([forced_generation_s(llm, prompt, 1) for _ in range(repeats)])
+    full = median([forced_generation_s(llm, prompt, tokens) for _ in range(repeats)])
+    answers, seconds = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        answers.append(llm.generate([prompt], max_new_tokens=32, stop=("\n",))[0])
+        seconds.append(time.perf_counter() - start)
+    with llm.hf_model() as (_, tokenizer):
+        answer_tokens = len(tokenizer(answers[0], add_special_tokens=False)["input_ids"])
+    per_token = (full - first) / (tokens - 1)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "ttft_ms": round(first * 1000, 1),
+        "per_output_token_ms": round(per_token * 1000, 2),
+        "forced_tokens": tokens,
+        "tokens_per_s": round(tokens / full, 1),
+        "decode_tokens_per_s": round(1 / per_token, 1) if per_token > 0 else None,
+        "short_answer_ms": round(median(seconds) * 1000, 1),
+        "short_answer_tokens": answer_tokens,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure load and generation; write the JSON results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model to measure (default: the packaged gemma3-270m)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
+    parser.add_argument("--repeats", type=int, default=5, help="repetitions per timing (median taken)")
+    parser.add_argument("--tokens", type=int, default=16, help="N of the forced N-token generation")
+    parser.add_argument("--note", default=None, help="free text recorded with the machine (e.g. CPU contention)")
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, one repetition")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    repeats, tokens = (1, 4) if args.smoke else (args.repeats, args.tokens)
+    with tempfile.TemporaryDirectory() as workdir:
+        from zhrag import settings
+
+        model = str(tiny_model_dir(Path(workdir) / "tiny")) if args.smoke else (args.model or settings.PACKAGED_LLM)
+        cache = Path(workdir) / "cache"
+        first = load_once(model, args.device, cache)
+        cached = load_once(model, args.device, cache)
+        os.environ["ZHRAG_CACHE"] = str(cache)
+        from zhrag.models import load_llm
+        from zhrag.prompts import build_answer_prompt
+
+        llm = load_llm(model, device=args.device)
+        if llm.is_chat:
+            raise SystemExit("this benchmark measures completion (base) models; the model has a chat template")
+        question, passages = sample_inputs(args.smoke)
+        rows = {
+            "closed_book": measure_prompt(llm, build_answer_prompt(question, [], chat=False), tokens, repeats),
+            "three_passages": measure_prompt(llm, build_answer_prompt(question, passages, chat=False), tokens, repeats),
+        }
+    body = {
+        "model": args.model or ("tiny-random-llama" if args.smoke else settings.PACKAGED_LLM),
+        "repeats": repeats,
+        "load": {
+            "first": first,
+            "cached": cached,
+            "cached_speedup": ratio(first["load_s"], cached["load_s"]),
+        },
+        "generation": rows,
+        "ratios": {
+            "ttft_three_passages_vs_closed_book": ratio(rows["three_passages"]["ttft_ms"], rows["closed_book"]["ttft_ms"]),
+            "short_answer_three_passages_vs_closed_book": ratio(
+                rows["three_passages"]["short_answer_ms"], rows["closed_book"]["short_answer_ms"]
+            ),
+        },
+    }
+    machine = machine_info(llm.load_info["device"], llm.load_info["dtype"], args.note)
+    document = write_result(args.out, "generation", args.smoke, machine, body)
+    print(json.dumps(document, ensure_ascii=False, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

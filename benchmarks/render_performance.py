@@ -1,0 +1,190 @@
+"""Render ``docs/PERFORMANCE.md`` from every ``benchmarks/results/*.json`` present (never edit the page by hand).
+
+Generation, evaluation-throughput and lexical-ablation results get their own tables; any other result file
+is rendered generically: every latency cell (an object with ``p50_ms``, ``p95_ms`` and ``qps``) becomes a
+row of a latency table named by its path, and the remaining numbers and strings a settings table.
+
+    python benchmarks/render_performance.py [--results DIR] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+PAGE = ROOT / "docs" / "PERFORMANCE.md"
+#: Sections come in this order; other result files follow alphabetically.
+ORDER = ("generation", "eval_throughput", "retrieval_latency", "retrieval_engines", "retrieval_lexical")
+_LATENCY_KEYS = {"p50_ms", "p95_ms", "qps"}
+_SKIP = {"benchmark", "created", "date", "smoke", "machine"}
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:,.1f}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+
+
+def machine_line(document: dict[str, Any]) -> str:
+    """One line: when, where (device, GPU, CPUs, load) and whether it was a smoke run."""
+    machine = document.get("machine") or {}
+    parts = [f"created {document.get('created') or document.get('date') or 'unknown'}"]
+    if machine.get("device"):
+        parts.append(f"device {machine['device']} ({machine.get('dtype')})")
+    if machine.get("gpu"):
+        parts.append(f"GPU {machine['gpu']}")
+    if machine.get("cpus"):
+        parts.append(f"{machine['cpus']} CPUs")
+    if machine.get("load_average_at_start"):
+        parts.append(f"load average at start {machine['load_average_at_start'][0]}")
+    if document.get("smoke"):
+        parts.append("**smoke run (plumbing check, not a measurement)**")
+    line = "; ".join(parts) + "."
+    return line + (f" Note: {machine['note']}" if machine.get("note") else "")
+
+
+def generation(document: dict[str, Any]) -> list[str]:
+    """Load (first vs cached) and generation (closed-book vs 3 passages) tables."""
+    load = document["load"]
+    lines = [f"Model `{document['model']}`, medians of {document['repeats']} repetitions.", ""]
+    lines += table(
+        ["load", "kind", "dequantized cache hit", "load_llm s", "process s"],
+        [[name, load[name]["kind"], load[name]["cache_hit"], load[name]["load_s"], load[name]["process_s"]]
+         for name in ("first", "cached")],
+    )
+    lines += ["", f"First load / cached load: **{load['cached_speedup']}×**.", ""]
+    rows = document["generation"]
+    lines += table(
+        ["prompt", "prompt tokens", "time to first token ms", "ms / output token", "tokens/s (N forced)",
+         "short answer ms", "short answer tokens"],
+        [[name.replace("_", " "), row["prompt_tokens"], row["ttft_ms"], row["per_output_token_ms"],
+          f"{row['tokens_per_s']} (N={row['forced_tokens']})", row["short_answer_ms"], row["short_answer_tokens"]]
+         for name, row in rows.items()],
+    )
+    ratios = document["ratios"]
+    summary = (
+        f"3 passages vs closed-book: time to first token ×{ratios['ttft_three_passages_vs_closed_book']}, "
+        f"short answer ×{ratios['short_answer_three_passages_vs_closed_book']}."
+    )
+    lines += ["", summary]
+    return lines
+
+
+def eval_throughput(document: dict[str, Any]) -> list[str]:
+    """Sequential vs batched questions/s and graph overhead per variant."""
+    intro = (
+        f"Model `{document['model']}`, {document['questions']} dev questions, batched side with "
+        f"{document['concurrency']} concurrent questions (micro-batch limit {document['max_batch']})."
+    )
+    lines = [intro, ""]
+    rows = [
+        [variant.upper(), cell["sequential"]["questions_per_s"], cell["batched"]["questions_per_s"],
+         f"{cell['speedup']}×", cell["answers_identical"], f"{cell['graph_overhead']['overhead_pct']} %"]
+        for variant, cell in document["variants"].items()
+    ]
+    return lines + table(
+        ["variant", "sequential q/s", "batched q/s", "speedup", "same answers", "graph overhead (sequential)"], rows
+    )
+
+
+def retrieval_lexical(document: dict[str, Any]) -> list[str]:
+    """Recall@k and MRR per index configuration and query set."""
+    sets = list(document["sets"])
+    lines = [f"KB `{document.get('kb')}`; query sets: " + ", ".join(f"{name} ({n})" for name, n in document["sets"].items()), ""]
+    rows = [
+        [row["row"]["name"], row.get("chunks"), row.get("index_seconds")]
+        + [f"{row['sets'][name]['recall@5']:.3f} / {row['sets'][name]['mrr']:.3f}" for name in sets]
+        for row in document["rows"]
+    ]
+    return lines + table(["configuration", "chunks", "index s", *[f"{name} R@5 / MRR" for name in sets]], rows)
+
+
+def latency_cells(value: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every latency cell (``p50_ms``, ``p95_ms``, ``qps``) under ``value``, with its dotted path."""
+    if isinstance(value, dict):
+        if _LATENCY_KEYS <= set(value):
+            yield path, value
+            return
+        for key, inner in value.items():
+            yield from latency_cells(inner, f"{path}.{key}" if path else str(key))
+
+
+def scalars(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every number, string or boolean under ``value`` outside latency cells, with its dotted path."""
+    if isinstance(value, dict):
+        if _LATENCY_KEYS <= set(value):
+            return
+        for key, inner in value.items():
+            if not path and key in _SKIP:
+                continue
+            yield from scalars(inner, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (int, float, str, bool)):
+        yield path, value
+
+
+def generic(document: dict[str, Any]) -> list[str]:
+    """A latency table and a table of the other values, for result files without their own renderer."""
+    lines: list[str] = []
+    cells = list(latency_cells({k: v for k, v in document.items() if k not in _SKIP}))
+    if cells:
+        lines += table(["path", "n", "p50 ms", "p95 ms", "mean ms", "queries/s"],
+                       [[path, cell.get("n"), cell["p50_ms"], cell["p95_ms"], cell.get("mean_ms"), cell["qps"]]
+                        for path, cell in cells])
+        lines.append("")
+    values = list(scalars(document))
+    if values:
+        lines += table(["setting / result", "value"], [[path, value] for path, value in values])
+    return lines
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "generation": generation,
+    "eval_throughput": eval_throughput,
+    "retrieval_lexical": retrieval_lexical,
+}
+
+
+def render(results_dir: Path) -> str:
+    """The Markdown page for every ``*.json`` in ``results_dir``."""
+    files = sorted(results_dir.glob("*.json"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `python benchmarks/render_performance.py` from `benchmarks/results/*.json`; do not edit by hand.",
+        "Each benchmark compares two things in one run, so ratios stay fair on a noisy machine.",
+    ]
+    for path in files:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        name = str(document.get("benchmark") or path.stem)
+        lines += ["", f"## {name.replace('_', ' ').capitalize()}", "", f"From `{path.name}`. " + machine_line(document), ""]
+        lines += RENDERERS.get(name, generic)(document)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the page."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of result JSON files")
+    parser.add_argument("--out", type=Path, default=PAGE)
+    args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(args.results), encoding="utf-8")
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``load_endpoint_llm``: a chat model served by an OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, TGI).
+
+The served model is wrapped as a chat :class:`LocalLLM`, so the graph nodes build chat messages for it
+and call the same ``generate`` as for in-process models. Requests go through LangChain's OpenAI
+chat client (``langchain-openai``, the ``serve`` extra): greedy (temperature 0), ``max_new_tokens`` sent as
+``max_tokens``, the prompts of one ``generate`` call sent concurrently so the server can batch them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from zhrag.errors import ConfigError, ModelEndpointError
+from zhrag.models.failures import first_line
+from zhrag.models.llm import LocalLLM
+
+#: Seconds to wait for one reply (long answers on a busy server) and for the reachability check.
+REQUEST_TIMEOUT_S = 120.0
+CHECK_TIMEOUT_S = 10.0
+#: Requests in flight at once: per ``generate`` call, and the evaluation runner's default concurrency.
+MAX_CONCURRENCY = 16
+#: Environment variable holding the endpoint's API key by default.
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+
+_lock = threading.Lock()
+_llms: dict[tuple[str, str, str], EndpointLLM] = {}
+
+
+class EndpointLLM(LocalLLM):
+    """A chat :class:`LocalLLM` whose model is served by an OpenAI-compatible endpoint.
+
+    Attributes:
+        base_url: Endpoint root, the part before ``/chat/completions``.
+    """
+
+    def __init__(self, model: Any, *, base_url: str, load_info: dict[str, Any]) -> None:
+        super().__init__(model, is_chat=True, load_info=load_info)
+        self.base_url = base_url
+
+    @property
+    def batch_size(self) -> int:
+        """Requests sent to the server at once (by one ``generate`` call, or by concurrent callers); the server batches them."""
+        return MAX_CONCURRENCY
+
+    def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
+        """Send ``inputs`` concurrently; endpoint failures become :class:`ModelEndpointError`."""
+        import openai
+
+        try:
+            outputs = self.model.batch(
+                inputs, config={"max_concurrency": MAX_CONCURRENCY}, stop=stops or None, max_tokens=max_new_tokens
+            )
+        except openai.APIStatusError as error:
+            raise ModelEndpointError(
+                f"model endpoint {self.base_url} answered HTTP {error.status_code}: {first_line(error)}"
+            ) from None
+        except openai.APIError as error:
+            raise ModelEndpointError(f"model endpoint {self.base_url} failed: {first_line(error)}") from None
+        return [output.text for output in outputs]
+
+
+def load_endpoint_llm(base_url: str, model: str, *, api_key_env: str = DEFAULT_API_KEY_ENV) -> EndpointLLM:
+    """The chat model ``model`` served at ``base_url`` (e.g. ``http://localhost:8000/v1``), built once per process.
+
+    The endpoint is checked on first use: it must answer ``GET {base_url}/models`` and, when it
+    lists models, list ``model``.
+
+    Args:
+        base_url: Endpoint root, the part before ``/chat/completions``.
+        model: Model name the server serves (vLLM: ``--served-model-name`` or the model path).
+        api_key_env: Environment variable with the API key; unset sends a placeholder key
+            (local servers ignore it).
+
+    Raises:
+        ConfigError: ``base_url`` is not an http(s) URL, ``model`` is empty, or ``langchain-openai`` is missing.
+        ModelEndpointError: the endpoint is unreachable, answers an error, or does not serve ``model``.
+    """
+    url = base_url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"model endpoint URL must start with http:// or https://, got {base_url!r}")
+    if not model.strip():
+        raise ConfigError(f"no model name given for the model endpoint {url}")
+    key = (url, model, api_key_env)
+    with _lock:
+        if key not in _llms:
+            _llms[key] = _connect(url, model, os.environ.get(api_key_env))
+        return _llms[key]
+
+
+def endpoint_models() -> list[EndpointLLM]:
+    """The endpoint models :func:`load_endpoint_llm` has built in this process, in order."""
+    with _lock:
+        return list(_llms.values())
+
+
+def _connect(url: str, model: str, api_key: str | None) -> EndpointLLM:
+    """Check the endpoint and build its LangChain chat client."""
+    try:
+        # The base class, not ChatOpenAI: ChatOpenAI renames max_tokens to max_completion_tokens,
+        # which OpenAI-compatible servers such as llama.cpp's and TGI do not read.
+        from langchain_openai.chat_models.base import BaseChatOpenAI
+    except ImportError:
+        raise ConfigError("model endpoints need langchain-openai: pip install 'zhrag[serve]'") from None
+    start = time.perf_counter()
+    served = _served_models(url, api_key)
+    if served and model not in served:
+        raise ModelEndpointError(f"model endpoint {url} does not serve model {model!r}; it serves {served}")
+    chat = BaseChatOpenAI(
+        base_url=url,
+        model=model,
+        api_key=api_key or "unused",
+        temperature=0,
+        timeout=REQUEST_TIMEOUT_S,
+        max_retries=1,
+    )
+    info = {"model": model, "kind": "endpoint", "source": url, "cache_hit": None, "shared_base": False,
+            "load_s": round(time.perf_counter() - start, 3), "device": None, "dtype": None, "adapter": None}
+    return EndpointLLM(chat, base_url=url, load_info=info)
+
+
+def _served_models(url: str, api_key: str | None) -> Sequence[str]:
+    """The model ids listed by ``GET {url}/models``; raises ``ModelEndpointError`` when that fails."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{url}/models", headers=headers, timeout=CHECK_TIMEOUT_S)
+    except httpx.HTTPError as error:
+        raise ModelEndpointError(f"model endpoint {url} unreachable: {type(error).__name__}: {error}") from None
+    if response.is_error:
+        raise ModelEndpointError(f"model endpoint {url} answered HTTP {response.status_code} to GET /models")
+    try:
+        listing = response.json()
+    except ValueError:
+        raise ModelEndpointError(f"model endpoint {url} did not answer JSON to GET /models") from None
+    entries = listing.get("data", []) if isinstance(listing, dict) else []
+    return [entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str)]

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from zhrag import settings
 from zhrag.evaluation.retrieval_sets import rc_set
-from zhrag.tools.indexing import index_sources
 from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
 from zhrag.tools.sources import iter_documents
 from zhrag.tools.store import KnowledgeStore

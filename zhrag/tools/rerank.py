@@ -62,7 +62,8 @@ class EvidenceReranker:
         for passage in passages:
             evidence = best_evidence(wanted, passage["title"], passage["text"], self.window_chars)
             prior = passage["score"] / top if top > 0 else 0.0
-            scored.append(Passage({**passage, "score": prior + self.weight * evidence.coverage, "evidence": evidence.window}))
+            score = prior + self.weight * evidence.coverage
+            scored.append(Passage({**passage, "score": score, "evidence": evidence.window}))
         return sorted(scored, key=lambda passage: -passage["score"])
 
 

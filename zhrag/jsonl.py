@@ -1,11 +1,12 @@
-"""Reading JSON-lines files with errors that name the file and line."""
+"""JSON-lines files: reading with errors that name the file and line, durable appends."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from zhrag.errors import ZhragError
 
@@ -31,3 +32,14 @@ def iter_jsonl(path: Path, error: type[ZhragError] = ZhragError) -> Iterator[tup
         raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise error(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def append_jsonl(sink: BinaryIO, records: Sequence[Mapping[str, Any]]) -> None:
+    """Append ``records`` as JSON lines in one write to a binary file and force them to disk (fsync).
+
+    One write per call keeps a group of lines together: a crash leaves at most a partial last line, which
+    the resuming readers detect.
+    """
+    sink.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8"))
+    sink.flush()
+    os.fsync(sink.fileno())

@@ -42,7 +42,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from tqdm import tqdm
 
@@ -60,6 +60,7 @@ from zhrag.evaluation.report import (
     write_report,
 )
 from zhrag.graph.builder import VARIANTS, build_graph
+from zhrag.jsonl import append_jsonl
 from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
 from zhrag.nodes.common import answer_llm, judge_llm
@@ -193,7 +194,7 @@ def run_evaluation(
         with concurrent_callers(workers) if workers > 1 else nullcontext():
             for record in run_tasks((task(pair) for pair in pending), workers):
                 bar.set_postfix_str(f"{record['variant']} {record['id'][:12]}", refresh=False)
-                _append(sink, record)
+                append_jsonl(sink, [record])
                 bar.update()
     return write_report(read_results(results_path), out_dir)
 
@@ -366,11 +367,6 @@ def _done_pairs(results_path: Path) -> set[tuple[str, str]]:
     return done
 
 
-def _append(sink: BinaryIO, record: Mapping[str, Any]) -> None:
-    """Append one record as a JSON line and force it to disk."""
-    sink.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-    sink.flush()
-    os.fsync(sink.fileno())
 
 
 def _coverage(kb_sources: Sequence[str | Path], progress: bool) -> KBCoverage:

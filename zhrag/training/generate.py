@@ -42,13 +42,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from tqdm import tqdm
 
 from zhrag import settings as zhrag_settings
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.jsonl import iter_jsonl
+from zhrag.jsonl import append_jsonl, iter_jsonl
 from zhrag.models import LocalLLM
 from zhrag.prompts import normalize_text, parse_judgement
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
@@ -244,7 +244,7 @@ def generate_dataset(
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
             for chunk_records in _process_batch(llm, batch, settings, seen):
-                _append(sink, chunk_records)
+                append_jsonl(sink, chunk_records)
                 report.processed += 1
                 report.statuses.update(r["status"] for r in chunk_records)
                 report.reasons.update(r["reason"] for r in chunk_records if r["reason"])
@@ -405,11 +405,6 @@ def _llm_check(llm: LocalLLM, records: Sequence[dict[str, Any]]) -> None:
             record["reason"] = "llm_check_unclear" if supported is None else "llm_check_no"
 
 
-def _append(sink: BinaryIO, records: Sequence[Mapping[str, Any]]) -> None:
-    """Append the lines of one chunk in a single write and force them to disk."""
-    sink.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
-    sink.flush()
-    os.fsync(sink.fileno())
 
 
 def _recover(out: Path) -> list[dict[str, Any]]:

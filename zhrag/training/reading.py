@@ -35,6 +35,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.rule_grader import is_refusal, mentions_gold, normalize_answer
+from zhrag.jsonl import append_jsonl
 from zhrag.models import LocalLLM
 from zhrag.prompts import Prompt, clean_answer
 from zhrag.training.card import examples_sha256
@@ -207,7 +208,7 @@ def evaluate_reading(
             raws = llm.generate([item.prompt for item in batch], max_new_tokens=max_new_tokens, stop=("\n",))
             per_example_ms = (time.perf_counter() - started) * 1000.0 / len(batch)
             for item, raw in zip(batch, raws, strict=True):
-                _append(sink, _record(item, raw, per_example_ms))
+                append_jsonl(sink, [_record(item, raw, per_example_ms)])
             bar.update(len(batch))
     wanted = {item.id for item in items}
     records = [record for record in _read(results_path) if record["id"] in wanted]
@@ -355,7 +356,3 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _append(sink: Any, record: Mapping[str, Any]) -> None:
-    sink.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-    sink.flush()
-    os.fsync(sink.fileno())

@@ -17,7 +17,6 @@ shown: ``accepted`` when it is unchanged, ``edited`` (with the text) when the qu
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.jsonl import iter_jsonl
+from zhrag.jsonl import append_jsonl, iter_jsonl
 from zhrag.training.formats import import_examples
 
 #: Review outcomes, as written in the decisions file.
@@ -175,9 +174,7 @@ def append_decision(path: str | Path, record: Mapping[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as sink:
-        sink.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        sink.flush()
-        os.fsync(sink.fileno())
+        append_jsonl(sink, [record])
 
 
 class ReviewSession:

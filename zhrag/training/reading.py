@@ -288,7 +288,7 @@ def write_reports(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any
         "",
         "| id | accepted | answer |",
         "|---|---|---|",
-        *[f"| {r['id']} | {' / '.join(r['answers'])} | {_cell(r['answer'])} |" for r in missed],
+        *[f"| {r['id']} | {_cell(' / '.join(r['answers']))} | {_cell(r['answer'])} |" for r in missed],
     ]
     path = out / REPORT_FILE
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -354,5 +354,3 @@ def _read(path: Path) -> list[dict[str, Any]]:
                 raise TrainingDataError(f"{path}:{number}: not a result record; the results file is damaged")
             records.append(record)
     return records
-
-

@@ -17,12 +17,11 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from retrieval_engines import timed  # sibling script: p50/p95/mean/qps after a warm-up, as there
 
 from zhrag import settings
 from zhrag.evaluation.retrieval_sets import rc_set
@@ -31,27 +30,7 @@ from zhrag.tools.sources import iter_documents
 from zhrag.tools.store import KnowledgeStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_latency.json"
-WARMUP = 3
 TOP_K = 5
-
-
-def measure(search: Callable[[str], object], queries: Sequence[str]) -> dict[str, float]:
-    """p50 / p95 / mean latency in milliseconds and sequential queries per second, after a warm-up."""
-    for query in queries[:WARMUP]:
-        search(query)
-    seconds = []
-    for query in queries:
-        start = time.perf_counter()
-        search(query)
-        seconds.append(time.perf_counter() - start)
-    ordered = sorted(seconds)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p95_ms": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000, 2),
-        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
-        "qps": round(len(ordered) / sum(ordered), 1),
-    }
 
 
 def prepare_store(workdir: Path, smoke: bool, engine: str) -> Path:
@@ -83,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         path = prepare_store(Path(workdir), args.smoke, args.engine)
         with KnowledgeStore(path=path, engine=args.engine) as store:
-            direct = measure(lambda query: store.search(query, TOP_K), queries)
+            direct = timed(lambda query: store.search(query, TOP_K), queries, "direct store")
         client = KnowledgeClient(ServerConfig(qdrant_path=str(path), qdrant_engine=args.engine))
         try:
-            through_mcp = measure(lambda query: client.find(query, TOP_K), queries)
+            through_mcp = timed(lambda query: client.find(query, TOP_K), queries, "qdrant-find over MCP")
         finally:
             client.close()
     document = {

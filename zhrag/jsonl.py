@@ -43,3 +43,18 @@ def append_jsonl(sink: BinaryIO, records: Sequence[Mapping[str, Any]]) -> None:
     sink.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8"))
     sink.flush()
     os.fsync(sink.fileno())
+
+
+def drop_partial_last_line(path: Path) -> bytes:
+    """Cut an incomplete last line (a write interrupted by a kill) off ``path`` durably; return the complete lines.
+
+    An append-only JSON-lines file written with :func:`append_jsonl` can only lose the end of its last line, so
+    cutting after the last newline restores a file of whole records.
+    """
+    content = Path(path).read_bytes()
+    complete = content.rfind(b"\n") + 1
+    if complete < len(content):
+        with Path(path).open("r+b") as handle:
+            handle.truncate(complete)
+            os.fsync(handle.fileno())
+    return content[:complete]

@@ -60,7 +60,7 @@ from zhrag.evaluation.report import (
     write_report,
 )
 from zhrag.graph.builder import VARIANTS, build_graph
-from zhrag.jsonl import append_jsonl
+from zhrag.jsonl import append_jsonl, drop_partial_last_line
 from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
 from zhrag.nodes.common import answer_llm, judge_llm
@@ -346,14 +346,9 @@ def _done_pairs(results_path: Path) -> set[tuple[str, str]]:
     """
     if not results_path.exists():
         return set()
-    content = results_path.read_bytes()
-    complete = content.rfind(b"\n") + 1
-    if complete < len(content):
-        with results_path.open("r+b") as handle:
-            handle.truncate(complete)
-            os.fsync(handle.fileno())
+    content = drop_partial_last_line(results_path)
     done: set[tuple[str, str]] = set()
-    for number, line in enumerate(content[:complete].split(b"\n"), start=1):
+    for number, line in enumerate(content.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -46,7 +46,7 @@ from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
 from zhrag.prompts.common import format_passage
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
 from zhrag.tools.chunking import chunk_document
-from zhrag.tools.evidence import best_evidence
+from zhrag.tools.evidence import best_evidence, query_bigrams
 from zhrag.tools.passage import Passage
 from zhrag.tools.sources import Document, iter_documents
 
@@ -236,13 +236,15 @@ class LexicalRetriever:
             for index in self._postings.get(bigram, ()):
                 scores[index] += self._weights[bigram]
         best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-        return [with_evidence(query, Passage(**{**self._passages[index], "score": score})) for index, score in best]
+        wanted = query_bigrams(query)
+        return [with_evidence(wanted, Passage(**{**self._passages[index], "score": score})) for index, score in best]
 
 
-def with_evidence(question: str, passage: Passage) -> Passage:
+def with_evidence(question: str | set[str], passage: Passage) -> Passage:
     """``passage`` with its best evidence window for ``question``, as the store's default reranker attaches it.
 
-    Prompts show the window instead of the whole chunk, so training examples must carry it too.
+    Prompts show the window instead of the whole chunk, so training examples must carry it too. ``question`` may
+    be its :func:`~zhrag.tools.evidence.query_bigrams`, to segment it once for several passages.
     """
     window = best_evidence(question, passage.get("title", ""), passage.get("text", "")).window
     return Passage(**{**passage, "evidence": window})
@@ -326,7 +328,8 @@ def build_rc_examples(
             continue
         if pair.passage_id not in chunks:
             chunks[pair.passage_id] = document_passages(document)
-        shown = (with_evidence(pair.question, chunk) for chunk in chunks[pair.passage_id])
+        wanted = query_bigrams(pair.question)
+        shown = (with_evidence(wanted, chunk) for chunk in chunks[pair.passage_id])
         gold = next((c for c in shown if mentions(pair.answers[0], _visible(c))), None)
         if gold is None:
             splits.skipped["answer_not_visible"] += 1

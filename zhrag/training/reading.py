@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.rule_grader import is_refusal, mentions_gold, normalize_answer
-from zhrag.jsonl import append_jsonl
+from zhrag.jsonl import append_jsonl, drop_partial_last_line
 from zhrag.models import LocalLLM
 from zhrag.prompts import Prompt, clean_answer
 from zhrag.training.card import examples_sha256
@@ -333,12 +332,7 @@ def _done_ids(path: Path) -> set[str]:
     """Ids already in ``results.jsonl``, after cutting off an incomplete last line left by a kill."""
     if not path.exists():
         return set()
-    content = path.read_bytes()
-    complete = content.rfind(b"\n") + 1
-    if complete < len(content):
-        with path.open("r+b") as handle:
-            handle.truncate(complete)
-            os.fsync(handle.fileno())
+    drop_partial_last_line(path)
     return {record["id"] for record in _read(path)}
 
 

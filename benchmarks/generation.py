@@ -6,6 +6,8 @@
   (``zhrag.prompts.build_answer_prompt``): time to first token (prefill + 1 token), time per output token
   (from forced 1- and N-token generations), tokens/s over the N tokens, and the wall time and length of
   the real short answer (``LocalLLM.generate``, stop at the newline, 32-token budget).
+* Batched decode: the closed-book prompt repeated 1, 4 and 8 times in one forward pass, forced N tokens:
+  prefill time, time per decode step and tokens/s over all sequences, against batch 1.
 
 ``python benchmarks/generation.py`` writes ``benchmarks/results/generation.json``; ``--smoke`` does the same
 on a tiny random model with one repetition (for tests).
@@ -75,12 +77,12 @@ def sample_inputs(smoke: bool) -> tuple[str, list[Any]]:
     return question, documents
 
 
-def forced_generation_s(llm: Any, prompt: str, tokens: int) -> float:
-    """Seconds to generate exactly ``tokens`` tokens greedily after ``prompt`` (end-of-text suppressed)."""
+def forced_generation_s(llm: Any, prompt: str, tokens: int, batch: int = 1) -> float:
+    """Seconds to generate exactly ``tokens`` tokens greedily after ``batch`` copies of ``prompt`` (end-of-text suppressed)."""
     import torch
 
     with llm.hf_model() as (model, tokenizer), torch.no_grad():
-        inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+        inputs = tokenizer([prompt] * batch, return_tensors="pt").to(model.device)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -119,6 +121,31 @@ def measure_prompt(llm: Any, prompt: str, tokens: int, repeats: int) -> dict[str
     }
 
 
+def batched_decode(llm: Any, prompt: str, tokens: int, repeats: int, batches: list[int]) -> dict[str, Any]:
+    """Prefill and per-step decode time with ``batch`` equal prompts, and tokens/s over all sequences, per batch size.
+
+    Equal prompts need no padding and every sequence decodes exactly ``tokens`` tokens, so this is the speed
+    batching can give on the device; an evaluation's ragged prompts and answer lengths get less.
+    """
+    rows = {}
+    for batch in batches:
+        forced_generation_s(llm, prompt, 2, batch)  # warm-up
+        first = median([forced_generation_s(llm, prompt, 1, batch) for _ in range(repeats)])
+        full = median([forced_generation_s(llm, prompt, tokens, batch) for _ in range(repeats)])
+        step = (full - first) / (tokens - 1)
+        rows[str(batch)] = {
+            "prefill_ms": round(first * 1000, 1),
+            "decode_step_ms": round(step * 1000, 2),
+            "decode_tokens_per_s": round(batch / step, 1) if step > 0 else None,
+            "tokens_per_s": round(batch * tokens / full, 1),
+        }
+    base = rows[str(batches[0])]
+    for row in rows.values():
+        row["decode_speedup"] = ratio(row["decode_tokens_per_s"] or 0, base["decode_tokens_per_s"] or 0)
+        row["tokens_per_s_speedup"] = ratio(row["tokens_per_s"], base["tokens_per_s"])
+    return {"prompt": "closed_book", "forced_tokens": tokens, "batches": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure load and generation; write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -126,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
     parser.add_argument("--repeats", type=int, default=5, help="repetitions per timing (median taken)")
     parser.add_argument("--tokens", type=int, default=16, help="N of the forced N-token generation")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8], help="batch sizes of the batched decode")
     parser.add_argument("--note", default=None, help="free text recorded with the machine (e.g. CPU contention)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, one repetition")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    repeats, tokens = (1, 4) if args.smoke else (args.repeats, args.tokens)
+    repeats, tokens = (1, 8) if args.smoke else (args.repeats, args.tokens)
+    batches = [1, 2] if args.smoke else sorted(set(args.batches) | {1})
     with tempfile.TemporaryDirectory() as workdir:
         from zhrag import settings
 
@@ -150,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             "closed_book": measure_prompt(llm, build_answer_prompt(question, [], chat=False), tokens, repeats),
             "three_passages": measure_prompt(llm, build_answer_prompt(question, passages, chat=False), tokens, repeats),
         }
+        batched = batched_decode(llm, build_answer_prompt(question, [], chat=False), tokens, repeats, batches)
     body = {
         "model": args.model or ("tiny-random-llama" if args.smoke else settings.PACKAGED_LLM),
         "repeats": repeats,
@@ -159,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             "cached_speedup": ratio(first["load_s"], cached["load_s"]),
         },
         "generation": rows,
+        "batched_decode": batched,
         "ratios": {
             "ttft_three_passages_vs_closed_book": ratio(rows["three_passages"]["ttft_ms"], rows["closed_book"]["ttft_ms"]),
             "short_answer_three_passages_vs_closed_book": ratio(

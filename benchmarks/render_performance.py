@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "PERFORMANCE.md"
 #: Sections come in this order; other result files follow alphabetically.
-ORDER = ("generation", "eval_throughput", "retrieval_latency", "retrieval_engines", "retrieval_lexical")
+ORDER = (
+    "generation", "eval_throughput", "indexing", "retrieval_latency", "retrieval_scale", "retrieval_engines",
+    "retrieval_lexical",
+)
 _LATENCY_KEYS = {"p50_ms", "p95_ms", "qps"}
 _SKIP = {"benchmark", "created", "date", "smoke", "machine"}
 
@@ -43,7 +46,7 @@ def machine_line(document: dict[str, Any]) -> str:
     machine = document.get("machine") or {}
     parts = [f"created {document.get('created') or document.get('date') or 'unknown'}"]
     if machine.get("device"):
-        parts.append(f"device {machine['device']} ({machine.get('dtype')})")
+        parts.append(f"device {machine['device']}" + (f" ({machine['dtype']})" if machine.get("dtype") else ""))
     if machine.get("gpu"):
         parts.append(f"GPU {machine['gpu']}")
     if machine.get("cpus"):
@@ -80,6 +83,14 @@ def generation(document: dict[str, Any]) -> list[str]:
         f"short answer ×{ratios['short_answer_three_passages_vs_closed_book']}."
     )
     lines += ["", summary]
+    batched = document.get("batched_decode")
+    if batched:
+        lines += ["", f"Batched decode ({batched['prompt'].replace('_', ' ')} prompt repeated, {batched['forced_tokens']} forced tokens):", ""]
+        lines += table(
+            ["batch", "prefill ms", "ms / decode step", "decode tokens/s", "decode speedup", "tokens/s (all)"],
+            [[batch, row["prefill_ms"], row["decode_step_ms"], row["decode_tokens_per_s"], f"{row['decode_speedup']}×",
+              row["tokens_per_s"]] for batch, row in batched["batches"].items()],
+        )
     return lines
 
 
@@ -110,6 +121,50 @@ def retrieval_lexical(document: dict[str, Any]) -> list[str]:
         for row in document["rows"]
     ]
     return lines + table(["configuration", "chunks", "index s", *[f"{name} R@5 / MRR" for name in sets]], rows)
+
+
+def indexing(document: dict[str, Any]) -> list[str]:
+    """Seconds and chunks/s of each indexing part (sparse, dense, upsert) and of the whole run."""
+    intro = (
+        f"{document['documents']:,} documents → {document['chunks']:,} chunks into the `{document['engine']}` engine, "
+        f"embedder `{document['embedder']}` on {document['machine'].get('device')}, batches of {document['batch_size']}."
+    )
+    rows = [[name, part["seconds"], part["chunks_per_s"]] for name, part in document["parts"].items()]
+    met = "met" if document["sparse_target_met"] else "**not met**"
+    summary = (
+        f"Sparse part {document['sparse_vs_dense_speed']}× as fast as the dense part; "
+        f"target ≥ {document['sparse_target_per_s']:,} chunks/s for the sparse part: {met}."
+    )
+    return [intro, ""] + table(["part", "seconds", "chunks/s"], rows) + ["", summary]
+
+
+def retrieval_scale(document: dict[str, Any]) -> list[str]:
+    """Direct store vs MCP latency, and the engine alone per mode, at each collection size."""
+    collection = document["collection"]
+    intro = (
+        f"Synthetic Qdrant Edge collections: passages of KB-distributed jieba terms "
+        f"({collection['vocabulary_terms']:,}-term vocabulary, {collection['mean_terms_per_passage']} terms each, "
+        f"BM25 weights as indexed) and random {collection['dimension']}-d unit vectors; "
+        f"{document['queries']} reading-comprehension questions, top {document['top_k']}, one at a time."
+    )
+    rows = []
+    for cell in document["sizes"].values():
+        build = cell["build"]
+        engine = cell["engine"]
+        rows.append([
+            f"{cell['points']:,}",
+            f"{build['upsert_s']} + {build['flush_optimize_s']}",
+            f"{cell['store']['p50_ms']} / {cell['store']['p95_ms']}",
+            f"{cell['mcp']['p50_ms']} / {cell['mcp']['p95_ms']}",
+            cell["mcp"]["qps"],
+            cell["mcp_overhead_ms_p50"],
+            *[f"{engine[mode]['p50_ms']} / {engine[mode]['p95_ms']}" for mode in ("hybrid", "dense", "sparse")],
+        ])
+    header = [
+        "points", "build s (upsert + optimise)", "direct store p50 / p95 ms", "MCP qdrant-find p50 / p95 ms",
+        "MCP queries/s", "MCP overhead p50 ms", "engine hybrid p50 / p95 ms", "engine dense", "engine sparse",
+    ]
+    return [intro, ""] + table(header, rows)
 
 
 def latency_cells(value: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -154,6 +209,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "generation": generation,
     "eval_throughput": eval_throughput,
     "retrieval_lexical": retrieval_lexical,
+    "indexing": indexing,
+    "retrieval_scale": retrieval_scale,
 }
 
 

@@ -24,6 +24,22 @@ app = typer.Typer(
 
 SAMPLE_QUESTION = "《九命奇冤》是由哪位作者所著？"
 
+# Model and graph options of ask and eval.
+ModelOpt = Annotated[
+    str,
+    typer.Option(help="Answer model: packaged alias, .gguf file, HF directory, hub id, or the name served by --model-base-url."),
+]
+AnswerAdapterOpt = Annotated[
+    Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering.")
+]
+JudgeModelOpt = Annotated[Optional[str], typer.Option(help="A2 judge / requery model (default: the answer model).")]
+JudgeAdapterOpt = Annotated[Optional[str], typer.Option(help="LoRA adapter for the A2 judge.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")]
+DtypeOpt = Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (default: per device).")]
+TopKOpt = Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")]
+MaxRequeriesOpt = Annotated[int, typer.Option(help="A2: maximum query rewrites.")]
+MaxNewTokensOpt = Annotated[int, typer.Option(help="Answer generation budget.")]
+
 # Model endpoints of ask and eval (served models instead of in-process ones).
 ModelBaseUrlOpt = Annotated[
     Optional[str],
@@ -142,17 +158,17 @@ def ask(
     question: Annotated[str, typer.Argument(help="The Chinese question.")],
     variant: Annotated[str, typer.Option("--variant", "-v", help="a0 (model alone), a1 (retrieve), a2 (judge + requery).")] = "a1",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with answer, contexts, queries, timings.")] = False,
-    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory, hub id, or the name served by --model-base-url.")] = settings.PACKAGED_LLM,
-    answer_adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering.")] = None,
-    judge_model: Annotated[Optional[str], typer.Option(help="Judge / requery model (default: the answer model).")] = None,
-    judge_adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter for the judge.")] = None,
+    model: ModelOpt = settings.PACKAGED_LLM,
+    answer_adapter: AnswerAdapterOpt = None,
+    judge_model: JudgeModelOpt = None,
+    judge_adapter: JudgeAdapterOpt = None,
     model_base_url: ModelBaseUrlOpt = None,
     judge_base_url: JudgeBaseUrlOpt = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
-    top_k: Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")] = 3,
-    max_requeries: Annotated[int, typer.Option(help="A2: maximum query rewrites.")] = 2,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget.")] = 32,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    top_k: TopKOpt = 3,
+    max_requeries: MaxRequeriesOpt = 2,
+    max_new_tokens: MaxNewTokensOpt = 32,
     collection: CollectionOpt = settings.DEFAULT_COLLECTION,
     qdrant_url: QdrantUrlOpt = None,
     qdrant_path: QdrantPathOpt = None,
@@ -289,19 +305,19 @@ def eval_(
     eval_embedder: Annotated[str, typer.Option(help="Embedder of RAGAS answer similarity.")] = settings.PACKAGED_EMBEDDER,
     force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
     concurrency: Annotated[
-        Optional[int], typer.Option(min=1, help="Questions evaluated at once, their generation batched (default: per device).")
+        Optional[int], typer.Option(min=1, help="Questions evaluated at once, their generation batched (default: 1 on CPU, the batch limit on GPUs).")
     ] = None,
-    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory, hub id, or the name served by --model-base-url.")] = settings.PACKAGED_LLM,
-    answer_adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering.")] = None,
-    judge_model: Annotated[Optional[str], typer.Option(help="A2 judge / requery model (default: the answer model).")] = None,
-    judge_adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter for the A2 judge.")] = None,
+    model: ModelOpt = settings.PACKAGED_LLM,
+    answer_adapter: AnswerAdapterOpt = None,
+    judge_model: JudgeModelOpt = None,
+    judge_adapter: JudgeAdapterOpt = None,
     model_base_url: ModelBaseUrlOpt = None,
     judge_base_url: JudgeBaseUrlOpt = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (default: per device).")] = None,
-    top_k: Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")] = 3,
-    max_requeries: Annotated[int, typer.Option(help="A2: maximum query rewrites.")] = 2,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget.")] = 32,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    top_k: TopKOpt = 3,
+    max_requeries: MaxRequeriesOpt = 2,
+    max_new_tokens: MaxNewTokensOpt = 32,
     collection: CollectionOpt = settings.DEFAULT_COLLECTION,
     qdrant_url: QdrantUrlOpt = None,
     qdrant_path: QdrantPathOpt = None,
@@ -525,7 +541,7 @@ def eval_reading(
     limit: Annotated[Optional[int], typer.Option(help="Only the first N answer examples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (the answer node's default).")] = 32,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None,
+    device: DeviceOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
 ) -> None:
     """Reading accuracy (exact / contains) of the answer model on held-out answer examples; resumable."""
@@ -550,7 +566,7 @@ def generate_data(
     kb: Annotated[Optional[Path], typer.Option(help="Knowledge-base source of the passages (default: shared KB).")] = None,
     model: Annotated[str, typer.Option(help="Generating model: packaged alias, .gguf file, HF directory or hub id.")] = settings.PACKAGED_LLM,
     adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter of the generating model.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None,
+    device: DeviceOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Use the first N passages of the seeded order (default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the passage order.")] = 0,
     per_passage: Annotated[int, typer.Option(help="Question/answer pairs asked for per passage.")] = 1,

@@ -42,6 +42,12 @@ def test_generation_smoke_results_are_measured(results: Path) -> None:
     assert rows["three_passages"]["prompt_tokens"] > rows["closed_book"]["prompt_tokens"]
     for row in rows.values():
         assert row["ttft_ms"] > 0 and row["short_answer_ms"] > 0 and row["tokens_per_s"] > 0
+    batched = document["batched_decode"]["batches"]
+    assert list(batched) == ["1", "2"]
+    for row in batched.values():
+        assert row["prefill_ms"] > 0 and row["decode_tokens_per_s"] > 0
+        assert row["decode_speedup"] == pytest.approx(row["decode_tokens_per_s"] / batched["1"]["decode_tokens_per_s"], abs=0.01)
+    assert batched["1"]["decode_speedup"] == 1.0
     ratios = document["ratios"]
     assert ratios["ttft_three_passages_vs_closed_book"] == pytest.approx(
         rows["three_passages"]["ttft_ms"] / rows["closed_book"]["ttft_ms"], abs=0.006

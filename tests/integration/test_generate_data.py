@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from zhrag.prompts import normalize_text
-from zhrag.training.examples import load_rc_pairs
+from zhrag.rc_pairs import load_rc_pairs
 from zhrag.training.generate import REASONS, load_generated, meta_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from zhrag.cli import main
 from zhrag.models import load_llm
-from zhrag.training.examples import default_rc_source
+from zhrag.rc_pairs import default_rc_source
 from zhrag.training.formats import import_examples
 from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
 

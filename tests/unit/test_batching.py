@@ -14,6 +14,7 @@ from zhrag.errors import ConfigError
 from zhrag.models.batching import (
     MicroBatcher,
     concurrent_callers,
+    default_concurrency,
     expected_callers,
     max_batch_for,
     max_wait_s,
@@ -182,3 +183,11 @@ def test_concurrent_callers_is_restored_after_the_block() -> None:
             assert expected_callers() == 2
         assert expected_callers() == 6
     assert expected_callers() == 1
+
+
+def test_default_concurrency_is_one_on_cpu_unless_a_batch_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZHRAG_GENERATION_BATCH", raising=False)
+    assert default_concurrency("cpu") == 1
+    assert default_concurrency("cuda:0") == max_batch_for("cuda") > 1
+    monkeypatch.setenv("ZHRAG_GENERATION_BATCH", "6")
+    assert default_concurrency("cpu") == 6 == max_batch_for("cpu")

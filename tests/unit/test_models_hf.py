@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM
 
 from zhrag.errors import ModelLoadError
 from zhrag.models import LocalLLM, load_llm
+from zhrag.models.tiny import tiny_llama_dir
 
 CORPUS = [
     "材料：曹雪芹，清代小说家，著有《红楼梦》。\n问题：《红楼梦》的作者是谁？\n答案：曹雪芹",
@@ -33,29 +33,9 @@ PROMPTS = ["问题：中国的首都是哪里？\n答案：", "材料：曹雪�
 
 def make_model_dir(path: Path, *, hidden_size: int = 32, chat: bool = False, seed: int = 0) -> Path:
     """Save a random two-layer Llama with a byte-level BPE tokenizer trained on ``CORPUS`` to ``path``."""
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    return tiny_llama_dir(
+        path, CORPUS, hidden_size=hidden_size, chat_template=CHAT_TEMPLATE if chat else None, seed=seed
     )
-    bpe.train_from_iterator(CORPUS, trainer)
-    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    if chat:
-        tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def make_lora_adapter(model_dir: Path, path: Path) -> Path:

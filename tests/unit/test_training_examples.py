@@ -13,18 +13,16 @@ from zhrag.errors import TrainingDataError
 from zhrag.evaluation.datasets import Question
 from zhrag.evaluation.retrieval_metrics import kb_covered
 from zhrag.prompts import build_answer_prompt, build_judge_prompt, normalize_text
+from zhrag.rc_pairs import RCPair, default_rc_source, load_rc_pairs
 from zhrag.tools.passage import Passage
 from zhrag.tools.sources import Document
 from zhrag.training.examples import (
     Example,
     LexicalRetriever,
-    RCPair,
     build_qa_examples,
     build_rc_examples,
-    default_rc_source,
     document_passages,
     load_documents,
-    load_rc_pairs,
 )
 
 # Invented paragraphs; d7 is lexically close to the 蓝晶酮 question but names its answer, so it is no distractor.

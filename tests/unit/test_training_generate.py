@@ -21,11 +21,11 @@ from zhrag.prompts.generate import (
     build_generate_prompt,
     parse_pairs,
 )
+from zhrag.rc_pairs import load_rc_pairs
 from zhrag.training.examples import (
     LexicalRetriever,
     build_rc_examples,
     load_documents,
-    load_rc_pairs,
 )
 from zhrag.training.generate import (
     GenerationSettings,

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
     Gemma3ForCausalLM,
@@ -26,6 +25,7 @@ from transformers import (
 
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models import load_llm
+from zhrag.models.tiny import bpe_tokenizer
 from zhrag.training.card import CARD_FILE, CHECKPOINTS_DIR, LOSS_PLOT_FILE, RUN_FILE
 from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
 from zhrag.training.masking import IGNORE_INDEX, tokenize_conversation
@@ -50,18 +50,7 @@ NO_DROPOUT = LoraSettings(rank=4, alpha=8, dropout=0.0)
 
 def tiny_gemma_dir(path: Path, *, seed: int = 0) -> Path:
     """Save a random two-layer Gemma-3 text model with a byte-level BPE tokenizer (BOS prepended) to ``path``."""
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=500, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(CORPUS, trainer)
-    bpe.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+    tokenizer = bpe_tokenizer(CORPUS, vocab_size=500, bos="<bos>", eos="<eos>")
     torch.manual_seed(seed)
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

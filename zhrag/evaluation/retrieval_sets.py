@@ -26,7 +26,7 @@ from zhrag import settings
 from zhrag.errors import DatasetError
 from zhrag.evaluation.datasets import load_questions
 from zhrag.evaluation.kb_coverage import KBCoverage
-from zhrag.training.examples import default_rc_source, load_rc_pairs
+from zhrag.rc_pairs import default_rc_source, load_rc_pairs
 
 Match = Literal["passage", "answer"]
 #: Names of the query sets ``load_query_sets`` knows.

@@ -9,8 +9,9 @@ pairs in flight, and an incomplete last line left by the kill is dropped and tha
 With ``concurrency`` N > 1, N worker threads run graphs at once (pairs are started in the same
 question-by-question order; lines are written as pairs finish, by the main thread only), and the
 local models batch the workers' concurrent generation calls into shared forward passes (see
-``zhrag.models.batching``). The default N is the answer model's batch size on its device (1 for
-models that are not local Hugging Face models). Concurrency is not a setting of the run: a run may be
+``zhrag.models.batching``). The default N is the answer model's default concurrency on its device
+(``zhrag.models.batching.default_concurrency``: 1 on CPU, where batching measured slower, the batch
+limit on GPUs; 1 for models that are not local Hugging Face models). Concurrency is not a setting of the run: a run may be
 resumed with another N.
 
 ``run.json`` in the output directory records the settings (variants, metrics, question set and its
@@ -122,7 +123,7 @@ def run_evaluation(
         kb_sources: KB sources for ``kb_covered``; default the shared KB (``settings.default_kb_source``)
             when it exists, else ``kb_covered`` is ``None``.
         concurrency: Pairs evaluated at once (worker threads whose generation calls are batched);
-            ``None``: the answer model's batch size on its device (see the module doc).
+            ``None``: the answer model's default concurrency on its device (see the module doc).
 
     Raises:
         ConfigError: unknown variant or metric, bad context, ``concurrency`` < 1, or ``out_dir`` holds another run.
@@ -162,7 +163,7 @@ def run_evaluation(
     pending = [(q, v) for q in questions for v in variant_list if (q.id, v) not in done]
     workers = concurrency or 1
     if pending:  # load the models and start the one MCP session now, not inside the first timed answer
-        workers = concurrency or answer_llm(context).batch_size
+        workers = concurrency or answer_llm(context).default_concurrency
         if "a2" in variant_list:
             judge_llm(context)
         if any(variant != "a0" for variant in variant_list):

@@ -29,6 +29,11 @@ from zhrag.errors import ConfigError
 
 #: Prompts per forward pass by device type, when ``ZHRAG_GENERATION_BATCH`` does not set it.
 DEFAULT_MAX_BATCH = {"cpu": 4, "mps": 16, "cuda": 32}
+#: Concurrent questions of an evaluation run by device type, when neither ``--concurrency`` nor
+#: ``ZHRAG_GENERATION_BATCH`` says otherwise. One on CPU: there, batched evaluation measured 0.76x (A1) and
+#: 0.84x (A0) the questions/s of one-at-a-time runs on 2 idle cores (benchmarks/results/eval_throughput.json):
+#: long prompts make prefill compute-bound, and a batch decodes until its longest answer stops.
+DEFAULT_CONCURRENCY = {"cpu": 1}
 #: Longest wait (ms) of a batch's leader for companions, when ``ZHRAG_BATCH_WAIT_MS`` does not set it.
 DEFAULT_MAX_WAIT_MS = 5.0
 
@@ -51,6 +56,21 @@ def max_batch_for(device: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"ZHRAG_GENERATION_BATCH must be a positive integer, got {value!r}")
     return int(value)
+
+
+def default_concurrency(device: str) -> int:
+    """Questions an evaluation runs at once on ``device`` by default.
+
+    :data:`DEFAULT_CONCURRENCY` for its type unless ``ZHRAG_GENERATION_BATCH`` is set, else the batch
+    limit (:func:`max_batch_for`), so that concurrent questions fill the micro-batches.
+
+    Raises:
+        ConfigError: ``ZHRAG_GENERATION_BATCH`` is not a positive integer.
+    """
+    limit = max_batch_for(device)
+    if os.environ.get("ZHRAG_GENERATION_BATCH", "").strip():
+        return limit
+    return DEFAULT_CONCURRENCY.get(device.partition(":")[0], limit)
 
 
 def max_wait_s() -> float:

@@ -48,6 +48,11 @@ class EndpointLLM(LocalLLM):
         """Requests sent to the server at once (by one ``generate`` call, or by concurrent callers); the server batches them."""
         return MAX_CONCURRENCY
 
+    @property
+    def default_concurrency(self) -> int:
+        """Questions an evaluation runs at once by default: enough requests in flight for the server to batch."""
+        return MAX_CONCURRENCY
+
     def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
         """Send ``inputs`` concurrently; endpoint failures become :class:`ModelEndpointError`."""
         import openai

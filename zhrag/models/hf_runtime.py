@@ -21,7 +21,7 @@ from typing import Any
 from langchain_core.language_models import BaseLanguageModel
 
 from zhrag.errors import ModelLoadError
-from zhrag.models.batching import MicroBatcher, max_batch_for, max_wait_s
+from zhrag.models.batching import MicroBatcher, default_concurrency, max_batch_for, max_wait_s
 from zhrag.models.failures import first_line
 
 #: Training card ``zhrag train`` writes beside an adapter; its ``base_model`` is checked when the adapter loads.
@@ -39,6 +39,8 @@ class HFRuntime:
         is_chat: Whether the tokenizer has a chat template.
         batch_size: Prompts per forward pass of the pipeline.
         batcher: Coalesces concurrent :meth:`generate_batched` calls (``max_batch`` chosen per device).
+        concurrency: Questions an evaluation runs at once by default on this device
+            (:func:`~zhrag.models.batching.default_concurrency`).
     """
 
     def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
@@ -61,6 +63,7 @@ class HFRuntime:
         self.batcher = MicroBatcher(
             self._run_batch, max_batch=max_batch_for(device), max_wait_s=max_wait_s(), run_lock=self._lock
         )
+        self.concurrency = default_concurrency(device)
 
     def langchain_model(self) -> BaseLanguageModel:
         """A LangChain model over the pipeline: ``ChatHuggingFace`` with a chat template, else ``HuggingFacePipeline``.

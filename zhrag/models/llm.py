@@ -117,6 +117,11 @@ class LocalLLM:
         """Prompts one forward pass takes on this model's device (the micro-batcher's limit); 1 without a local model."""
         return self._runtime.batcher.max_batch if self._runtime is not None else 1
 
+    @property
+    def default_concurrency(self) -> int:
+        """Questions an evaluation runs at once by default with this model (1 on CPU; 1 without a local model)."""
+        return self._runtime.concurrency if self._runtime is not None else 1
+
     @contextmanager
     def hf_model(self) -> Iterator[tuple[Any, Any]]:
         """The underlying transformers model (with this LLM's adapter active) and tokenizer.

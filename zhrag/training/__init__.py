@@ -11,14 +11,13 @@ from zhrag.training.examples import (
     Example,
     ExampleSplits,
     LexicalRetriever,
-    RCPair,
     build_qa_examples,
     build_rc_examples,
     check_conversation,
     conversation,
     load_documents,
-    load_rc_pairs,
 )
+from zhrag.rc_pairs import RCPair, load_rc_pairs
 from zhrag.training.formats import (
     dataset_info_entry,
     export_examples,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from zhrag.errors import ConfigError
+from zhrag.rc_pairs import load_rc_pairs
 from zhrag.tools.passage import Passage
 from zhrag.training.examples import (
     QA_EXCLUDED_FIRST,
@@ -27,7 +28,6 @@ from zhrag.training.examples import (
     build_qa_examples,
     build_rc_examples,
     load_documents,
-    load_rc_pairs,
 )
 
 #: ``--task`` values: one node's examples or both.

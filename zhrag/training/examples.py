@@ -11,10 +11,10 @@ gpt turn is the target; for chat models the system and human turns are the node'
 
 Two sources:
 
-- the human-written reading-comprehension pairs over the knowledge base (``build_rc_examples``): the pair's own
-  passage (the knowledge-base chunk holding the answer) is placed at a seeded random position among distractor
-  passages for the answer prompt, and is the 是 example of the judge; a distractor without the answer is its 否
-  example. All questions of a held-out passage go to the evaluation split.
+- the human-written reading-comprehension pairs over the knowledge base (``build_rc_examples``; pairs read by
+  :mod:`zhrag.rc_pairs`): the pair's own passage (the knowledge-base chunk holding the answer) is placed at a
+  seeded random position among distractor passages for the answer prompt, and is the 是 example of the judge;
+  a distractor without the answer is its 否 example. All questions of a held-out passage go to the evaluation split.
 - a Chinese-SimpleQA style question set plus retrieved passages (``build_qa_examples``): the answer target is
   the gold answer, judge labels come from a relevance rule (the CLI passes
   ``zhrag.evaluation.retrieval_metrics.kb_covered``: the passage contains the normalised gold answer and shares
@@ -40,11 +40,11 @@ from langchain_core.messages import BaseMessage
 
 from zhrag import settings
 from zhrag.errors import TrainingDataError
-from zhrag.jsonl import iter_jsonl
 from zhrag.prompts import Prompt, build_answer_prompt, build_judge_prompt, normalize_text
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
 from zhrag.prompts.common import format_passage
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
+from zhrag.rc_pairs import RCPair
 from zhrag.tools.chunking import chunk_document
 from zhrag.tools.evidence import best_evidence, query_bigrams
 from zhrag.tools.passage import Passage
@@ -98,17 +98,6 @@ class QAItem(Protocol):
     def answer(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class RCPair:
-    """One reading-comprehension pair: a question written on the knowledge-base paragraph ``passage_id``."""
-
-    id: str
-    source: str
-    question: str
-    answers: tuple[str, ...]
-    passage_id: str
-
-
 @dataclass
 class ExampleSplits:
     """Examples split for training and evaluation, with what was held out or skipped.
@@ -148,54 +137,6 @@ def check_conversation(turns: Sequence[Any]) -> list[Turn]:
     if not any(turn["from"] == "gpt" for turn in turns):
         raise TrainingDataError("conversation has no gpt (assistant) turn to learn")
     return list(turns)
-
-
-def default_rc_source() -> Path:
-    """The reading-comprehension pairs: ``<shared data>/rc/reading_comprehension.jsonl``."""
-    return settings.shared_data_dir() / "rc" / "reading_comprehension.jsonl"
-
-
-def load_rc_pairs(path: str | Path | None = None) -> list[RCPair]:
-    """Read reading-comprehension pairs (``id``, ``question``, ``answers``, ``passage_id``, optional ``source``).
-
-    Pairs with an empty question or no answer are kept (the builder skips and counts them).
-
-    Raises:
-        TrainingDataError: missing or unreadable file, malformed line, missing field or duplicate id,
-            named by file and line.
-    """
-    path = Path(path).expanduser() if path is not None else default_rc_source()
-    pairs: list[RCPair] = []
-    seen: set[str] = set()
-    for where, row in iter_jsonl(path, TrainingDataError):
-        pair = _rc_pair(row, where)
-        if pair.id in seen:
-            raise TrainingDataError(f"{where}: duplicate id {pair.id!r}")
-        seen.add(pair.id)
-        pairs.append(pair)
-    if not pairs:
-        raise TrainingDataError(f"{path}: no reading-comprehension pairs")
-    return pairs
-
-
-def _rc_pair(row: Any, where: str) -> RCPair:
-    if not isinstance(row, Mapping):
-        raise TrainingDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for name in ("id", "passage_id"):
-        if not isinstance(row.get(name), str) or not row[name].strip():
-            raise TrainingDataError(f"{where}: field {name!r} must be a non-empty string")
-    if not isinstance(row.get("question"), str):
-        raise TrainingDataError(f"{where}: field 'question' must be a string")
-    answers = row.get("answers")
-    if not isinstance(answers, list) or not all(isinstance(answer, str) for answer in answers):
-        raise TrainingDataError(f"{where}: field 'answers' must be a list of strings")
-    return RCPair(
-        id=row["id"].strip(),
-        source=str(row.get("source") or ""),
-        question=row["question"].strip(),
-        answers=tuple(answer.strip() for answer in answers if answer.strip()),
-        passage_id=row["passage_id"].strip(),
-    )
 
 
 def load_documents(path: str | Path | None = None) -> dict[str, Document]:

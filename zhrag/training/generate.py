@@ -64,7 +64,8 @@ from zhrag.prompts.generate import (
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
 from zhrag.tools.passage import Passage
 from zhrag.tools.sources import iter_documents
-from zhrag.training.examples import RCPair, document_passages
+from zhrag.rc_pairs import RCPair
+from zhrag.training.examples import document_passages
 from zhrag.training.review import (
     apply_decisions,
     default_decisions_path,

@@ -94,13 +94,19 @@ def forced_generation_s(llm: Any, prompt: str, tokens: int, batch: int = 1) -> f
         return time.perf_counter() - start
 
 
+def first_and_full_s(llm: Any, prompt: str, tokens: int, repeats: int, batch: int = 1) -> tuple[float, float, float]:
+    """Median seconds to the first token and to ``tokens`` tokens, and the per-step decode time derived from them."""
+    forced_generation_s(llm, prompt, 2, batch)  # warm-up
+    first = median([forced_generation_s(llm, prompt, 1, batch) for _ in range(repeats)])
+    full = median([forced_generation_s(llm, prompt, tokens, batch) for _ in range(repeats)])
+    return first, full, (full - first) / (tokens - 1)
+
+
 def measure_prompt(llm: Any, prompt: str, tokens: int, repeats: int) -> dict[str, Any]:
     """TTFT, time per output token, tokens/s and the real short answer's time for one prompt (medians)."""
     with llm.hf_model() as (_, tokenizer):
         prompt_tokens = len(tokenizer(prompt)["input_ids"])
-    forced_generation_s(llm, prompt, 2)  # warm-up
-    first = median([forced_generation_s(llm, prompt, 1) for _ in range(repeats)])
-    full = median([forced_generation_s(llm, prompt, tokens) for _ in range(repeats)])
+    first, full, per_token = first_and_full_s(llm, prompt, tokens, repeats)
     answers, seconds = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -108,7 +114,6 @@ def measure_prompt(llm: Any, prompt: str, tokens: int, repeats: int) -> dict[str
         seconds.append(time.perf_counter() - start)
     with llm.hf_model() as (_, tokenizer):
         answer_tokens = len(tokenizer(answers[0], add_special_tokens=False)["input_ids"])
-    per_token = (full - first) / (tokens - 1)
     return {
         "prompt_tokens": prompt_tokens,
         "ttft_ms": round(first * 1000, 1),
@@ -129,10 +134,7 @@ def batched_decode(llm: Any, prompt: str, tokens: int, repeats: int, batches: li
     """
     rows = {}
     for batch in batches:
-        forced_generation_s(llm, prompt, 2, batch)  # warm-up
-        first = median([forced_generation_s(llm, prompt, 1, batch) for _ in range(repeats)])
-        full = median([forced_generation_s(llm, prompt, tokens, batch) for _ in range(repeats)])
-        step = (full - first) / (tokens - 1)
+        first, full, step = first_and_full_s(llm, prompt, tokens, repeats, batch)
         rows[str(batch)] = {
             "prefill_ms": round(first * 1000, 1),
             "decode_step_ms": round(step * 1000, 2),

@@ -80,6 +80,13 @@ def timed(call: Callable[[Any], Any], queries: Sequence[Any], desc: str) -> dict
     return latency(seconds)
 
 
+def encode_queries(embedder: Any, questions: Sequence[str]) -> list[tuple[list[float], tuple[list[int], list[float]]]]:
+    """Questions encoded as the store encodes them: (dense vector, (sparse indices, values))."""
+    dense = embedder.encode_query(list(questions), normalize_embeddings=True, convert_to_numpy=True).tolist()
+    sparse = [lexical.query_vector(question) for question in questions]
+    return [(d, (list(s.indices), list(s.values))) for d, s in zip(dense, sparse, strict=True)]
+
+
 def backend_search(backend: Backend, mode: str, top_k: int, dense_weight: float) -> Callable[[Any], Any]:
     """A one-argument search of ``backend`` on a pre-encoded (dense, sparse) query in ``mode``."""
     prefetch = max(PREFETCH_MIN, PREFETCH_PER_RESULT * top_k)
@@ -141,9 +148,7 @@ def kb_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     for mode in SEARCH_MODES
                 }
             }
-    dense = embedder.encode_query(questions, normalize_embeddings=True, convert_to_numpy=True).tolist()
-    sparse = [lexical.query_vector(q) for q in questions]
-    encoded = [(d, (list(s.indices), list(s.values))) for d, s in zip(dense, sparse, strict=True)]
+    encoded = encode_queries(embedder, questions)
     for engine in ENGINES:
         backend = open_backend(engine, store_path, args.collection)
         try:

@@ -49,6 +49,20 @@ def prepare_store(workdir: Path, smoke: bool, engine: str) -> Path:
     return target
 
 
+def direct_and_mcp(
+    path: Path, engine: str, queries: list[str], collection: str = settings.DEFAULT_COLLECTION, label: str = ""
+) -> dict[str, dict[str, float]]:
+    """Latency of ``KnowledgeStore.search`` called directly, then of ``qdrant-find`` over one MCP session."""
+    with KnowledgeStore(collection, path=path, engine=engine) as store:
+        direct = timed(lambda query: store.search(query, TOP_K), queries, f"{label}direct store")
+    client = KnowledgeClient(ServerConfig(collection=collection, qdrant_path=str(path), qdrant_engine=engine))
+    try:
+        through_mcp = timed(lambda query: client.find(query, TOP_K), queries, f"{label}qdrant-find over MCP")
+    finally:
+        client.close()
+    return {"direct_store": direct, "mcp_one_session": through_mcp}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure both paths and write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,13 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     queries = [query.question for query in rc_set(limit=count, seed=1).queries]
     with tempfile.TemporaryDirectory() as workdir:
         path = prepare_store(Path(workdir), args.smoke, args.engine)
-        with KnowledgeStore(path=path, engine=args.engine) as store:
-            direct = timed(lambda query: store.search(query, TOP_K), queries, "direct store")
-        client = KnowledgeClient(ServerConfig(qdrant_path=str(path), qdrant_engine=args.engine))
-        try:
-            through_mcp = timed(lambda query: client.find(query, TOP_K), queries, "qdrant-find over MCP")
-        finally:
-            client.close()
+        cells = direct_and_mcp(path, args.engine, queries)
+    direct, through_mcp = cells["direct_store"], cells["mcp_one_session"]
     document = {
         "benchmark": "retrieval_latency",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

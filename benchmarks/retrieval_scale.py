@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 from bench_common import RESULTS_DIR, machine_info, write_result
-from retrieval_engines import backend_search, timed, versions
+from retrieval_engines import backend_search, encode_queries, timed, versions
+from retrieval_latency import TOP_K, direct_and_mcp
 from tqdm.auto import tqdm
 
 from zhrag import settings
@@ -45,7 +46,6 @@ from zhrag.evaluation.retrieval_sets import rc_set
 from zhrag.tools import lexical
 from zhrag.tools.chunking import chunk_document
 from zhrag.tools.embeddings import load_embedder
-from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
 from zhrag.tools.qdrant_backends import PointData
 from zhrag.tools.qdrant_edge_backend import EdgeBackend
 from zhrag.tools.sources import iter_documents
@@ -54,7 +54,6 @@ from zhrag.tools.store import SEARCH_MODES, KnowledgeStore, point_id
 RESULTS = RESULTS_DIR / "retrieval_scale.json"
 COLLECTION = "synthetic_scale"
 DIMENSION = 384
-TOP_K = 5
 PROGRESS_FILE = "scale_progress.json"
 
 
@@ -155,25 +154,12 @@ def grow(root: Path, vocabulary: KbVocabulary, size: int, seed: int, batch: int)
         backend.close()
 
 
-def encoded_queries(questions: Sequence[str]) -> list[Any]:
-    """Questions encoded as the store encodes them: (dense vector, (sparse indices, values))."""
-    dense = load_embedder(settings.PACKAGED_EMBEDDER).encode_query(
-        list(questions), normalize_embeddings=True, convert_to_numpy=True
-    )
-    sparse = [lexical.query_vector(question) for question in questions]
-    return [(d.tolist(), (list(s.indices), list(s.values))) for d, s in zip(dense, sparse, strict=True)]
-
-
 def measure(root: Path, questions: Sequence[str], encoded: Sequence[Any]) -> dict[str, Any]:
     """Direct store, MCP and engine-only latencies on the collection at ``root``."""
     with KnowledgeStore(COLLECTION, path=root, engine="edge") as store:
         points, dense_weight = store.count(), store.dense_weight
-        direct = timed(lambda query: store.search(query, TOP_K), questions, f"{points:,} direct store")
-    client = KnowledgeClient(ServerConfig(collection=COLLECTION, qdrant_path=str(root), qdrant_engine="edge"))
-    try:
-        through_mcp = timed(lambda query: client.find(query, TOP_K), questions, f"{points:,} qdrant-find over MCP")
-    finally:
-        client.close()
+    cells = direct_and_mcp(root, "edge", list(questions), COLLECTION, f"{points:,} ")
+    direct, through_mcp = cells["direct_store"], cells["mcp_one_session"]
     backend = EdgeBackend(root, COLLECTION)
     try:
         engine = {
@@ -234,7 +220,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     progress = load_progress(root, args.seed, len(questions))
     source = args.kb_source or settings.default_kb_source()
     vocabulary = KbVocabulary(source, limit=40 if args.smoke else None)
-    encoded = encoded_queries(questions)
+    encoded = encode_queries(load_embedder(settings.PACKAGED_EMBEDDER), questions)
     for size in sorted(set(args.sizes)):
         key = str(size)
         if key in progress:

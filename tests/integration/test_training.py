@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from trainer_hooks import InterruptAt
 
 from zhrag.cli import main
 from zhrag.models import load_llm
@@ -31,17 +31,6 @@ TRAIN_OPTIONS = {"--limit": 4, "--max-steps": 2, "--batch-size": 2, "--max-lengt
 SETTINGS = TrainSettings(
     limit=4, max_steps=2, batch_size=2, max_length=96, save_steps=1, logging_steps=1, learning_rate=1e-3
 )
-
-
-class InterruptAt(TrainerCallback):
-    """Raise KeyboardInterrupt at the end of optimiser step ``step``, before it is checkpointed (like Ctrl-C)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def train_argv(data: Path, out: Path, **overrides) -> list[str]:

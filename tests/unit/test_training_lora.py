@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from trainer_hooks import InterruptAt
 from transformers import (
     AutoModelForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
     PreTrainedTokenizerFast,
-    TrainerCallback,
 )
 
 from zhrag.errors import ConfigError, ModelLoadError
@@ -141,17 +141,6 @@ def test_left_padding_does_not_change_any_example_loss(tiny) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- training runs
-
-
-class InterruptAt(TrainerCallback):
-    """Raise KeyboardInterrupt at the end of optimiser step ``step``, before it is checkpointed (like Ctrl-C)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def adapter_weights(out: Path) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from retrieval_latency import prepare_store
 
 from zhrag import settings
 from zhrag.evaluation.datasets import load_questions
+from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.evaluation.runner import evaluate_one, run_tasks
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
@@ -62,7 +63,7 @@ def graph_overhead(records: list[dict]) -> dict[str, float]:
 
 def measure_variant(variant: str, questions: list[Any], context: Context, workers: int) -> dict[str, Any]:
     """Sequential vs batched questions/s for one variant, answer agreement and graph overhead."""
-    graph = build_graph(variant, metrics=list(METRICS))
+    graph = build_graph(variant, terminal_nodes=metric_terminal_nodes(list(METRICS)))
     evaluate_one(graph, variant, questions[0], context, METRICS, None)  # warm-up (model, MCP session)
     sequential_s, sequential = run_side(graph, variant, questions, context, 1)
     batched_s, batched = run_side(graph, variant, questions, context, workers)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=32, help="first N dev questions")
     parser.add_argument("--concurrency", type=int, default=None, help="batched side's workers (default: per device)")
     parser.add_argument("--variants", nargs="+", default=["a0", "a1"])
-    parser.add_argument("--model", default=settings.PACKAGED_LLM)
+    parser.add_argument("--model", default=settings.DEFAULT_LLM)
     parser.add_argument("--device", default=None)
     parser.add_argument("--note", default=None, help="free text recorded with the machine (e.g. CPU contention)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, small index, 4 questions")

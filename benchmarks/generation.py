@@ -1,4 +1,7 @@
-"""Model load and generation speed of the answer model, each as a two-sided comparison in one run.
+"""Model load and generation speed on the transformers engine, each as a two-sided comparison in one run.
+
+Measures a completion (base) model on the transformers engine, the path of LoRA adapters and training (default:
+the packaged Gemma-3-270M); the llama.cpp engine of the default chat model is measured by ``llamacpp.py``.
 
 * Load: a fresh process loads the model with an empty ``ZHRAG_CACHE`` (the packaged GGUF is
   dequantized and cached), then a second fresh process loads it again from that cache.
@@ -40,7 +43,7 @@ _LOAD_SCRIPT = (
     "import json, sys, time\n"
     "start = time.perf_counter()\n"
     "from zhrag.models import load_llm\n"
-    "llm = load_llm(sys.argv[1], device=sys.argv[2] or None)\n"
+    "llm = load_llm(sys.argv[1], device=sys.argv[2] or None, engine='transformers')\n"
     "print(json.dumps({**llm.load_info, 'process_s': round(time.perf_counter() - start, 3)}))\n"
 )
 
@@ -151,7 +154,7 @@ def batched_decode(llm: Any, prompt: str, tokens: int, repeats: int, batches: li
 def main(argv: list[str] | None = None) -> int:
     """Measure load and generation; write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model to measure (default: the packaged gemma3-270m)")
+    parser.add_argument("--model", default=None, help="base model to measure (default: the packaged gemma3-270m)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
     parser.add_argument("--repeats", type=int, default=5, help="repetitions per timing (median taken)")
     parser.add_argument("--tokens", type=int, default=16, help="N of the forced N-token generation")
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         from zhrag import settings
 
-        model = str(tiny_model_dir(Path(workdir) / "tiny")) if args.smoke else (args.model or settings.PACKAGED_LLM)
+        model = str(tiny_model_dir(Path(workdir) / "tiny")) if args.smoke else (args.model or settings.SMALL_LLM)
         cache = Path(workdir) / "cache"
         first = load_once(model, args.device, cache)
         cached = load_once(model, args.device, cache)
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         from zhrag.models import load_llm
         from zhrag.prompts import build_answer_prompt
 
-        llm = load_llm(model, device=args.device)
+        llm = load_llm(model, device=args.device, engine="transformers")
         if llm.is_chat:
             raise SystemExit("this benchmark measures completion (base) models; the model has a chat template")
         question, passages = sample_inputs(args.smoke)
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         batched = batched_decode(llm, build_answer_prompt(question, [], chat=False), tokens, repeats, batches)
     body = {
-        "model": args.model or ("tiny-random-llama" if args.smoke else settings.PACKAGED_LLM),
+        "model": args.model or ("tiny-random-llama" if args.smoke else settings.SMALL_LLM),
+        "engine": "transformers",
         "repeats": repeats,
         "load": {
             "first": first,

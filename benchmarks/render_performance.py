@@ -21,9 +21,11 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "PERFORMANCE.md"
 #: Sections come in this order; other result files follow alphabetically.
 ORDER = (
-    "generation", "eval_throughput", "indexing", "retrieval_latency", "retrieval_scale", "retrieval_engines",
+    "llamacpp", "generation", "eval_throughput", "indexing", "retrieval_latency", "retrieval_scale", "retrieval_engines",
     "retrieval_lexical",
 )
+#: Section titles that are not the benchmark name capitalised.
+TITLES = {"llamacpp": "llama.cpp engine (the default model)", "generation": "Generation (transformers engine)"}
 _LATENCY_KEYS = {"p50_ms", "p95_ms", "qps"}
 _SKIP = {"benchmark", "created", "date", "smoke", "machine"}
 
@@ -94,11 +96,52 @@ def generation(document: dict[str, Any]) -> list[str]:
     return lines
 
 
+def llamacpp(document: dict[str, Any]) -> list[str]:
+    """The default model on llama.cpp: load, prefill / decode per prompt, parallel slots, transformers comparison."""
+    settings = document["settings"]
+    lines = [
+        f"Model `{document['model']}` on llama.cpp ({settings['threads']} threads, {settings['parallel_slots']} slots, "
+        f"context {settings['n_ctx']}), medians of {document['repeats']} repetitions, prompt cache off.",
+        "",
+    ]
+    load = document["load"]
+    lines += table(
+        ["load", "checked GGUF already there", "load_llm s", "process s (import + load + 1 token)", "peak RSS MiB"],
+        [[name, load[name]["cache_hit"], load[name]["load_s"], load[name]["process_s"], load[name]["peak_rss_mib"]]
+         for name in ("first", "cached")],
+    )
+    lines += ["", f"First process / cached process: **{load['cached_speedup']}×**.", ""]
+    lines += table(
+        ["prompt", "prompt tokens", "prefill ms", "prefill tokens/s", "ms / output token", "decode tokens/s",
+         "short answer ms", "short answer tokens"],
+        [[name.replace("_", " "), row["prompt_tokens"], row["prefill_ms"], row["prefill_tokens_per_s"],
+          row["decode_ms_per_token"], row["decode_tokens_per_s"], row["short_answer_ms"], row["short_answer_tokens"]]
+         for name, row in document["generation"].items()],
+    )
+    lines += ["", f"Parallel slots (different closed-book prompts at once, {document['forced_tokens']} forced tokens each):", ""]
+    lines += table(
+        ["requests at once", "wall s", "tokens/s (all)", "speedup"],
+        [[count, row["wall_s"], row["tokens_per_s"], f"{row['speedup']}×"] for count, row in document["parallel_slots"].items()],
+    )
+    other = document.get("transformers")
+    if other:
+        lines += ["", "The same GGUF on the transformers engine (dequantized to float32 once, then cached):", ""]
+        lines += table(
+            ["load", "dequantized cache hit", "load_llm s", "process s", "peak RSS MiB"],
+            [[name, other["load"][name]["cache_hit"], other["load"][name]["load_s"], other["load"][name]["process_s"],
+              other["load"][name]["peak_rss_mib"]] for name in ("first", "cached")],
+        )
+        lines += ["", f"Closed-book short answer: {other['closed_book_short_answer_ms']} ms "
+                      f"(**{other['short_answer_ratio']}×** the llama.cpp time)."]
+    return lines
+
+
 def eval_throughput(document: dict[str, Any]) -> list[str]:
     """Sequential vs batched questions/s and graph overhead per variant."""
     intro = (
         f"Model `{document['model']}`, {document['questions']} dev questions, batched side with "
-        f"{document['concurrency']} concurrent questions (micro-batch limit {document['max_batch']})."
+        f"{document['concurrency']} concurrent questions (batch limit {document['max_batch']}: llama.cpp's parallel "
+        "slots, or the transformers engine's micro-batch)."
     )
     lines = [intro, ""]
     rows = [
@@ -206,6 +249,7 @@ def generic(document: dict[str, Any]) -> list[str]:
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "llamacpp": llamacpp,
     "generation": generation,
     "eval_throughput": eval_throughput,
     "retrieval_lexical": retrieval_lexical,
@@ -226,7 +270,8 @@ def render(results_dir: Path) -> str:
     for path in files:
         document = json.loads(path.read_text(encoding="utf-8"))
         name = str(document.get("benchmark") or path.stem)
-        lines += ["", f"## {name.replace('_', ' ').capitalize()}", "", f"From `{path.name}`. " + machine_line(document), ""]
+        title = TITLES.get(name, name.replace("_", " ").capitalize())
+        lines += ["", f"## {title}", "", f"From `{path.name}`. " + machine_line(document), ""]
         lines += RENDERERS.get(name, generic)(document)
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,16 @@ from typing import Annotated, Optional
 import typer
 
 from zhrag import settings
+from zhrag.cli_options import (
+    DeviceOpt,
+    GraphOptions,
+    KbOpt,
+    ModelOptions,
+    RerankerOpt,
+    StoreOptions,
+    fields_of,
+    with_option_groups,
+)
 from zhrag.errors import ConfigError, ZhragError
 
 app = typer.Typer(
@@ -24,67 +34,27 @@ app = typer.Typer(
 
 SAMPLE_QUESTION = "《九命奇冤》是由哪位作者所著？"
 
-# Model and graph options of ask and eval.
-ModelOpt = Annotated[
-    str,
-    typer.Option(help="Answer model: packaged alias, .gguf file, HF directory, hub id, or the name served by --model-base-url."),
-]
-AnswerAdapterOpt = Annotated[
-    Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering.")
-]
-JudgeModelOpt = Annotated[Optional[str], typer.Option(help="A2 judge / requery model (default: the answer model).")]
-JudgeAdapterOpt = Annotated[Optional[str], typer.Option(help="LoRA adapter for the A2 judge.")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")]
-DtypeOpt = Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (default: per device).")]
-TopKOpt = Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")]
-MaxRequeriesOpt = Annotated[int, typer.Option(help="A2: maximum query rewrites.")]
-MaxNewTokensOpt = Annotated[int, typer.Option(help="Answer generation budget.")]
-
-# Model endpoints of ask and eval (served models instead of in-process ones).
-ModelBaseUrlOpt = Annotated[
-    Optional[str],
-    typer.Option(help="OpenAI-compatible endpoint serving --model, e.g. http://localhost:8000/v1 (key: OPENAI_API_KEY)."),
-]
-JudgeBaseUrlOpt = Annotated[
-    Optional[str], typer.Option(help="OpenAI-compatible endpoint serving the judge (default: --model-base-url).")
-]
-
-# Options shared by the commands that reach the knowledge base.
-CollectionOpt = Annotated[str, typer.Option(help="Qdrant collection of the knowledge base.")]
-QdrantUrlOpt = Annotated[
-    Optional[str], typer.Option(help="Qdrant server URL (env ZHRAG_QDRANT_URL); default: embedded storage.")
-]
-QdrantPathOpt = Annotated[
-    Optional[Path], typer.Option(help="Embedded Qdrant directory (env ZHRAG_QDRANT_PATH).")
-]
-QdrantEngineOpt = Annotated[
-    Optional[str],
-    typer.Option(help="Embedded engine: edge (Qdrant Edge, default) or local (qdrant-client; env ZHRAG_QDRANT_ENGINE)."),
-]
-EmbedderOpt = Annotated[str, typer.Option(help="Dense embedder: packaged alias, local path or hub id.")]
 ModeOpt = Annotated[str, typer.Option(help="hybrid (BM25 + dense fused), sparse (BM25 only) or dense.")]
-RerankerOpt = Annotated[
-    Optional[str], typer.Option(help="evidence (offline, default), none, or a sentence-transformers cross-encoder.")
-]
-KbOpt = Annotated[
-    Optional[list[Path]],
-    typer.Option("--kb", help="Source(s) indexed on first use when the collection is empty (default: shared KB)."),
-]
 
 
-def _context(**kwargs):
-    """Build the runtime context, turning invalid values into one-line errors."""
+def _context(*groups, **kwargs):
+    """The runtime context of option groups and further fields; invalid values become one-line errors."""
     from zhrag.graph.context import Context
 
-    if kwargs.get("qdrant_path") is not None:
-        kwargs["qdrant_path"] = str(kwargs["qdrant_path"])
-    if kwargs.get("qdrant_url") is None:
-        kwargs["qdrant_url"] = settings.qdrant_url()
-    if kwargs.get("qdrant_engine") is None:
-        kwargs["qdrant_engine"] = settings.qdrant_engine()
+    values = fields_of(*(group.resolved() if isinstance(group, StoreOptions) else group for group in groups))
     if kwargs.get("reranker") is None:
         kwargs.pop("reranker", None)
-    return Context(**kwargs)
+    return Context(**values, **kwargs)
+
+
+def _open_store(options: StoreOptions, reranker: str | None = None):
+    """The knowledge store the resolved store ``options`` name (a context manager)."""
+    from zhrag.tools.store import KnowledgeStore
+
+    return KnowledgeStore(
+        options.collection, path=options.qdrant_path, url=options.qdrant_url, embedder=options.embedder,
+        engine=options.qdrant_engine, reranker=reranker,
+    )
 
 
 def _prepare_knowledge_base(context, kb: list[Path] | None) -> None:
@@ -124,9 +94,12 @@ def _run_question(variant: str, question: str, context) -> dict:
         "variant": variant.lower(),
         "question": question,
         "answer": state.get("answer", ""),
+        "answer_confidence": state.get("answer_confidence"),
+        "abstained": bool(state.get("abstained")),
         "contexts": state.get("contexts", []),
         "queries": state.get("queries", []),
         "requeries": state.get("requeries", 0),
+        "judgements": state.get("judgements", []),
         "timings_ms": {**state.get("timings_ms", {}), "total": round(total_ms, 1)},
         "models": _model_load_info(),
     }
@@ -154,39 +127,21 @@ def _check_variant(variant: str) -> str:
 
 
 @app.command()
+@with_option_groups
 def ask(
     question: Annotated[str, typer.Argument(help="The Chinese question.")],
+    models: ModelOptions,
+    graph: GraphOptions,
+    store: StoreOptions,
     variant: Annotated[str, typer.Option("--variant", "-v", help="a0 (model alone), a1 (retrieve), a2 (judge + requery).")] = "a1",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with answer, contexts, queries, timings.")] = False,
-    model: ModelOpt = settings.PACKAGED_LLM,
-    answer_adapter: AnswerAdapterOpt = None,
-    judge_model: JudgeModelOpt = None,
-    judge_adapter: JudgeAdapterOpt = None,
-    model_base_url: ModelBaseUrlOpt = None,
-    judge_base_url: JudgeBaseUrlOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    top_k: TopKOpt = 3,
-    max_requeries: MaxRequeriesOpt = 2,
-    max_new_tokens: MaxNewTokensOpt = 32,
-    collection: CollectionOpt = settings.DEFAULT_COLLECTION,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    qdrant_engine: QdrantEngineOpt = None,
-    embedder: EmbedderOpt = settings.PACKAGED_EMBEDDER,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,
 ) -> None:
     """Answer QUESTION with one variant and print the answer (or a JSON record with --json)."""
     question = _check_question(question)
     variant = _check_variant(variant)
-    context = _context(
-        model=model, answer_adapter=answer_adapter, judge_model=judge_model, judge_adapter=judge_adapter,
-        model_base_url=model_base_url, judge_base_url=judge_base_url,
-        device=device, dtype=dtype, top_k=top_k, max_requeries=max_requeries, max_new_tokens=max_new_tokens,
-        collection=collection, qdrant_url=qdrant_url, qdrant_path=qdrant_path, qdrant_engine=qdrant_engine,
-        embedder=embedder, reranker=reranker,
-    )
+    context = _context(models, graph, store, reranker=reranker)
     if variant != "a0":
         _prepare_knowledge_base(context, kb)
     record = _run_question(variant, question, context)
@@ -197,13 +152,12 @@ def ask(
 
 
 @app.command()
+@with_option_groups
 def demo(
+    models: ModelOptions,
+    graph: GraphOptions,
+    store: StoreOptions,
     question: Annotated[str, typer.Argument(help="Question to answer with each variant.")] = SAMPLE_QUESTION,
-    collection: CollectionOpt = settings.DEFAULT_COLLECTION,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    qdrant_engine: QdrantEngineOpt = None,
-    embedder: EmbedderOpt = settings.PACKAGED_EMBEDDER,
     kb: KbOpt = None,
 ) -> None:
     """The main job on the embedded defaults: index the KB on first use, then answer with A0, A1 and A2."""
@@ -212,10 +166,7 @@ def demo(
 
     console = Console(stderr=True)
     question = _check_question(question)
-    context = _context(
-        collection=collection, qdrant_url=qdrant_url, qdrant_path=qdrant_path, qdrant_engine=qdrant_engine,
-        embedder=embedder,
-    )
+    context = _context(models, graph, store)
     console.print(f"[bold]Knowledge base[/bold]: collection {context.collection!r}")
     _prepare_knowledge_base(context, kb)
     table = Table(title=question)
@@ -236,15 +187,12 @@ def demo(
 
 
 @app.command()
+@with_option_groups
 def index(
+    store_options: StoreOptions,
     sources: Annotated[
         Optional[list[Path]], typer.Argument(help="jsonl, text files, WikiExtractor directories or SQuAD json.")
     ] = None,
-    collection: CollectionOpt = settings.DEFAULT_COLLECTION,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    qdrant_engine: QdrantEngineOpt = None,
-    embedder: EmbedderOpt = settings.PACKAGED_EMBEDDER,
     batch_size: Annotated[int, typer.Option(help="Points per upsert batch.")] = 128,
     from_local: Annotated[
         bool,
@@ -259,21 +207,22 @@ def index(
     from zhrag.tools.indexing import index_sources
     from zhrag.tools.store import KnowledgeStore
 
+    options = store_options.resolved()
+    collection = options.collection
     if from_local:
-        if sources or qdrant_url or (qdrant_engine or settings.qdrant_engine()) != "edge":
+        if sources or options.qdrant_url or options.qdrant_engine != "edge":
             raise ConfigError("--from-local copies into the Edge shard: give no sources, no --qdrant-url, engine edge")
-        path = qdrant_path or settings.qdrant_path()
+        path = options.qdrant_path or settings.qdrant_path()
         with (
-            KnowledgeStore(collection, path=path, embedder=embedder, engine="local") as local,
-            KnowledgeStore(collection, path=path, embedder=embedder, engine="edge") as store,
+            KnowledgeStore(collection, path=path, embedder=options.embedder, engine="local") as local,
+            KnowledgeStore(collection, path=path, embedder=options.embedder, engine="edge") as store,
         ):
             copied = store.copy_from(local, progress=True)
             typer.echo(f"copied {copied} points of collection {collection!r} from local mode into Edge in {path}")
         return
     if not sources:
         raise ConfigError("nothing to index: give one or more sources (or --from-local)")
-    url = qdrant_url or settings.qdrant_url()
-    with KnowledgeStore(collection, path=qdrant_path, url=url, embedder=embedder, engine=qdrant_engine) as store:
+    with _open_store(options) as store:
         report = index_sources(store, sources, batch_size=batch_size, progress=True)
         typer.echo(
             f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s; "
@@ -282,20 +231,36 @@ def index(
 
 
 @app.command("eval")
+@with_option_groups
 def eval_(
+    models: ModelOptions,
+    graph: GraphOptions,
+    store: StoreOptions,
     variants: Annotated[
         list[str], typer.Option("--variants", help="Variants to compare on the same questions: --variants a0 a1 a2.")
     ] = ["a0", "a1", "a2"],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory; re-running resumes it.")] = Path("runs/eval"),
-    data: Annotated[Optional[str], typer.Option(help="Question jsonl file or HF dataset id (default: shared dev set).")] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(help="Question jsonl file, HF dataset id, or rc (held-out reading-comprehension pairs as open questions); default: shared dev set."),
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N questions (after the filters).")] = None,
     sample: Annotated[Optional[int], typer.Option(help="A seeded random sample of N questions (all categories).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    exclude_sample: Annotated[
+        Optional[int], typer.Option(help="Leave out the questions of the seeded --sample of this size (a tuning set beside it).")
+    ] = None,
+    exclude_seed: Annotated[int, typer.Option(help="Seed of --exclude-sample.")] = 0,
     category: Annotated[Optional[list[str]], typer.Option("--category", help="Primary category to keep (repeatable).")] = None,
     ids_file: Annotated[Optional[Path], typer.Option(help="File of question ids to keep, one per line.")] = None,
     metrics: Annotated[
-        list[str], typer.Option("--metrics", help="Any of grade, retrieval, faithfulness, answer_correctness.")
-    ] = ["grade", "retrieval"],
+        Optional[list[str]],
+        typer.Option(
+            "--metrics",
+            help="Any of grade, retrieval, strings, faithfulness, answer_correctness "
+            "(default: grade, retrieval, and strings when ragas is installed).",
+        ),
+    ] = None,
     grader: Annotated[str, typer.Option(help="rules (offline string matching) or official (LLM judge).")] = "rules",
     eval_model: Annotated[Optional[str], typer.Option(help="Local judge model for the official grader and RAGAS.")] = None,
     eval_base_url: Annotated[
@@ -307,46 +272,29 @@ def eval_(
     concurrency: Annotated[
         Optional[int], typer.Option(min=1, help="Questions evaluated at once, their generation batched (default: 1 on CPU, the batch limit on GPUs).")
     ] = None,
-    model: ModelOpt = settings.PACKAGED_LLM,
-    answer_adapter: AnswerAdapterOpt = None,
-    judge_model: JudgeModelOpt = None,
-    judge_adapter: JudgeAdapterOpt = None,
-    model_base_url: ModelBaseUrlOpt = None,
-    judge_base_url: JudgeBaseUrlOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    top_k: TopKOpt = 3,
-    max_requeries: MaxRequeriesOpt = 2,
-    max_new_tokens: MaxNewTokensOpt = 32,
-    collection: CollectionOpt = settings.DEFAULT_COLLECTION,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    qdrant_engine: QdrantEngineOpt = None,
-    embedder: EmbedderOpt = settings.PACKAGED_EMBEDDER,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,
 ) -> None:
     """Evaluate variants on Chinese-SimpleQA (resumable) and write report.md, summary.json and plots into OUT."""
     from zhrag.evaluation.datasets import load_questions
-    from zhrag.evaluation.runner import dataset_info, run_evaluation
+    from zhrag.evaluation.runner import dataset_info, default_metrics, run_evaluation
 
     variant_list = [_check_variant(name) for name in _split_values(variants)]
     filters = {"limit": limit, "categories": category, "ids_file": ids_file, "sample": sample}
     if sample is not None:
         filters["seed"] = seed
+    if exclude_sample is not None:
+        filters.update(exclude_sample=exclude_sample, exclude_seed=exclude_seed)
     questions = load_questions(data, **filters)
     context = _context(
-        model=model, answer_adapter=answer_adapter, judge_model=judge_model, judge_adapter=judge_adapter,
-        model_base_url=model_base_url, judge_base_url=judge_base_url,
-        device=device, dtype=dtype, top_k=top_k, max_requeries=max_requeries, max_new_tokens=max_new_tokens,
-        collection=collection, qdrant_url=qdrant_url, qdrant_path=qdrant_path, qdrant_engine=qdrant_engine,
-        embedder=embedder, reranker=reranker, grader=grader, eval_model=eval_model, eval_base_url=eval_base_url,
+        models, graph, store, reranker=reranker, grader=grader, eval_model=eval_model, eval_base_url=eval_base_url,
         eval_api_model=eval_api_model, eval_embedder=eval_embedder,
     )
     if any(name != "a0" for name in variant_list):
         _prepare_knowledge_base(context, kb)
     report_path = run_evaluation(
-        variant_list, questions, out, context=context, metrics=_split_values(metrics), force=force,
+        variant_list, questions, out, context=context, metrics=_split_values(metrics) if metrics else default_metrics(),
+        force=force,
         data=dataset_info(data or settings.default_dataset(), **filters),
         kb_sources=kb, concurrency=concurrency,
     )
@@ -354,25 +302,17 @@ def eval_(
 
 
 @app.command()
+@with_option_groups
 def search(
     query: Annotated[str, typer.Argument(help="What to search for (a question or keywords).")],
-    top_k: Annotated[int, typer.Option(help="Passages to return.")] = 5,
+    store_options: StoreOptions,
+    top_k: Annotated[int, typer.Option(min=1, max=50, help="Passages to return (1..50).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print passages as JSON (id, title, text, evidence, score).")] = False,
     mode: ModeOpt = "hybrid",
     reranker: RerankerOpt = None,
-    collection: CollectionOpt = settings.DEFAULT_COLLECTION,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    qdrant_engine: QdrantEngineOpt = None,
-    embedder: EmbedderOpt = settings.PACKAGED_EMBEDDER,
 ) -> None:
     """Search the knowledge base with the retrieval that the MCP tool qdrant-find serves."""
-    from zhrag.tools.store import KnowledgeStore
-
-    url = qdrant_url or settings.qdrant_url()
-    with KnowledgeStore(
-        collection, path=qdrant_path, url=url, embedder=embedder, engine=qdrant_engine, reranker=reranker
-    ) as store:
+    with _open_store(store_options.resolved(), reranker=reranker) as store:
         passages = store.search(query, top_k, mode=mode)
     if as_json:
         typer.echo(json.dumps(passages, ensure_ascii=False, indent=2))
@@ -383,7 +323,9 @@ def search(
 
 
 @app.command("eval-retrieval")
+@with_option_groups
 def eval_retrieval(
+    store_options: StoreOptions,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; re-running resumes it.")] = Path("runs/retrieval"),
     sets: Annotated[
         list[str], typer.Option("--sets", help="Query sets: rc, dev-verified, dev-covered (default: all three).")
@@ -395,11 +337,6 @@ def eval_retrieval(
         bool, typer.Option("--ablation/--no-ablation", help="All ablation rows, or only the store's configuration.")
     ] = True,
     force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
-    collection: CollectionOpt = settings.DEFAULT_COLLECTION,
-    qdrant_url: QdrantUrlOpt = None,
-    qdrant_path: QdrantPathOpt = None,
-    qdrant_engine: QdrantEngineOpt = None,
-    embedder: EmbedderOpt = settings.PACKAGED_EMBEDDER,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,
 ) -> None:
@@ -408,19 +345,17 @@ def eval_retrieval(
     from zhrag.evaluation.retrieval_report import write_retrieval_report
     from zhrag.evaluation.retrieval_sets import load_query_sets
     from zhrag.tools.indexing import ensure_index
-    from zhrag.tools.store import KnowledgeStore
 
     query_sets = load_query_sets(
         _split_values(sets), rc_limit=rc_limit, dataset=data, kb_sources=list(kb) if kb else None, seed=seed
     )
-    url = qdrant_url or settings.qdrant_url()
-    with KnowledgeStore(
-        collection, path=qdrant_path, url=url, embedder=embedder, engine=qdrant_engine, reranker=reranker
-    ) as store:
+    options = store_options.resolved()
+    with _open_store(options, reranker=reranker) as store:
         ensure_index(store, source=list(kb) if kb else None)
         configs = ABLATION if ablation else (SearchConfig("store default"),)
         store_settings = {
-            "collection": collection, "location": store.location, "engine": store.engine, "embedder": embedder,
+            "collection": options.collection, "location": store.location, "engine": store.engine,
+            "embedder": options.embedder,
             "chunks": store.count(), "bm25": store.index_settings()["bm25"],
         }
 
@@ -437,11 +372,35 @@ def eval_retrieval(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="Run directory written by zhrag eval.")]) -> None:
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by zhrag eval.")],
+    abstention: Annotated[
+        Optional[Path], typer.Option(help="abstention.json of thresholds tuned on other questions (zhrag tune-abstention).")
+    ] = None,
+) -> None:
     """Rewrite report.md, summary.json and the plots of RUN_DIR from its results.jsonl."""
     from zhrag.evaluation.report import rebuild_report
 
-    typer.echo(f"report: {rebuild_report(run_dir)}")
+    typer.echo(f"report: {rebuild_report(run_dir, abstention=abstention)}")
+
+
+@app.command("tune-abstention")
+def tune_abstention(
+    run_dir: Annotated[Path, typer.Argument(help="Tuning run written by zhrag eval (questions outside the evaluation sample).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Thresholds file (default: RUN_DIR/abstention.json).")] = None,
+) -> None:
+    """Pick per variant the answer-confidence threshold of highest F on RUN_DIR; write abstention.json."""
+    from zhrag.evaluation.abstention import ABSTENTION_FILE, tune_thresholds, write_thresholds
+    from zhrag.evaluation.report import RESULTS_FILE, read_results
+
+    tuned = tune_thresholds(read_results(run_dir / RESULTS_FILE))
+    path = write_thresholds(tuned, out or run_dir / ABSTENTION_FILE, source=str(run_dir))
+    for variant, entry in tuned.items():
+        typer.echo(
+            f"{variant}: threshold {entry['threshold']:.3f}: F {entry['before']['F']:.1f} -> {entry['after']['F']:.1f} "
+            f"on {entry['n']} tuning questions"
+        )
+    typer.echo(f"thresholds: {path}")
 
 
 @app.command("build-data")
@@ -457,7 +416,7 @@ def build_data(
     seed: Annotated[int, typer.Option(help="Seed of the sample, passage order and held-out split.")] = 0,
     model: Annotated[
         str, typer.Option(help="Model the data is for: its chat template (or none) decides the prompt form.")
-    ] = settings.PACKAGED_LLM,
+    ] = settings.DEFAULT_LLM,
     name: Annotated[str, typer.Option(help="File name prefix (<name>_train.jsonl, <name>_eval.jsonl).")] = "zhrag",
 ) -> None:
     """Write fine-tuning examples (train and held-out eval splits) in the graph's own prompt formats into OUT."""
@@ -489,7 +448,7 @@ def train(
     task: Annotated[str, typer.Option(help="Node the adapter is for: answer or judge.")],
     data: Annotated[Path, typer.Option(help="ShareGPT / Alpaca file, or a folder written by zhrag build-data.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder, e.g. adapters/NAME; re-running resumes.")],
-    model: Annotated[str, typer.Option(help="Base model: packaged alias, .gguf file, HF directory or hub id.")] = settings.PACKAGED_LLM,
+    model: Annotated[str, typer.Option(help="Base model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after N optimiser steps (overrides --epochs).")] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
@@ -536,7 +495,7 @@ def train(
 def eval_reading(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; re-running resumes it.")],
-    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory or hub id.")] = settings.PACKAGED_LLM,
+    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
     adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter of the answer model.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N answer examples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
@@ -560,11 +519,41 @@ def eval_reading(
     )
 
 
+@app.command("eval-judge")
+def eval_judge(
+    data: Annotated[Path, typer.Option(help="Folder written by zhrag build-data with judge examples (train and eval splits).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; re-running resumes it.")],
+    model: Annotated[str, typer.Option(help="Judge model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", "--judge-adapter", help="LoRA adapter of the judge model.")] = None,
+    engine: Annotated[str, typer.Option(help="auto, llama.cpp or transformers.")] = "auto",
+    limit: Annotated[int, typer.Option(help="Seeded examples scored per split.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
+    device: DeviceOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
+) -> None:
+    """Calibrate the A2 judge's threshold on training judge examples and measure it on held-out ones."""
+    from zhrag.models import load_llm
+    from zhrag.training.judge_eval import evaluate_judge
+    from zhrag.training.reading import adapter_identity
+
+    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
+    summary = evaluate_judge(
+        llm, data, out, model={"model": model, "adapter": adapter_identity(adapter), "engine": engine}, limit=limit,
+        seed=seed, force=force,
+    )
+    held_out = summary["eval"]["at_threshold"]
+    typer.echo(
+        f"threshold {summary['threshold']:.4f} (best F1 on training examples); held out: precision "
+        f"{held_out['precision']} %, recall {held_out['recall']} %, F1 {held_out['f1']} %, AUC {summary['eval']['auc']}; "
+        f"report: {out / 'report.md'}"
+    )
+
+
 @app.command("generate-data")
 def generate_data(
     out: Annotated[Path, typer.Option("--out", "-o", help="Pairs file (.jsonl); re-running resumes it.")],
     kb: Annotated[Optional[Path], typer.Option(help="Knowledge-base source of the passages (default: shared KB).")] = None,
-    model: Annotated[str, typer.Option(help="Generating model: packaged alias, .gguf file, HF directory or hub id.")] = settings.PACKAGED_LLM,
+    model: Annotated[str, typer.Option(help="Generating model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
     adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter of the generating model.")] = None,
     device: DeviceOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Use the first N passages of the seeded order (default: all).")] = None,
@@ -632,6 +621,64 @@ def export_pairs(
     write_rc_pairs(pairs, out)
     applied = f" after the decisions in {decisions}" if decisions else ""
     typer.echo(f"{len(pairs)} accepted pairs{applied} written to {out}; next: zhrag build-data --source rc:{out}")
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[str, typer.Option(help="GGUF model to serve: packaged alias or .gguf file.")] = settings.DEFAULT_LLM,
+    host: Annotated[str, typer.Option(help="Interface to listen on (a non-loopback one needs an API key).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8080,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key clients must send (unset: no key, loopback only).")
+    ] = "ZHRAG_MODEL_API_KEY",
+    device: DeviceOpt = None,
+) -> None:
+    """Serve a GGUF model over llama.cpp's OpenAI-compatible HTTP API (for --model-base-url elsewhere)."""
+    import os
+    import threading
+
+    from zhrag.models.llamacpp import LlamaCppRuntime, LlamaCppSettings
+    from zhrag.models.packaged import packaged_gguf, packaged_model
+    from zhrag.models.sources import resolve_model_source
+
+    key = os.environ.get(api_key_env) or None
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"serving on {host} needs an API key: set {api_key_env}")
+    source = resolve_model_source(model)
+    if source.kind not in ("packaged", "gguf"):
+        raise ConfigError(f"serve-model serves GGUF models (packaged aliases or .gguf files), not {model!r}")
+    path = packaged_gguf(model)[0] if packaged_model(model) else Path(source.location)
+    runtime = LlamaCppRuntime(path, LlamaCppSettings.from_env(device), host=host, port=port, api_key=key or "", alias=model)
+    typer.echo(f"serving {model} at {runtime.address}/v1 (model name {model!r}{', API key required' if key else ''}); Ctrl-C stops")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+
+
+@app.command()
+def doctor(
+    lock: Annotated[
+        Optional[Path], typer.Option(help="Lock file to compare the installed versions with (default: the clone's requirements.lock).")
+    ] = None,
+) -> None:
+    """Check the installation: transformers / peft pair, installed versions against the lock file, the default model."""
+    from zhrag.compat import LOCK_FILE, lock_mismatches, lora_stack_problem
+
+    problems = []
+    if problem := lora_stack_problem():
+        problems.append(problem)
+    path = lock or (LOCK_FILE if LOCK_FILE.is_file() else None)
+    if path is not None:
+        mismatches = lock_mismatches(path)
+        problems += [f"{line} (lock file {path})" for line in mismatches]
+        if not mismatches:
+            typer.echo(f"installed versions match {path}")
+    for problem in problems:
+        typer.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) with the installation; reinstall: pip install -c requirements.lock -e .")
+    typer.echo("transformers and peft are a compatible pair")
+
 
 def _split_values(values: list[str]) -> list[str]:
     """Flatten repeated and comma-separated option values: ["a0,a1", "a2"] -> ["a0", "a1", "a2"]."""

@@ -6,7 +6,8 @@ asks their questions with the pair's paragraph as the gold passage (:mod:`zhrag.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,30 @@ def load_rc_pairs(path: str | Path | None = None) -> list[RCPair]:
     if not pairs:
         raise TrainingDataError(f"{path}: no reading-comprehension pairs")
     return pairs
+
+
+#: Share of the paragraphs whose pairs are held out (by paragraph) for evaluation, and the seed that picks them.
+HELD_OUT_FRACTION = 0.05
+HELD_OUT_SEED = 0
+
+
+def held_out_groups(groups: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """A seeded sample of ``round(fraction · n)`` of the distinct ``groups`` (at least one when fraction > 0)."""
+    if not 0 <= fraction < 1:
+        raise TrainingDataError(f"eval fraction must be in [0, 1), got {fraction}")
+    distinct = sorted(set(groups))
+    count = max(1, round(fraction * len(distinct))) if fraction > 0 and distinct else 0
+    return set(random.Random(f"{seed}:holdout").sample(distinct, count))
+
+
+def held_out_pairs(pairs: Iterable[RCPair], paragraph_ids: Iterable[str]) -> list[RCPair]:
+    """The pairs of the held-out paragraphs: :data:`HELD_OUT_FRACTION` of the paragraphs in ``paragraph_ids`` that
+    have pairs, chosen with :data:`HELD_OUT_SEED` (the split ``zhrag build-data --source rc`` makes without
+    ``--limit``), keeping pairs with a question and an answer."""
+    pairs = list(pairs)
+    known = set(paragraph_ids)
+    held_out = held_out_groups((p.passage_id for p in pairs if p.passage_id in known), HELD_OUT_FRACTION, HELD_OUT_SEED)
+    return [p for p in pairs if p.passage_id in held_out and p.question and p.answers]
 
 
 def _rc_pair(row: Any, where: str) -> RCPair:

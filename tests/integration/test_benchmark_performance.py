@@ -25,9 +25,25 @@ def run_benchmark(script: str, out: Path) -> dict:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory, shared_kb: Path) -> Path:
     folder = tmp_path_factory.mktemp("results")
+    run_benchmark("llamacpp.py", folder / "llamacpp.json")
     run_benchmark("generation.py", folder / "generation.json")
     run_benchmark("eval_throughput.py", folder / "eval_throughput.json")
     return folder
+
+
+def test_llamacpp_smoke_results_are_measured(results: Path) -> None:
+    document = json.loads((results / "llamacpp.json").read_text("utf-8"))
+    assert document["benchmark"] == "llamacpp" and document["smoke"] is True and document["engine"] == "llama.cpp"
+    load = document["load"]
+    assert load["first"]["cache_hit"] is False and load["cached"]["cache_hit"] is True
+    assert load["first"]["peak_rss_mib"] > 0 and load["cached"]["process_s"] > 0
+    rows = document["generation"]
+    assert rows["three_passages"]["prompt_tokens"] > rows["closed_book"]["prompt_tokens"]
+    for row in rows.values():
+        assert row["prefill_tokens_per_s"] > 0 and row["decode_tokens_per_s"] > 0 and row["short_answer_ms"] > 0
+    slots = document["parallel_slots"]
+    assert list(slots) == ["1", "2"] and slots["1"]["speedup"] == 1.0
+    assert slots["2"]["tokens_per_s"] == pytest.approx(2 * document["forced_tokens"] / slots["2"]["wall_s"], rel=0.02)
 
 
 def test_generation_smoke_results_are_measured(results: Path) -> None:
@@ -79,8 +95,8 @@ def test_performance_page_renders_from_the_smoke_results(results: Path, tmp_path
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     text = page.read_text("utf-8")
-    assert text.index("## Generation") < text.index("## Eval throughput")
-    assert text.count("smoke run") == 2
+    assert text.index("## llama.cpp engine") < text.index("## Generation") < text.index("## Eval throughput")
+    assert text.count("smoke run") == 3
     throughput = json.loads((results / "eval_throughput.json").read_text("utf-8"))
     a1 = throughput["variants"]["a1"]
     [row] = [line for line in text.splitlines() if line.startswith("| A1 |")]

@@ -50,7 +50,9 @@ def zhrag(*args: str) -> subprocess.CompletedProcess:
 
 def test_generate_data_writes_checked_pairs_and_their_sidecar(two_passages: Path, tmp_path: Path) -> None:
     out = tmp_path / "generated.jsonl"
-    result = zhrag("generate-data", "--kb", str(two_passages), "--out", str(out), "--batch-size", "2")
+    result = zhrag(
+        "generate-data", "--kb", str(two_passages), "--out", str(out), "--batch-size", "2", "--model", "gemma3-270m"
+    )
     assert result.returncode == 0, result.stderr
     assert "2 passages processed" in result.stdout
 

@@ -1,4 +1,5 @@
-"""The packaged Gemma-3-270M through ``load_llm``: dequantized cache, a Chinese answer, batching, adapters.
+"""The packaged Gemma-3-270M on the transformers engine through ``load_llm``: dequantized cache, a Chinese answer,
+batching, adapters.
 
 The first run in a fresh cache dequantizes the GGUF file (about a minute on two cores); later runs,
 in any process, read the cached safetensors directory.
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from zhrag import settings
 from zhrag.models import LocalLLM, load_llm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,7 +35,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def gemma() -> LocalLLM:
-    return load_llm()
+    return load_llm(settings.SMALL_LLM, engine="transformers")
 
 
 def test_packaged_model_answers_from_the_passage(gemma: LocalLLM) -> None:
@@ -50,7 +52,10 @@ def test_batched_generation_equals_one_at_a_time(gemma: LocalLLM) -> None:
 
 
 def test_a_new_process_reuses_the_dequantized_cache(gemma: LocalLLM) -> None:
-    script = "import json; from zhrag.models import load_llm; print(json.dumps(load_llm().load_info))"
+    script = (
+        "import json; from zhrag.models import load_llm; "
+        "print(json.dumps(load_llm('gemma3-270m', engine='transformers').load_info))"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert info["cache_hit"] is True
@@ -75,7 +80,7 @@ def test_lora_adapter_on_the_packaged_model(gemma: LocalLLM, tmp_path: Path) -> 
             return model(**tokenizer(PROMPTS[1], return_tensors="pt")).logits
 
     before = logits(gemma)
-    tuned = load_llm(adapter=str(tmp_path / "lora"))
+    tuned = load_llm(settings.SMALL_LLM, adapter=str(tmp_path / "lora"))
     assert tuned.load_info["shared_base"]
     adapted = logits(tuned)
     assert adapted.shape == before.shape

@@ -1,4 +1,5 @@
-"""``zhrag eval-reading`` with the packaged Gemma-3-270M on three examples: the same answers as the graph's node."""
+"""``zhrag eval-reading`` with the default model (Qwen2.5-Coder-1.5B on llama.cpp) on three examples: the same answers
+as the graph's node."""
 
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ def test_eval_reading_answers_as_the_answer_node_does(tmp_path: Path) -> None:
         Example(
             id=f"q{i}/answer",
             task="answer",
-            conversations=conversation(build_answer_prompt(question, passages[i], chat=False), gold),
+            conversations=conversation(build_answer_prompt(question, passages[i], chat=True), gold),
             meta={"source": "rc:invented", "answers": [gold], "gold_position": 1},
         )
         for i, (question, _, gold) in enumerate(CASES)
     ]
     data = export_examples(examples, tmp_path / "invented_eval.jsonl")
     out = tmp_path / "reading"
-    summary = evaluate_reading(load_llm(), data, out, model={"model": "gemma3-270m"}, progress=False)
+    summary = evaluate_reading(load_llm(), data, out, model={"model": "qwen2.5-coder-1.5b"}, progress=False)
 
     records = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [record["id"] for record in records] == [example["id"] for example in examples]

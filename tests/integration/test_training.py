@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 pytest.importorskip("datasets", reason="the optional 'datasets' package (zhrag[train]) writes training files")
 
-TRAIN_OPTIONS = {"--limit": 4, "--max-steps": 2, "--batch-size": 2, "--max-length": 96, "--save-steps": 1,
+TRAIN_OPTIONS = {"--model": "gemma3-270m", "--limit": 4, "--max-steps": 2, "--batch-size": 2, "--max-length": 96, "--save-steps": 1,
                  "--logging-steps": 1, "--lr": 1e-3, "--device": "cpu"}
 SETTINGS = TrainSettings(
     limit=4, max_steps=2, batch_size=2, max_length=96, save_steps=1, logging_steps=1, learning_rate=1e-3
@@ -54,7 +54,8 @@ def data_dir(kb_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 break
     folder = tmp_path_factory.mktemp("data")
     (folder / "rc.jsonl").write_text("".join(pairs), encoding="utf-8")
-    argv = ["build-data", "--task", "answer", "--source", f"rc:{folder / 'rc.jsonl'}", "--kb", str(kb_subset)]
+    argv = ["build-data", "--task", "answer", "--source", f"rc:{folder / 'rc.jsonl'}", "--kb", str(kb_subset),
+            "--model", "gemma3-270m"]
     assert main([*argv, "--out", str(folder / "rc")]) == 0
     return folder / "rc"
 
@@ -63,8 +64,8 @@ def test_interrupted_training_resumes_and_the_adapter_loads(data_dir: Path, tmp_
     out = tmp_path / "adapters" / "rc-answer"
     with pytest.raises(KeyboardInterrupt):
         train_adapter(
-            "answer", data_dir, out, lora=LoraSettings(), train=SETTINGS, device="cpu", progress=False,
-            callbacks=[InterruptAt(2)],
+            "answer", data_dir, out, model="gemma3-270m", lora=LoraSettings(), train=SETTINGS, device="cpu",
+            progress=False, callbacks=[InterruptAt(2)],
         )
     assert (out / "checkpoints" / "checkpoint-1" / "adapter_model.safetensors").is_file()
     assert not (out / "training_card.json").exists()
@@ -95,11 +96,12 @@ def test_interrupted_training_resumes_and_the_adapter_loads(data_dir: Path, tmp_
     assert json.loads((out / "training_card.json").read_text(encoding="utf-8")) == card
 
     prompt = import_examples(data_dir / "zhrag_eval.jsonl")[0]["conversations"][0]["value"]
-    base, tuned = load_llm(), load_llm(adapter=str(out))
+    base, tuned = load_llm("gemma3-270m", engine="transformers"), load_llm("gemma3-270m", adapter=str(out))
     assert tuned.load_info["shared_base"] and tuned.load_info["adapter"] == str(out)
     logits = []
     for llm in (base, tuned):
         with llm.hf_model() as (model, tokenizer), torch.no_grad():
             logits.append(model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1])
     assert not torch.allclose(*logits)
-    assert main(["ask", "--variant", "a0", "--answer-adapter", str(out), "--max-new-tokens", "4", "中国的首都是哪里？"]) == 0
+    assert main(["ask", "--variant", "a0", "--model", "gemma3-270m", "--answer-adapter", str(out), "--max-new-tokens", "4",
+                 "中国的首都是哪里？"]) == 0

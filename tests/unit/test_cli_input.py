@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zhrag.cli import main
+from zhrag.cli_options import StoreOptions, with_option_groups
 
 
 @pytest.mark.parametrize(
@@ -15,6 +16,11 @@ from zhrag.cli import main
         (["ask", "--variant", "a9", "问题"], "unknown variant 'a9'"),
         (["ask", "--variant", "a1", "--top-k", "0", "问题"], "top_k must be between 1 and 50"),
         (["ask", "--variant", "a0", "--device", "tpu", "问题"], "unknown device 'tpu'"),
+        (["ask", "--variant", "a2", "--judge-threshold", "2", "问题"], "judge_threshold must be between 0 and 1"),
+        (["ask", "--variant", "a2", "--a2-fallback", "guess", "问题"], "unknown a2_fallback 'guess'"),
+        (["ask", "--variant", "a0", "--engine", "vllm", "问题"], "unknown engine 'vllm'"),
+        (["ask", "--variant", "a0", "--max-new-tokens", "100000", "问题"], "max_new_tokens must be between 1 and 512"),
+        (["eval", "--data", "/nonexistent/q.jsonl", "--out", "/tmp/x"], "question file not found: /nonexistent/q.jsonl"),
     ],
 )
 def test_bad_ask_input_gives_one_line_error(argv, message, capsys):
@@ -28,3 +34,23 @@ def test_bad_ask_input_gives_one_line_error(argv, message, capsys):
 def test_unknown_command_is_a_usage_error(capsys):
     assert main(["frobnicate"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+def test_option_groups_are_declared_once_and_shared(capsys):
+    from typer.main import get_command
+
+    from zhrag.cli import app
+
+    command = get_command(app)
+    shared = {"--model", "--engine", "--top-k", "--judge-threshold", "--collection", "--qdrant-path", "--embedder"}
+    for name in ("ask", "eval", "demo"):
+        flags = [flag for parameter in command.commands[name].params for flag in parameter.opts]
+        assert shared <= set(flags), name
+        assert len(flags) == len(set(flags)), name
+
+
+def test_colliding_option_names_are_refused():
+    def command(store: StoreOptions, embedder: str = "x") -> None: ...
+
+    with pytest.raises(TypeError, match="option names collide: \\['embedder'\\]"):
+        with_option_groups(command)

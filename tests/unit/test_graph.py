@@ -187,10 +187,11 @@ def test_a2_judge_keeps_only_relevant_passages(knowledge: Callable[..., FakeKnow
     assert len(judge_chat.prompts) == 3
     assert state["relevant"] == state["contexts"] == [P_CITY]
     assert state["judgements"] == [
-        {"id": "kb#1", "relevant": True, "raw": "是的"},
-        {"id": "kb#2", "relevant": False, "raw": "不是"},
-        {"id": "kb#3", "relevant": False, "raw": "嗯……"},
+        {"id": "kb#1", "score": 1.0, "relevant": True, "raw": "是的"},
+        {"id": "kb#2", "score": 0.0, "relevant": False, "raw": "不是"},
+        {"id": "kb#3", "score": 0.0, "relevant": False, "raw": "嗯……"},
     ]
+    assert state["best_rejected"] == P_RIVER  # the first of the equally scored rejected passages
     [prompt] = answer_chat.prompts
     assert "[1] 甲城位于乙省北部" in prompt and "丙河" not in prompt
 
@@ -340,3 +341,106 @@ def test_imports_flow_one_way() -> None:
                 if imported == banned or imported.startswith(banned + ".")
             )
     assert violations == []
+
+
+@pytest.fixture
+def scoring_model() -> Iterator[Callable[..., tuple[str, Any]]]:
+    """``scoring_model(yes, answer=..., confidence=...)`` registers a :class:`fakes.ScoringLLM` under a fresh name."""
+    from fakes import ScoringLLM
+
+    from zhrag.models import register_llm, unregister_llm
+
+    names: list[str] = []
+
+    def register(yes: Callable[[str], float], **kwargs: Any) -> tuple[str, Any]:
+        llm = ScoringLLM(yes, **kwargs)
+        names.append(f"scoring-{len(names)}-{id(llm)}")
+        register_llm(names[-1], llm)
+        return names[-1], llm
+
+    yield register
+    for name in names:
+        unregister_llm(name)
+
+
+def test_a2_keeps_passages_above_the_threshold_ordered_by_judge_score(
+    knowledge: Callable[..., FakeKnowledge], scoring_model: Callable[..., tuple[str, Any]]
+) -> None:
+    knowledge(lambda q: [P_CITY, P_RIVER, P_LAKE])
+    scores = {"乙省北部": 0.7, "丙河": 0.95, "白湖": 0.2}
+    name, llm = scoring_model(lambda text: next(v for marker, v in scores.items() if marker in text))
+    order, state = run(build_graph("a2"), Context(model=name, judge_threshold=0.6))
+    assert order == ["retrieve", "judge", "answer"]
+    assert [p["id"] for p in state["contexts"]] == ["kb#2", "kb#1"]  # highest judge score first
+    assert [(j["id"], j["score"], j["relevant"]) for j in state["judgements"]] == [
+        ("kb#1", 0.7, True), ("kb#2", 0.95, True), ("kb#3", 0.2, False)
+    ]
+    assert state["best_rejected"] == P_LAKE
+    assert state["answer"] == "乙省" and state["answer_confidence"] == pytest.approx(0.9)
+    assert "[1] 丙河全长" in llm.scored[-1] and "[2] 甲城位于" in llm.scored[-1]
+
+
+@pytest.mark.parametrize(("fallback", "expected"), [("closed_book", []), ("top_passage", ["kb#1"])])
+def test_a2_fallback_when_nothing_is_kept(
+    knowledge: Callable[..., FakeKnowledge], scoring_model: Callable[..., tuple[str, Any]], fallback: str,
+    expected: list[str],
+) -> None:
+    rounds = iter([[P_RIVER, P_LAKE], [P_CITY]])
+    knowledge(lambda q: next(rounds))
+    scores = {"乙省北部": 0.4, "丙河": 0.3, "白湖": 0.1}
+    name, llm = scoring_model(lambda text: next(v for marker, v in scores.items() if marker in text))
+    order, state = run(build_graph("a2"), Context(model=name, max_requeries=1, a2_fallback=fallback))
+    assert order == ["retrieve", "judge", "requery", "retrieve", "judge", "answer"]
+    assert state["relevant"] == []
+    assert [p["id"] for p in state["contexts"]] == expected
+    assert state["best_rejected"] == P_CITY  # the best rejected passage over both rounds
+    assert ("资料" in llm.scored[-1]) is bool(expected)
+
+
+def test_the_answer_node_abstains_below_the_confidence_threshold(scoring_model: Callable[..., tuple[str, Any]]) -> None:
+    name, _ = scoring_model(lambda text: 1.0, confidence=0.3)
+    _, state = run(build_graph("a0"), Context(model=name, abstain_below=0.5))
+    assert (state["answer"], state["abstained"], state["answer_confidence"]) == ("不知道", True, 0.3)
+    _, state = run(build_graph("a0"), Context(model=name))
+    assert (state["answer"], state["abstained"]) == ("乙省", False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("judge_threshold", 1.5, "judge_threshold must be between 0 and 1"),
+        ("abstain_below", -0.1, "abstain_below must be between 0 and 1"),
+        ("a2_fallback", "guess", "unknown a2_fallback 'guess'"),
+        ("engine", "vllm", "unknown engine 'vllm'"),
+        ("max_new_tokens", 100_000, "max_new_tokens must be between 1 and 512"),
+    ],
+)
+def test_new_context_fields_are_validated(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Context(**{field: value})
+
+
+@pytest.mark.parametrize("variant", ["a0", "a1", "a2"])
+def test_invoking_without_a_context_uses_the_defaults(
+    variant: str, knowledge: Callable[..., FakeKnowledge], scoring_model: Callable[..., tuple[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zhrag import settings
+    from zhrag.models import register_llm
+
+    kb = knowledge(lambda q: [P_CITY])
+    _, llm = scoring_model(lambda text: 0.99)
+    register_llm(settings.DEFAULT_LLM, llm)  # a registered name takes precedence over the packaged alias
+    try:
+        seen: list[Any] = []
+        graph = build_graph(variant, terminal_nodes=[("probe", lambda state, runtime: seen.append(runtime.context) or {})])
+        state = graph.invoke({"question": QUESTION})
+    finally:
+        from zhrag.models import unregister_llm
+
+        unregister_llm(settings.DEFAULT_LLM)
+    assert state["answer"] == "乙省"
+    assert seen == [Context()]
+    if variant != "a0":
+        assert kb.calls == [(QUESTION, Context().top_k)]
+        assert kb.configs[0].collection == settings.DEFAULT_COLLECTION

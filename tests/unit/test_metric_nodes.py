@@ -11,6 +11,7 @@ from fakes import FakeLLM
 
 from zhrag.errors import ConfigError
 from zhrag.evaluation.official_grader import JudgeError
+from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
 from zhrag.nodes import retrieve
@@ -49,7 +50,7 @@ def knowledge(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[Passage]], None
 
 
 def run(variant: str, metrics: list[str], context: Context, gold: str | None = GOLD) -> dict[str, Any]:
-    graph = build_graph(variant, metrics=metrics)
+    graph = build_graph(variant, terminal_nodes=metric_terminal_nodes(metrics))
     payload = {"question": QUESTION} if gold is None else {"question": QUESTION, "gold_answer": gold}
     return graph.invoke(payload, context=context)
 
@@ -60,7 +61,7 @@ def run(variant: str, metrics: list[str], context: Context, gold: str | None = G
 def test_metrics_run_in_order_after_answer_and_are_timed(knowledge: Callable, fake_llm: FakeLLM) -> None:
     knowledge([P_CITY])
     answer_model, _ = fake_llm(lambda text: GOLD)
-    graph = build_graph("a1", metrics=["retrieval", "grade"])
+    graph = build_graph("a1", terminal_nodes=metric_terminal_nodes(["retrieval", "grade"]))
     edges = {(e.source, e.target) for e in graph.get_graph().edges}
     assert {("answer", "retrieval"), ("retrieval", "grade"), ("grade", "__end__")} <= edges
     order = [node for update in graph.stream({"question": QUESTION, "gold_answer": GOLD},
@@ -72,10 +73,10 @@ def test_metrics_run_in_order_after_answer_and_are_timed(knowledge: Callable, fa
 
 
 def test_unknown_metric_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"'bleu'.*grade, faithfulness, answer_correctness, retrieval"):
-        build_graph("a0", metrics=["grade", "bleu"])
+    with pytest.raises(ConfigError, match=r"'bleu'.*grade, faithfulness, answer_correctness, strings, retrieval"):
+        build_graph("a0", terminal_nodes=metric_terminal_nodes(["grade", "bleu"]))
     with pytest.raises(ConfigError, match="twice"):
-        build_graph("a0", metrics=["grade", "grade"])
+        build_graph("a0", terminal_nodes=metric_terminal_nodes(["grade", "grade"]))
 
 
 def test_metric_without_gold_answer_is_a_config_error(fake_llm: FakeLLM) -> None:
@@ -294,3 +295,14 @@ def test_endpoint_judge_grades_and_scores_several_answers(
     wrong_model = Context(model=answer_model, grader="official", eval_base_url=base_url, eval_api_model="other")
     with pytest.raises(JudgeError, match="does not serve model 'other'"):
         check_evaluation_setup(wrong_model, ["grade"])
+
+
+@pytest.mark.parametrize(
+    ("reply", "presence", "similarity"),
+    [("乙省", 1.0, 1.0), ("位于乙省北部", 1.0, 1 - 4 / 6), ("丙省", 0.0, 0.5)],
+)
+def test_string_metrics_need_no_judge(fake_llm: FakeLLM, reply: str, presence: float, similarity: float) -> None:
+    answer_model, _ = fake_llm(lambda text: reply)
+    state = run("a0", ["strings"], Context(model=answer_model))
+    assert state["scores"]["string_presence"] == presence
+    assert state["scores"]["string_similarity"] == pytest.approx(similarity)

@@ -224,10 +224,10 @@ def test_a0_graph_answers_through_the_endpoint_with_chat_messages(stub: Callable
     state = build_graph("a0").invoke({"question": QUESTION}, context=Context(model="served-a", model_base_url=server.url))
     assert state["answer"] == "乙省"
     [body] = server.chat_bodies()
-    assert body["messages"] == [
-        {"role": "system", "content": CHAT_CLOSED_BOOK_SYSTEM},
-        {"role": "user", "content": QUESTION},
-    ]
+    assert body["messages"][0] == {"role": "system", "content": CHAT_CLOSED_BOOK_SYSTEM}
+    assert body["messages"][-1] == {"role": "user", "content": QUESTION}
+    assert [m["role"] for m in body["messages"][1:-1]] == ["user", "assistant"] * 3  # the example turns
+    assert body["logprobs"] is True  # the answer's confidence is asked for
 
 
 def test_evaluation_sends_questions_to_the_endpoint_concurrently(stub: Callable[..., StubServer], tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from zhrag.models import ModelSource, load_llm, resolve_adapter, resolve_model_s
 
 
 def test_packaged_alias() -> None:
-    assert resolve_model_source(settings.PACKAGED_LLM) == ModelSource("packaged", settings.PACKAGED_LLM)
+    assert resolve_model_source(settings.SMALL_LLM) == ModelSource("packaged", settings.SMALL_LLM)
 
 
 def test_gguf_file_resolves_to_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +63,7 @@ def test_load_llm_reports_missing_model_and_adapter_paths(tmp_path: Path) -> Non
     with pytest.raises(ModelLoadError, match=f"model path not found: {tmp_path / 'm.gguf'}"):
         load_llm(str(tmp_path / "m.gguf"))
     with pytest.raises(ModelLoadError, match="adapter directory not found"):
-        load_llm(settings.PACKAGED_LLM, adapter=str(tmp_path / "adapter"))
+        load_llm(settings.SMALL_LLM, adapter=str(tmp_path / "adapter"))
 
 
 def test_hub_id_offline_is_a_clear_load_error(monkeypatch: pytest.MonkeyPatch) -> None:

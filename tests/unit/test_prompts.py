@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from zhrag import settings
 from zhrag.prompts import (
@@ -164,21 +164,25 @@ def test_closed_book_prompt_has_no_passages() -> None:
     assert prompt.count("答案：") == len(CLOSED_BOOK_EXAMPLES) + 1
 
 
-def test_chat_prompts_are_system_and_user_messages() -> None:
+def test_chat_prompts_are_system_example_turns_and_the_user_message() -> None:
     prompts = [
         build_answer_prompt("甲城在哪个省？", PASSAGES, chat=True),
         build_answer_prompt("甲城在哪个省？", [], chat=True),
         build_judge_prompt("甲城在哪个省？", PASSAGES[0], chat=True),
         build_requery_prompt("甲城在哪个省？", ["甲城在哪个省？", "甲城 省份"], chat=True),
     ]
-    for prompt in prompts:
+    shots = {0: 0, 1: 3, 2: 0, 3: 0}  # example question/answer turns before the question (closed-book only)
+    for index, prompt in enumerate(prompts):
         assert isinstance(prompt, list) and all(isinstance(m, BaseMessage) for m in prompt)
-        assert [type(m) for m in prompt] == [SystemMessage, HumanMessage]
-        assert "甲城在哪个省？" in prompt[1].content
-    assert "[2] 【丙河】全长三百公里，流经丁县。" in prompts[0][1].content
-    assert "资料" not in prompts[1][1].content
-    assert "甲城位于乙省北部。" in prompts[2][1].content
-    assert "甲城 省份" in prompts[3][1].content
+        assert [type(m) for m in prompt] == [SystemMessage, *[HumanMessage, AIMessage] * shots[index], HumanMessage]
+        assert "甲城在哪个省？" in prompt[-1].content
+        assert all("甲城" not in m.content for m in prompt[:-1])
+    assert "[2] 【丙河】全长三百公里，流经丁县。" in prompts[0][-1].content
+    assert "资料" not in prompts[1][-1].content
+    assert "甲城位于乙省北部。" in prompts[2][-1].content
+    assert prompts[2][-1].content.index("资料") < prompts[2][-1].content.index("问题")  # passage before question
+    assert "甲城 省份" in prompts[3][-1].content
+    assert all(m.content in ("木星", "1949年", "H2O") for m in prompts[1][2:-1:2])  # common-knowledge answers
 
 
 def test_judge_and_requery_completion_prompts_end_open() -> None:

@@ -61,14 +61,35 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out_dir
 
 
+def points(cells: list[str]) -> list[str]:
+    """The cells without their bootstrap intervals, after checking each interval holds its point value."""
+    values = []
+    for cell in cells:
+        point, _, interval = cell.partition(" [")
+        if interval:
+            low, high = (float(x) for x in interval.rstrip("]").split(", "))
+            assert low <= float(point) <= high, cell
+        values.append(point)
+    return values
+
+
 def test_main_table_numbers(report_dir: Path) -> None:
     rows = table_rows((report_dir / "report.md").read_text(encoding="utf-8"), "All questions")
     # variant | n | CO | NA | IN | CGA | F | faithfulness | answer_correctness | recall retrieved | recall kept
-    # | latency mean s | latency p95 s  (p95 by linear interpolation: 1000, 2000, 2000, 3000 ms → 2850 ms)
-    assert rows["A0"] == ["4", "50.0", "25.0", "25.0", "66.7", "57.1", "– (4 missing)", "0.500 (1 missing)",
-                          "–", "–", "2.00", "2.85"]
-    assert rows["A1"] == ["4", "75.0", "0.0", "25.0", "75.0", "75.0", "0.800 (1 missing)", "– (4 missing)",
-                          "66.7", "50.0", "1.40", "1.67"]
+    # | latency p50 s | mean s | p95 s  (p95 by linear interpolation: 1000, 2000, 2000, 3000 ms → 2850 ms)
+    assert points(rows["A0"]) == ["4", "50.0", "25.0", "25.0", "66.7", "57.1", "– (4 missing)", "0.500 (1 missing)",
+                                  "–", "–", "2.00", "2.00", "2.85"]
+    assert points(rows["A1"]) == ["4", "75.0", "0.0", "25.0", "75.0", "75.0", "0.800 (1 missing)", "– (4 missing)",
+                                  "66.7", "50.0", "1.40", "1.40", "1.67"]
+    assert rows["A1"][1].startswith("75.0 [") and rows["A1"][2] == "0.0 [0.0, 0.0]"
+
+
+def test_paired_comparison_counts_questions_only_one_variant_answers(report_dir: Path) -> None:
+    rows = table_rows((report_dir / "report.md").read_text(encoding="utf-8"), "Variants compared on the same questions")
+    [(label, cells)] = rows.items()
+    assert label == "A1 − A0" and cells[0] == "4"
+    assert cells[1].startswith("+17.9 [") and cells[2].startswith("+25.0 [")
+    assert cells[3:] == ["0", "1"]
 
 
 def test_category_and_covered_tables(report_dir: Path) -> None:
@@ -78,8 +99,8 @@ def test_category_and_covered_tables(report_dir: Path) -> None:
     assert by_category["社会"] == ["2", "50.0", "50.0", "2", "100.0", "100.0"]
     assert by_category["中华文化"] == ["2", "50.0", "66.7", "2", "50.0", "50.0"]
     covered = table_rows(markdown, "Questions the knowledge base covers")
-    assert covered["A0"][:6] == ["2", "50.0", "50.0", "0.0", "100.0", "66.7"]  # q1 CORRECT, q3 NOT_ATTEMPTED
-    assert covered["A1"][:6] == ["2", "50.0", "0.0", "50.0", "50.0", "50.0"]  # q1 CORRECT, q3 INCORRECT
+    assert points(covered["A0"][:6]) == ["2", "50.0", "50.0", "0.0", "100.0", "66.7"]  # q1 CORRECT, q3 NOT_ATTEMPTED
+    assert points(covered["A1"][:6]) == ["2", "50.0", "0.0", "50.0", "50.0", "50.0"]  # q1 CORRECT, q3 INCORRECT
     assert "4 of the 6 records whose coverage is known" in markdown
 
 

@@ -109,12 +109,13 @@ def test_rc_judge_examples_are_balanced_yes_on_gold_no_on_a_distractor(retriever
 
 def test_chat_examples_carry_the_nodes_system_and_user_messages(retriever: LexicalRetriever) -> None:
     splits = build_rc_examples(PAIRS[:1], DOCUMENTS, retriever, chat=True, eval_fraction=0)
-    for example in splits.train:
-        assert [turn["from"] for turn in example["conversations"]] == ["system", "human", "gpt"]
-    answer = by_id(splits.train)["p1/answer"]
+    examples = by_id(splits.train)
+    assert [turn["from"] for turn in examples["p1/judge/yes"]["conversations"]] == ["system", "human", "gpt"]
+    answer = examples["p1/answer"]
+    assert [turn["from"] for turn in answer["conversations"]] == ["system", "human", "gpt"]
     passages = [PASSAGES[i] for i in answer["meta"]["passage_ids"]]
     messages = build_answer_prompt(PAIRS[0].question, passages, chat=True)
-    assert [turn["value"] for turn in answer["conversations"][:2]] == [m.content for m in messages]
+    assert [turn["value"] for turn in answer["conversations"][:-1]] == [m.content for m in messages]
 
 
 def test_rc_pairs_that_cannot_be_used_are_counted_not_dropped_silently(retriever: LexicalRetriever) -> None:

@@ -8,12 +8,16 @@ A question set is a local jsonl file (the shared dev split by default) with one 
 ``id``, ``question`` and ``answer`` are required; the rest may be absent. Users with a Hugging Face hub
 can pass a dataset id instead (``OpenStellarTeam/Chinese-SimpleQA``); that needs the optional
 ``datasets`` package and network access.
+
+The source ``rc`` (or ``rc:FILE``) is the held-out reading-comprehension pairs asked as open questions:
+the pairs of the 5 % of KB paragraphs held out by :func:`zhrag.rc_pairs.held_out_pairs`, whose answers the
+knowledge base states by construction. Their gold answer is the pair's first answer and their category
+the pair's source corpus (``cmrc2018``, ``drcd``).
 """
 
 from __future__ import annotations
 
 import random
-
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,6 +89,32 @@ def _read_jsonl(path: Path) -> list[Question]:
     return [_question_from_row(row, where) for where, row in iter_jsonl(path, DatasetError)]
 
 
+def _sampled(questions: list[Question], size: int, seed: int) -> list[Question]:
+    """A seeded random sample of ``size`` questions, kept in their order."""
+    if size < 1:
+        raise DatasetError(f"sample must be >= 1, got {size}")
+    chosen = set(random.Random(seed).sample(range(len(questions)), min(size, len(questions))))
+    return [question for index, question in enumerate(questions) if index in chosen]
+
+
+def _read_rc(pairs_file: str | None) -> list[Question]:
+    """The held-out reading-comprehension pairs (of ``pairs_file``, default the shared pairs) as questions."""
+    from zhrag.errors import TrainingDataError, ZhragError  # noqa: PLC0415
+    from zhrag.rc_pairs import held_out_pairs, load_rc_pairs  # noqa: PLC0415
+    from zhrag.tools.sources import iter_documents  # noqa: PLC0415
+
+    try:
+        pairs = load_rc_pairs(pairs_file)
+        paragraphs = (document.id for document in iter_documents(settings.default_kb_source()))
+        held_out = held_out_pairs(pairs, paragraphs)
+    except (TrainingDataError, ZhragError) as error:
+        raise DatasetError(f"reading-comprehension questions: {error}") from None
+    return [
+        Question(id=pair.id, question=pair.question, answer=pair.answers[0], primary_category=pair.source)
+        for pair in held_out
+    ]
+
+
 def _read_hub(dataset_id: str, split: str) -> list[Question]:
     try:
         import datasets  # noqa: PLC0415 - optional dependency, only for hub datasets
@@ -128,20 +158,26 @@ def load_questions(
     ids_file: str | Path | None = None,
     sample: int | None = None,
     seed: int = 0,
+    exclude_sample: int | None = None,
+    exclude_seed: int = 0,
     split: str = "train",
 ) -> list[Question]:
     """Load questions from a jsonl file or a Hugging Face dataset id, then filter them.
 
-    Filters apply in order: primary ``categories``, ids listed in ``ids_file`` (one per line, blank
-    lines and ``#`` comments ignored; the file's order is kept), a seeded random ``sample`` (kept in
-    file order; the dev file is sorted by category, so a sample is representative where the first
-    ``limit`` questions are not), then the first ``limit`` questions.
+    Filters apply in order: the questions that ``sample=exclude_sample, seed=exclude_seed`` would select are
+    removed (so a tuning set never overlaps the evaluation sample), primary ``categories``, ids listed in
+    ``ids_file`` (one per line, blank lines and ``#`` comments ignored; the file's order is kept), a seeded
+    random ``sample`` (kept in file order; the dev file is sorted by category, so a sample is representative
+    where the first ``limit`` questions are not), then the first ``limit`` questions.
 
     Args:
         source: jsonl path (default ``settings.default_dataset()``) or a hub dataset id.
         limit: Keep at most this many questions (>= 1).
         sample: Draw this many questions at random (>= 1), reproducibly for a given ``seed``.
         seed: Seed of ``sample``.
+        exclude_sample: Leave out the questions of the seeded sample of this size (drawn from the whole set
+            with ``exclude_seed``, exactly as ``sample`` draws).
+        exclude_seed: Seed of ``exclude_sample``.
         categories: One primary category or several.
         ids_file: File of question ids to keep.
         split: Split of a hub dataset.
@@ -152,7 +188,9 @@ def load_questions(
     """
     source = settings.default_dataset() if source is None else source
     path = Path(source).expanduser()
-    if path.is_file():
+    if isinstance(source, str) and (source == "rc" or source.startswith("rc:")) and not path.is_file():
+        questions = _read_rc(source.partition(":")[2] or None)
+    elif path.is_file():
         questions = _read_jsonl(path)
     elif isinstance(source, str) and _HUB_ID.match(source) and path.suffix not in _FILE_SUFFIXES:
         questions = _read_hub(source, split)
@@ -161,6 +199,10 @@ def load_questions(
     _check_unique(questions, str(source))
     if not questions:
         raise DatasetError(f"question set {source} is empty")
+
+    if exclude_sample is not None:
+        excluded = {question.id for question in _sampled(questions, exclude_sample, exclude_seed)}
+        questions = [question for question in questions if question.id not in excluded]
 
     if categories is not None:
         wanted = {categories} if isinstance(categories, str) else set(categories)
@@ -180,10 +222,7 @@ def load_questions(
         questions = [by_id[id_] for id_ in dict.fromkeys(ids)]
 
     if sample is not None:
-        if sample < 1:
-            raise DatasetError(f"sample must be >= 1, got {sample}")
-        chosen = set(random.Random(seed).sample(range(len(questions)), min(sample, len(questions))))
-        questions = [question for index, question in enumerate(questions) if index in chosen]
+        questions = _sampled(questions, sample, seed)
 
     if limit is not None:
         if limit < 1:

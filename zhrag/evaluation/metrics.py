@@ -11,7 +11,7 @@ A zero denominator gives 0, as in the benchmark's own scoring code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -51,3 +51,67 @@ def metrics_by(records: Iterable[Mapping[str, Any]], key: str) -> dict[str, dict
         value = record.get(key)
         groups.setdefault("" if value is None else str(value), []).append(record["grade"])
     return {name: compute_metrics(groups[name]) for name in sorted(groups)}
+
+
+#: Bootstrap resamples behind every interval, and their seed (fixed: a report is reproducible).
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def _metric_arrays(correct: Any, incorrect: Any, n: int) -> dict[str, Any]:
+    """CO, NA, IN, CGA, F (percent) from per-resample counts (numpy arrays)."""
+    import numpy as np  # noqa: PLC0415
+
+    co, in_ = 100.0 * correct / n, 100.0 * incorrect / n
+    na = 100.0 - co - in_
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cga = np.where(co + in_ > 0, 100.0 * co / (co + in_), 0.0)
+        f = np.where(cga + co > 0, 2 * cga * co / (cga + co), 0.0)
+    return {"CO": co, "NA": na, "IN": in_, "CGA": cga, "F": f}
+
+
+def bootstrap_intervals(grades: Sequence[Grade | str], level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals (default 95 %) of CO, NA, IN, CGA and F over the questions of ``grades``."""
+    import numpy as np  # noqa: PLC0415
+
+    values = [Grade(grade) for grade in grades]
+    n = len(values)
+    if not n:
+        return {}
+    correct = np.array([g is Grade.CORRECT for g in values], dtype=float)
+    incorrect = np.array([g is Grade.INCORRECT for g in values], dtype=float)
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
+    arrays = _metric_arrays(correct[picks].sum(axis=1), incorrect[picks].sum(axis=1), n)
+    tail = 100 * (1 - level) / 2
+    return {name: (float(np.percentile(a, tail)), float(np.percentile(a, 100 - tail))) for name, a in arrays.items()}
+
+
+def paired_difference(
+    first: Sequence[Grade | str], second: Sequence[Grade | str], level: float = 0.95
+) -> dict[str, Any]:
+    """``second`` minus ``first`` on the same questions (aligned lists): the F and CO differences with paired
+    bootstrap intervals, and how many questions only one of them answers correctly."""
+    import numpy as np  # noqa: PLC0415
+
+    a, b = [Grade(g) for g in first], [Grade(g) for g in second]
+    if len(a) != len(b):
+        raise ValueError(f"paired grades differ in length: {len(a)} and {len(b)}")
+    n = len(a)
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
+
+    def arrays(grades: list[Grade]) -> dict[str, Any]:
+        correct = np.array([g is Grade.CORRECT for g in grades], dtype=float)
+        incorrect = np.array([g is Grade.INCORRECT for g in grades], dtype=float)
+        return _metric_arrays(correct[picks].sum(axis=1), incorrect[picks].sum(axis=1), n)
+
+    base, other = arrays(a), arrays(b)
+    point_a, point_b = compute_metrics(a), compute_metrics(b)
+    tail = 100 * (1 - level) / 2
+    result: dict[str, Any] = {"n": n}
+    for name in ("F", "CO"):
+        delta = other[name] - base[name]
+        result[f"d{name}"] = point_b[name] - point_a[name]
+        result[f"d{name}_interval"] = (float(np.percentile(delta, tail)), float(np.percentile(delta, 100 - tail)))
+    result["only_first_correct"] = sum(x is Grade.CORRECT and y is not Grade.CORRECT for x, y in zip(a, b))
+    result["only_second_correct"] = sum(y is Grade.CORRECT and x is not Grade.CORRECT for x, y in zip(a, b))
+    return result

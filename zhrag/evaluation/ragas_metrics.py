@@ -10,6 +10,9 @@ a local model.
   score = share of statements supported.
 - answer_correctness: 0.75 × F1 of the answer's statements against the gold answer's statements
   (classified TP/FP/FN by the judge) + 0.25 × cosine similarity of the two texts' embeddings.
+- string metrics (no judge, always computable offline): ``string_presence`` (RAGAS ``StringPresence``: 1 when
+  the gold answer occurs in the answer) and ``string_similarity`` (RAGAS ``NonLLMStringSimilarity``:
+  1 − normalised Levenshtein distance between answer and gold answer).
 
 A score that cannot be computed (unparsable judge output, NaN, timeout, endpoint failure) comes back
 as ``(None, reason)``. ragas usage tracking is switched off unless ``RAGAS_DO_NOT_TRACK`` is set.
@@ -39,8 +42,10 @@ os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 # A NullHandler keeps those lines off stderr unless the application configures logging itself.
 logging.getLogger("ragas").addHandler(logging.NullHandler())
 
-#: The RAGAS metrics this module computes.
+#: The RAGAS metrics this module computes with a judge model.
 RAGAS_METRICS = ("faithfulness", "answer_correctness")
+#: The judge-free RAGAS metrics of :func:`string_scores`.
+STRING_METRICS = ("string_presence", "string_similarity")
 #: Seconds one metric of one answer may take (all its judge calls together).
 TIMEOUT_S = 300
 #: A score that could not be computed: ``(None, reason)``; otherwise ``(value, None)``.
@@ -103,6 +108,18 @@ def answer_correctness(
 
     sample = SingleTurnSample(user_input=question, response=answer, reference=gold)
     return _score(_legacy_metric("AnswerCorrectness")(llm=llm, embeddings=embeddings), sample, llm)
+
+
+def string_scores(answer: str, gold: str) -> dict[str, float | None]:
+    """RAGAS's judge-free string metrics of ``answer`` against ``gold`` (see the module doc); never a judge call."""
+    from ragas.dataset_schema import SingleTurnSample  # noqa: PLC0415
+
+    sample = SingleTurnSample(response=answer, reference=gold)
+    scores: dict[str, float | None] = {}
+    for name, class_name in zip(STRING_METRICS, ("StringPresence", "NonLLMStringSimilarity")):
+        value = _run(_legacy_metric(class_name)().single_turn_ascore(sample))
+        scores[name] = float(value) if value is not None and math.isfinite(float(value)) else None
+    return scores
 
 
 def _legacy_metric(name: str) -> Any:

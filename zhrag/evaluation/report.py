@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from zhrag.errors import DatasetError
-from zhrag.evaluation.metrics import Grade, compute_metrics, metrics_by
+from zhrag.evaluation.abstention import read_thresholds, with_abstention
+from zhrag.evaluation.metrics import Grade, bootstrap_intervals, compute_metrics, metrics_by, paired_difference
 from zhrag.jsonl import iter_jsonl
 
 RESULTS_FILE = "results.jsonl"
@@ -99,12 +100,14 @@ def summarize(records: Sequence[Record], score_names: Sequence[str], node_names:
     totals = [float(total) for total in totals if _is_number(total)]
     return {
         **compute_metrics(record["grade"] for record in records),
+        "intervals": bootstrap_intervals([record["grade"] for record in records]),
         "scores": {name: _mean_of([_field(record, "scores", name) for record in records]) for name in score_names},
         "recall": {
             kind: _rate_of([_field(record, "recall", kind) for record in records]) for kind in ("retrieved", "kept")
         },
         "latency_ms": {
             "mean": float(np.mean(totals)) if totals else None,
+            "p50": float(np.percentile(totals, 50)) if totals else None,
             "p95": float(np.percentile(totals, 95)) if totals else None,
             "n": len(totals),
         },
@@ -142,18 +145,26 @@ def _seconds(ms: float | None) -> str:
     return "–" if ms is None else f"{ms / 1000:.2f}"
 
 
+def _with_interval(stats: Mapping[str, Any], column: str) -> str:
+    interval = (stats.get("intervals") or {}).get(column)
+    if interval is None:
+        return _pct(stats[column])
+    return f"{_pct(stats[column])} [{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
 def _main_table(summaries: Mapping[str, Mapping[str, Any]], score_names: Sequence[str]) -> list[str]:
     header = ["variant", "n", *_METRIC_COLUMNS, *score_names]
-    header += ["recall retrieved %", "recall kept %", "latency mean s", "latency p95 s"]
+    header += ["recall retrieved %", "recall kept %", "latency p50 s", "latency mean s", "latency p95 s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, stats in summaries.items():
         cells = [
             variant,
             str(stats["n"]),
-            *(_pct(stats[column]) for column in _METRIC_COLUMNS),
+            *(_with_interval(stats, column) for column in _METRIC_COLUMNS),
             *(_score_cell(stats["scores"][name]) for name in score_names),
             _pct(stats["recall"]["retrieved"]["rate"]),
             _pct(stats["recall"]["kept"]["rate"]),
+            _seconds(stats["latency_ms"].get("p50")),
             _seconds(stats["latency_ms"]["mean"]),
             _seconds(stats["latency_ms"]["p95"]),
         ]
@@ -174,6 +185,50 @@ def _category_table(by_category: Mapping[str, Mapping[str, Mapping[str, Any]]], 
     return lines
 
 
+def _paired_section(pairs: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not pairs:
+        return []
+    lines = [
+        "## Variants compared on the same questions",
+        "",
+        "Differences of the second variant minus the first, with 95 % paired-bootstrap intervals; the last two columns "
+        "count the questions only one of the two answers correctly.",
+        "",
+        "| comparison | n | ΔF | ΔCO | only first correct | only second correct |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pair in pairs:
+        f_low, f_high = pair["dF_interval"]
+        co_low, co_high = pair["dCO_interval"]
+        lines.append(
+            f"| {pair['second']} − {pair['first']} | {pair['n']} | {pair['dF']:+.1f} [{f_low:+.1f}, {f_high:+.1f}] | "
+            f"{pair['dCO']:+.1f} [{co_low:+.1f}, {co_high:+.1f}] | {pair['only_first_correct']} | "
+            f"{pair['only_second_correct']} |"
+        )
+    return [*lines, ""]
+
+
+def _abstention_section(abstention: Mapping[str, Any] | None) -> list[str]:
+    if not abstention:
+        return []
+    lines = [
+        "## With calibrated abstention",
+        "",
+        f"Answers whose confidence (geometric-mean token probability) is below the variant's threshold count as not "
+        f"attempted (不知道). Thresholds tuned on other questions: `{abstention['source']}`.",
+        "",
+        "| variant | threshold | abstained | CO | NA | IN | CGA | F | F without |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, entry in abstention["variants"].items():
+        stats = entry["metrics"]
+        cells = [variant, f"{entry['threshold']:.3f}", str(entry["abstained"])]
+        cells += [_with_interval(stats, column) for column in _METRIC_COLUMNS]
+        cells.append(_pct(entry["F_without"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labels: Mapping[str, str] | None) -> str:
     score_names = summary["score_names"]
     lines = [
@@ -182,14 +237,18 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
         f"{summary['n_records']} result records, {summary['n_questions']} questions, "
         f"variants: {', '.join(summary['variants'])}.",
         "",
-        "CO / NA / IN: % correct / not attempted / incorrect; CGA = CO / (CO + IN); F = 2·CGA·CO / (CGA + CO). "
+        "CO / NA / IN: % correct / not attempted / incorrect; CGA = CO / (CO + IN); F = 2·CGA·CO / (CGA + CO); "
+        "[low, high]: 95 % percentile-bootstrap interval over the questions. "
         "Scores are means over the records that have them. Recall: % of records whose retrieved (after the "
-        "retrieve node) or kept (given to the answer node) passages contain the gold answer.",
+        "retrieve node) or kept (given to the answer node) passages contain the gold answer. Latency: wall time "
+        "of the graph per question, without the metric nodes.",
         "",
         "## All questions",
         "",
         *_main_table(summary["variants"], score_names),
         "",
+        *_paired_section(summary.get("paired") or []),
+        *_abstention_section(summary.get("abstention")),
         "## By primary category",
         "",
         *_category_table(summary["by_category"], categories),
@@ -292,10 +351,45 @@ def _draw_plots(summary: Mapping[str, Any], categories: Sequence[str], out_dir: 
 # ---------------------------------------------------------------------------------------------- entry points
 
 
-def write_report(results: list[dict[str, Any]], out_dir: Path) -> Path:
+def _paired(groups: Mapping[str, Sequence[Record]]) -> list[dict[str, Any]]:
+    """Each later variant against each earlier one, on the questions both answered."""
+    variants = list(groups)
+    pairs = []
+    for i, first in enumerate(variants):
+        for second in variants[i + 1 :]:
+            by_id = {record.get("id"): record["grade"] for record in groups[first]}
+            shared = [(by_id[record.get("id")], record["grade"]) for record in groups[second] if record.get("id") in by_id]
+            if shared:
+                result = paired_difference([a for a, _ in shared], [b for _, b in shared])
+                pairs.append({"first": first, "second": second, **result})
+    return pairs
+
+
+def _abstention(groups: Mapping[str, Sequence[Record]], thresholds: Mapping[str, float], source: str) -> dict[str, Any]:
+    variants = {}
+    for variant, records in groups.items():
+        if variant not in thresholds:
+            continue
+        regraded = with_abstention(records, thresholds[variant])
+        grades = [record["grade"] for record in regraded]
+        variants[variant] = {
+            "threshold": thresholds[variant],
+            "abstained": sum(bool(a.get("abstained")) and not bool(b.get("abstained")) for a, b in zip(regraded, records)),
+            "metrics": {**compute_metrics(grades), "intervals": bootstrap_intervals(grades)},
+            "F_without": compute_metrics(record["grade"] for record in records)["F"],
+        }
+    return {"source": source, "variants": variants}
+
+
+
+def write_report(
+    results: list[dict[str, Any]], out_dir: Path, *, abstention: Mapping[str, float] | None = None,
+    abstention_source: str | None = None,
+) -> Path:
     """Write ``summary.json``, ``report.md`` and the PNG plots for ``results`` into ``out_dir``.
 
-    Returns the path of ``report.md``.
+    ``abstention`` (``{variant: threshold}``, from ``abstention_source``) adds the metrics with calibrated
+    abstention. Returns the path of ``report.md``.
 
     Raises:
         DatasetError: No records, or a record without a variant or with an unknown grade.
@@ -331,6 +425,9 @@ def write_report(results: list[dict[str, Any]], out_dir: Path) -> Path:
             },
         },
     }
+    summary["paired"] = _paired(groups)
+    if abstention:
+        summary["abstention"] = _abstention(groups, abstention, abstention_source or "")
     labels = _draw_plots(summary, categories, out_dir)
     summary["plots"] = dict(PLOT_FILES)
     summary["category_labels"] = labels
@@ -355,7 +452,14 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def rebuild_report(run_dir: Path) -> Path:
-    """Rewrite the summary, report and plots of a run from its ``results.jsonl``; returns ``report.md``."""
+def rebuild_report(run_dir: Path, *, abstention: Path | None = None) -> Path:
+    """Rewrite the summary, report and plots of a run from its ``results.jsonl``; returns ``report.md``.
+
+    ``abstention`` is an ``abstention.json`` of tuned thresholds (``zhrag tune-abstention``) to report with.
+    """
     run_dir = Path(run_dir)
-    return write_report(read_results(run_dir / RESULTS_FILE), run_dir)
+    thresholds = read_thresholds(abstention) if abstention is not None else None
+    return write_report(
+        read_results(run_dir / RESULTS_FILE), run_dir, abstention=thresholds,
+        abstention_source=str(abstention) if abstention is not None else None,
+    )

@@ -21,8 +21,8 @@ afresh, so results of two runs never mix.
 
 Result record (one per line; what ``zhrag.evaluation.report`` reads)::
 
-    {"id", "variant", "question", "gold", "answer", "primary_category", "secondary_category",
-     "grade", "contexts", "retrieved", "judgements", "queries", "requeries",
+    {"id", "variant", "question", "gold", "answer", "answer_confidence", "abstained", "primary_category",
+     "secondary_category", "grade", "contexts", "retrieved", "judgements", "best_rejected", "queries", "requeries",
      "timings_ms": {node: ms, "total": ms}, "metric_ms": {metric: ms},
      "scores": {...}, "recall": {"retrieved": bool | None, "kept": bool | None}, "kb_covered": bool | None}
 
@@ -52,6 +52,7 @@ from zhrag.errors import ConfigError, DatasetError
 from zhrag.evaluation.datasets import Question
 from zhrag.evaluation.judges import check_evaluation_setup
 from zhrag.evaluation.kb_coverage import KBCoverage
+from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.evaluation.report import (
     PLOT_FILES,
     REPORT_FILE,
@@ -71,6 +72,15 @@ RUN_FILE = "run.json"
 RUN_FORMAT = 1
 #: Metrics computed when none are named; ``grade`` is always computed (the report needs it).
 DEFAULT_METRICS = ("grade", "retrieval")
+
+
+def default_metrics() -> list[str]:
+    """:data:`DEFAULT_METRICS`, plus RAGAS's judge-free ``strings`` metrics where ragas is installed."""
+    try:
+        import ragas  # noqa: F401, PLC0415
+    except ImportError:
+        return list(DEFAULT_METRICS)
+    return [*DEFAULT_METRICS, "strings"]
 
 
 def dataset_info(source: str | Path, **filters: Any) -> dict[str, Any]:
@@ -137,7 +147,7 @@ def run_evaluation(
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     variant_list = _variants([variants] if isinstance(variants, str) else variants)
     metric_list = list(dict.fromkeys(["grade", *([metrics] if isinstance(metrics, str) else metrics)]))
-    graphs = {variant: build_graph(variant, metrics=metric_list) for variant in variant_list}
+    graphs = {variant: build_graph(variant, terminal_nodes=metric_terminal_nodes(metric_list)) for variant in variant_list}
     if not questions:
         raise DatasetError("no questions to evaluate (the question set is empty after filtering)")
     if len({question.id for question in questions}) != len(questions):
@@ -250,12 +260,15 @@ def evaluate_one(
         "question": question.question,
         "gold": question.answer,
         "answer": state.get("answer", ""),
+        "answer_confidence": state.get("answer_confidence"),
+        "abstained": bool(state.get("abstained")),
         "primary_category": question.primary_category,
         "secondary_category": question.secondary_category,
         "grade": grade,
         "contexts": state.get("contexts", []),
         "retrieved": state.get("retrieved", []),
         "judgements": state.get("judgements", []),
+        "best_rejected": state.get("best_rejected"),
         "queries": state.get("queries", []),
         "requeries": state.get("requeries", 0),
         "timings_ms": timings,

@@ -7,6 +7,8 @@ Each scorer turns a finished run (``zhrag.nodes.metrics.MetricSample``) into ``s
   evaluated answer needs a grade.
 - ``faithfulness`` / ``answer_correctness``: ``{name: float | None, name + "_reason": str | None}``
   (RAGAS, see ``ragas_metrics``); ``None`` with a reason when the score is undefined or failed.
+- ``strings``: ``{"string_presence": float, "string_similarity": float}``, RAGAS's judge-free string metrics of
+  the answer against the gold answer (``ragas_metrics.string_scores``); computed offline for every answer.
 - ``retrieval``: ``{"recall_retrieved": bool | None, "recall_kept": bool | None}``: does the gold
   answer appear in the retrieved passages / in the passages given to the answer node. ``None`` for
   A0 (no retrieval). "Retrieved" is the last retrieval round plus every passage A2's judge kept in
@@ -62,6 +64,13 @@ def answer_correctness_scores(sample: MetricSample, context: Any) -> dict[str, A
     return {"answer_correctness": value, "answer_correctness_reason": reason}
 
 
+def string_metric_scores(sample: MetricSample, context: Any) -> dict[str, Any]:
+    """RAGAS string presence and non-LLM string similarity of the answer against the gold answer."""
+    del context
+    ragas_metrics.require_ragas()
+    return ragas_metrics.string_scores(sample.answer, sample.gold)
+
+
 def _unique(passages: Iterable[Passage]) -> list[Passage]:
     return list({passage["id"]: passage for passage in passages}.values())
 
@@ -82,6 +91,7 @@ SCORERS: Mapping[str, Scorer] = {
     "grade": grade_scores,
     "faithfulness": faithfulness_scores,
     "answer_correctness": answer_correctness_scores,
+    "strings": string_metric_scores,
     "retrieval": retrieval_scores,
 }
 

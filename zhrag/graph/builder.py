@@ -12,6 +12,8 @@ Building is cheap: models and the MCP client are loaded lazily inside the nodes.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -32,55 +34,61 @@ from zhrag.nodes.retrieve import retrieve
 VARIANTS = ("a0", "a1", "a2")
 
 
+def with_default_context(node: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``node`` with ``Context()`` (every default) when the graph was invoked without a context.
+
+    Nodes that take no ``runtime`` are returned as they are.
+    """
+    if "runtime" not in inspect.signature(node).parameters:
+        return node
+
+    @functools.wraps(node)
+    def run(state: Any, runtime: Runtime[Context]) -> Any:
+        if runtime.context is None:
+            runtime = runtime.override(context=Context())
+        return node(state, runtime)
+
+    return run
+
+
 def route_after_judge(state: GraphState, runtime: Runtime[Context]) -> Literal["answer", "requery"]:
     """A2 branch: answer when something relevant was found or the requery budget is spent, else requery."""
-    if state.get("relevant") or state.get("requeries", 0) >= runtime.context.max_requeries:
+    context = runtime.context if runtime.context is not None else Context()
+    if state.get("relevant") or state.get("requeries", 0) >= context.max_requeries:
         return "answer"
     return "requery"
 
 
-def build_graph(
-    variant: str,
-    *,
-    terminal_nodes: Sequence[tuple[str, Callable[..., Any]]] = (),
-    metrics: Sequence[str] = (),
-) -> CompiledStateGraph:
+def build_graph(variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..., Any]]] = ()) -> CompiledStateGraph:
     """Compile variant ``a0``, ``a1`` or ``a2`` (case-insensitive).
 
-    ``metrics`` names evaluation metrics (``grade``, ``faithfulness``, ``answer_correctness``,
-    ``retrieval``; see ``zhrag.evaluation.scorers``) run as terminal nodes of the same names; they
-    read ``gold_answer`` from the input and write ``scores``. ``terminal_nodes`` are further
-    ``(name, node)`` pairs. All run in order after ``answer``, metrics first, each with its wall time
-    recorded in ``timings_ms`` like the built-in nodes. Raises ``ConfigError`` for an unknown variant
-    or metric, or a terminal node name that is taken or reserved.
+    ``terminal_nodes`` are ``(name, node)`` pairs run in order after ``answer``, each with its wall time
+    recorded in ``timings_ms`` like the built-in nodes. Evaluation passes its metric nodes here
+    (``zhrag.evaluation.scorers.metric_terminal_nodes``): the graph itself imports no evaluation code.
+    Raises ``ConfigError`` for an unknown variant or a terminal node name that is taken or reserved.
     """
     key = variant.strip().lower() if isinstance(variant, str) else ""
     if key not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    if metrics:
-        # Imported here: the evaluation code (graders, RAGAS glue) is only needed by evaluation graphs.
-        from zhrag.evaluation.scorers import metric_terminal_nodes
-
-        terminal_nodes = [*metric_terminal_nodes(metrics), *terminal_nodes]
     graph = StateGraph(GraphState, context_schema=Context, input_schema=InputState)
-    graph.add_node("answer", answer)
+    graph.add_node("answer", with_default_context(answer))
     if key == "a0":
         graph.add_edge(START, "answer")
     else:
-        graph.add_node("retrieve", retrieve)
+        graph.add_node("retrieve", with_default_context(retrieve))
         graph.add_edge(START, "retrieve")
         if key == "a1":
             graph.add_edge("retrieve", "answer")
         else:
-            graph.add_node("judge", judge)
-            graph.add_node("requery", requery)
+            graph.add_node("judge", with_default_context(judge))
+            graph.add_node("requery", with_default_context(requery))
             graph.add_edge("retrieve", "judge")
             graph.add_conditional_edges("judge", route_after_judge, ["answer", "requery"])
             graph.add_edge("requery", "retrieve")
     previous = "answer"
     for name, node in terminal_nodes:
         try:
-            graph.add_node(name, timed(name)(node))
+            graph.add_node(name, timed(name)(with_default_context(node)))
         except ValueError as error:
             raise ConfigError(f"bad terminal node name {name!r}: {error}") from None
         graph.add_edge(previous, name)

@@ -12,19 +12,30 @@ from typing import Literal
 
 from zhrag import settings
 from zhrag.errors import ConfigError
+from zhrag.models.loader import ENGINES
 from zhrag.nodes.common import judge_endpoint
 
 #: Graders of the evaluation: offline rules, or the official prompt sent to the evaluation judge.
 GRADERS = ("rules", "official")
+#: What A2 answers from when the judge keeps nothing within the requery budget.
+A2_FALLBACKS = ("closed_book", "top_passage")
+#: Judge score at or above which A2 keeps a passage: the threshold of best F1 on the training split of the
+#: reading-comprehension judge examples (``zhrag eval-judge``, docs/results/judge/).
+DEFAULT_JUDGE_THRESHOLD = 0.945
+#: Largest answer generation budget a run may ask for.
+MAX_NEW_TOKENS_LIMIT = 512
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, frozen=True)
 class Context:
-    """Run configuration shared by all nodes.
+    """Run configuration shared by all nodes (immutable: one context is shared by the threads of an evaluation).
 
     Attributes:
-        model: Answer model: ``gemma3-270m`` (packaged GGUF, default), a local HF model directory, a
-            ``.gguf`` file, or a hub id; with ``model_base_url``, the model name the endpoint serves.
+        model: Answer model: a packaged alias (``qwen2.5-coder-1.5b``, the default; ``qwen2.5-coder-0.5b``;
+            ``gemma3-270m``), a ``.gguf`` file, a local HF model directory, or a hub id; with
+            ``model_base_url``, the model name the endpoint serves.
+        engine: How local models run: ``auto`` (llama.cpp for GGUF models without an adapter, else
+            transformers), ``llama.cpp`` or ``transformers``.
         answer_adapter: Optional LoRA adapter directory loaded on top of ``model`` for answering
             (local models only).
         model_base_url: OpenAI-compatible chat endpoint (``http://host:8000/v1``; vLLM, SGLang,
@@ -39,9 +50,14 @@ class Context:
             (the evaluation judge's endpoint reads ``OPENAI_API_KEY``).
         device: ``cuda``, ``mps`` or ``cpu``; ``None`` picks the best available.
         dtype: ``bfloat16``, ``float16`` or ``float32``; ``None`` picks per device.
-        max_new_tokens: Generation budget of the answer node.
+        max_new_tokens: Generation budget of the answer node (1..512).
         top_k: Passages requested from ``qdrant-find`` per retrieval round (1..50).
         max_requeries: A2 only: upper bound on query rewrites (0 disables requerying).
+        judge_threshold: A2 only: judge score (``P(是) / (P(是) + P(否))``) at or above which a passage is kept.
+        a2_fallback: A2 only: when nothing is kept within the budget, answer ``closed_book`` (default) or
+            from the ``top_passage`` (the highest-scored rejected one).
+        abstain_below: Answer 不知道 when the answer's confidence (geometric-mean token probability) is
+            below this; ``None`` (default) never abstains.
         collection: Qdrant collection of the knowledge base.
         qdrant_url: Qdrant server URL; ``None`` uses embedded storage at ``qdrant_path``.
         qdrant_path: Embedded Qdrant directory; ``None`` uses the default location.
@@ -62,7 +78,8 @@ class Context:
             of RAGAS ``answer_correctness`` (packaged MiniLM by default, a local path, or a hub id).
     """
 
-    model: str = settings.PACKAGED_LLM
+    model: str = settings.DEFAULT_LLM
+    engine: str = "auto"
     answer_adapter: str | None = None
     judge_model: str | None = None
     judge_adapter: str | None = None
@@ -74,6 +91,9 @@ class Context:
     max_new_tokens: int = 32
     top_k: int = 3
     max_requeries: int = 2
+    judge_threshold: float = DEFAULT_JUDGE_THRESHOLD
+    a2_fallback: Literal["closed_book", "top_passage"] = "closed_book"
+    abstain_below: float | None = None
     collection: str = settings.DEFAULT_COLLECTION
     qdrant_url: str | None = field(default_factory=settings.qdrant_url)
     qdrant_path: str | None = None
@@ -91,8 +111,16 @@ class Context:
             raise ConfigError(f"top_k must be between 1 and 50, got {self.top_k}")
         if self.max_requeries < 0:
             raise ConfigError(f"max_requeries must be >= 0, got {self.max_requeries}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ConfigError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
+        if not 0.0 <= self.judge_threshold <= 1.0:
+            raise ConfigError(f"judge_threshold must be between 0 and 1, got {self.judge_threshold}")
+        if self.abstain_below is not None and not 0.0 <= self.abstain_below <= 1.0:
+            raise ConfigError(f"abstain_below must be between 0 and 1, got {self.abstain_below}")
+        if self.a2_fallback not in A2_FALLBACKS:
+            raise ConfigError(f"unknown a2_fallback {self.a2_fallback!r}: use {' or '.join(A2_FALLBACKS)}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}: use {', '.join(ENGINES)}")
         if self.device not in (None, "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"unknown device {self.device!r}: use cpu, cuda, cuda:N or mps")
         if self.dtype not in (None, "bfloat16", "float16", "float32"):

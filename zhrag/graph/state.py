@@ -1,7 +1,8 @@
 """Typed state of the zhrag question-answering graph.
 
 The input is just a question (plus, for evaluation, the gold answer). Every node returns a partial
-update; the fields below are the whole of what flows between nodes.
+update; the fields below are the whole of what flows between nodes. The lists that grow over A2's rounds
+(``queries``, ``judgements``, ``relevant``) have reducers: a node returns only what it adds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ def merge_timings(left: dict[str, float] | None, right: dict[str, float] | None)
     merged = dict(left or {})
     for node, ms in (right or {}).items():
         merged[node] = merged.get(node, 0.0) + ms
+    return merged
+
+
+def add_new_passages(left: list[Passage] | None, right: list[Passage] | None) -> list[Passage]:
+    """Reducer for ``relevant``: append the passages of ``right`` whose id is not there yet."""
+    merged = list(left or [])
+    seen = {passage["id"] for passage in merged}
+    for passage in right or []:
+        if passage["id"] not in seen:
+            seen.add(passage["id"])
+            merged.append(passage)
     return merged
 
 
@@ -41,23 +53,34 @@ class GraphState(InputState, total=False):
         query: The search query of the current retrieval round (starts as the question).
         queries: Every query sent to ``qdrant-find`` so far, in order; never holds a duplicate.
         retrieved: Passages returned by the latest retrieval round.
-        judgements: A2 only: one record per judged passage, ``{"id", "relevant", "raw"}`` where
-            ``raw`` is the judge model's text, for auditing the parser.
+        judgements: A2 only: one record per judged passage, ``{"id", "score", "relevant"}`` (the judge's
+            score in [0, 1] and whether it reached ``Context.judge_threshold``); ``"raw"`` holds the verdict
+            text of a judge that gives no probabilities.
         relevant: A2 only: passages the judge kept, accumulated over all rounds without duplicates.
-        contexts: Passages given to the answer node (A1: ``retrieved``; A2: ``relevant``; A0: none).
+        best_rejected: A2 only: the highest-scored passage the judge did not keep (the ``top_passage``
+            fallback when nothing is kept).
+        contexts: Passages given to the answer node (A1: ``retrieved``; A2: ``relevant`` ordered by judge
+            score; A0: none).
         requeries: How many times the query was rewritten (bounded by ``Context.max_requeries``).
         answer: The short Chinese answer.
+        answer_confidence: Geometric-mean probability of the answer's tokens (``None`` when the model
+            gives no probabilities).
+        abstained: Whether the answer was replaced by 不知道 because its confidence was below
+            ``Context.abstain_below``.
         timings_ms: Wall time per node in milliseconds, summed over repeated runs of a node.
         scores: Terminal metric nodes write their results here, one key per metric.
     """
 
     query: str
-    queries: list[str]
+    queries: Annotated[list[str], operator.add]
     retrieved: list[Passage]
-    judgements: list[dict[str, Any]]
-    relevant: list[Passage]
+    judgements: Annotated[list[dict[str, Any]], operator.add]
+    relevant: Annotated[list[Passage], add_new_passages]
+    best_rejected: Passage | None
     contexts: list[Passage]
     requeries: int
     answer: str
+    answer_confidence: float | None
+    abstained: bool
     timings_ms: Annotated[dict[str, float], merge_timings]
     scores: Annotated[dict[str, Any], operator.or_]

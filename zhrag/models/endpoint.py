@@ -8,6 +8,7 @@ chat client (``langchain-openai``, the ``serve`` extra): greedy (temperature 0),
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -18,7 +19,7 @@ import httpx
 
 from zhrag.errors import ConfigError, ModelEndpointError
 from zhrag.models.failures import first_line
-from zhrag.models.llm import LocalLLM
+from zhrag.models.llm import LocalLLM, ScoredText, truncate_at_stop
 
 #: Seconds to wait for one reply (long answers on a busy server) and for the reachability check.
 REQUEST_TIMEOUT_S = 120.0
@@ -28,8 +29,18 @@ MAX_CONCURRENCY = 16
 #: Environment variable holding the endpoint's API key by default.
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 
+#: Alternatives asked for at the judge's one-token reply.
+TOP_LOGPROBS = 20
+
 _lock = threading.Lock()
 _llms: dict[tuple[str, str, str], EndpointLLM] = {}
+
+
+def _logprob_entries(output: Any) -> list[dict[str, Any]]:
+    """The per-token log-probability entries of a chat reply (OpenAI ``logprobs.content``), or none."""
+    logprobs = (getattr(output, "response_metadata", None) or {}).get("logprobs") or {}
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    return [entry for entry in content or [] if isinstance(entry, dict)]
 
 
 class EndpointLLM(LocalLLM):
@@ -53,12 +64,18 @@ class EndpointLLM(LocalLLM):
         """Questions an evaluation runs at once by default: enough requests in flight for the server to batch."""
         return MAX_CONCURRENCY
 
-    def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
+    @property
+    def supports_logprobs(self) -> bool:
+        """Asked for (OpenAI ``logprobs``); a server that returns none gives no confidence and a text verdict."""
+        return True
+
+    def _send(self, inputs: list[Any], stops: list[str], max_new_tokens: int, **logprobs: Any) -> list[Any]:
         """Send ``inputs`` concurrently; endpoint failures become :class:`ModelEndpointError`."""
         import openai
 
+        model = self.model.bind(**logprobs) if logprobs else self.model
         try:
-            outputs = self.model.batch(
+            return model.batch(
                 inputs, config={"max_concurrency": MAX_CONCURRENCY}, stop=stops or None, max_tokens=max_new_tokens
             )
         except openai.APIStatusError as error:
@@ -67,7 +84,51 @@ class EndpointLLM(LocalLLM):
             ) from None
         except openai.APIError as error:
             raise ModelEndpointError(f"model endpoint {self.base_url} failed: {first_line(error)}") from None
-        return [output.text for output in outputs]
+
+    def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
+        return [output.text for output in self._send(inputs, stops, max_new_tokens)]
+
+    def generate_scored(
+        self, prompts: Sequence[Any], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
+    ) -> list[ScoredText]:
+        """Completions with the token log-probabilities the server returns (none: no tokens, no confidence)."""
+        self._check_prompts(prompts, max_new_tokens)
+        stops = [s for s in stop if s]
+        inputs = [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts]
+        results = []
+        for output in self._send(inputs, stops, max_new_tokens, logprobs=True):
+            tokens = _logprob_entries(output)
+            results.append(
+                ScoredText(
+                    text=truncate_at_stop(output.text, stops),
+                    tokens=tuple(str(entry.get("token", "")) for entry in tokens),
+                    logprobs=tuple(float(entry.get("logprob", -math.inf)) for entry in tokens),
+                )
+            )
+        return results
+
+    def next_token_probabilities(self, prompts: Sequence[Any], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """Candidate probabilities from the first token's ``top_logprobs``; without them, 1.0 for the candidate the
+        one-token reply starts with."""
+        self._check_prompts(prompts, 1)
+        inputs = [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts]
+        results = []
+        for output in self._send(inputs, [], 1, logprobs=True, top_logprobs=TOP_LOGPROBS):
+            entries = _logprob_entries(output)
+            probabilities = dict.fromkeys(candidates, 0.0)
+            if entries:
+                for alternative in entries[0].get("top_logprobs") or []:
+                    word = str(alternative.get("token", "")).strip()
+                    if word in probabilities:
+                        probabilities[word] += math.exp(float(alternative.get("logprob", -math.inf)))
+            else:
+                reply = output.text.strip()
+                for candidate in candidates:
+                    if reply.startswith(candidate):
+                        probabilities[candidate] = 1.0
+                        break
+            results.append(probabilities)
+        return results
 
 
 def load_endpoint_llm(base_url: str, model: str, *, api_key_env: str = DEFAULT_API_KEY_ENV) -> EndpointLLM:

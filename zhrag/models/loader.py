@@ -8,23 +8,30 @@ them. Loading is serialised by one lock: two graph nodes asking at once load the
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from zhrag import settings
-from zhrag.errors import ModelLoadError
+from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.device import resolve_device, resolve_dtype
 from zhrag.models.endpoint import endpoint_models
 from zhrag.models.failures import first_line
 from zhrag.models.gguf_cache import gguf_model_dir, packaged_model_dir
 from zhrag.models.hf_runtime import HFRuntime
+from zhrag.models.llamacpp import load_llamacpp
 from zhrag.models.llm import LocalLLM
+from zhrag.models.packaged import packaged_gguf
 from zhrag.models.registry import registered_llm
 from zhrag.models.sources import ModelSource, resolve_adapter, resolve_model_source
 
 logger = logging.getLogger(__name__)
+
+#: Engines a local model can run on (``auto`` picks one, see :func:`load_llm`).
+ENGINES = ("auto", "llama.cpp", "transformers")
+_DEVICE_NAME = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 _lock = threading.RLock()
 _llms: dict[tuple[ModelSource, str | None, str, str], LocalLLM] = {}
@@ -32,11 +39,12 @@ _runtimes: dict[tuple[ModelSource, str, str], tuple[HFRuntime, str, bool | None]
 
 
 def load_llm(
-    model: str = settings.PACKAGED_LLM,
+    model: str = settings.DEFAULT_LLM,
     *,
     adapter: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    engine: str = "auto",
 ) -> LocalLLM:
     """The local model ``model`` (with an optional LoRA ``adapter``), loaded once per process.
 
@@ -48,7 +56,11 @@ def load_llm(
         adapter: A PEFT (LoRA) adapter directory to apply on top of ``model``.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``None`` picks CUDA, then MPS, then CPU.
         dtype: ``bfloat16``, ``float16`` or ``float32``; ``None`` picks bf16 on CUDA (fp16 without
-            bf16 support), fp16 on MPS, fp32 on CPU.
+            bf16 support), fp16 on MPS, fp32 on CPU (transformers engine only; llama.cpp runs the GGUF's
+            own quantization).
+        engine: ``llama.cpp`` (GGUF files and packaged models, in process through xllamacpp),
+            ``transformers`` (every kind; the one that takes LoRA adapters and trains), or ``auto``:
+            llama.cpp for GGUF models without an adapter, transformers otherwise.
 
     Raises:
         ModelLoadError: a path or adapter is missing, the adapter does not fit the model, or the
@@ -62,6 +74,8 @@ def load_llm(
         return registered
     source = resolve_model_source(model)
     adapter_path = resolve_adapter(adapter)
+    if resolve_engine(engine, source, adapter_path) == "llama.cpp":
+        return _load_llamacpp(model, source, device)
     device_name = resolve_device(device)
     dtype_name = resolve_dtype(dtype, device_name)
     key = (source, adapter_path, device_name, dtype_name)
@@ -86,12 +100,52 @@ def load_llm(
             "device": device_name,
             "dtype": dtype_name,
             "adapter": adapter_path,
+            "engine": "transformers",
         }
         llm = LocalLLM(
             runtime.langchain_model(), is_chat=runtime.is_chat, load_info=info, runtime=runtime, adapter_name=adapter_name
         )
         _llms[key] = llm
         logger.info("loaded %s from %s in %.1f s", model, location, info["load_s"])
+        return llm
+
+
+def resolve_engine(engine: str, source: ModelSource, adapter: str | None) -> str:
+    """The engine that runs ``source``: ``llama.cpp`` or ``transformers`` (see :func:`load_llm`).
+
+    Raises:
+        ConfigError: an unknown engine, llama.cpp asked for a model that is not GGUF, or for a LoRA adapter.
+    """
+    name = (engine or "auto").strip().lower()
+    if name not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
+    gguf = source.kind in ("packaged", "gguf")
+    if name == "auto":
+        return "llama.cpp" if gguf and adapter is None else "transformers"
+    if name == "llama.cpp" and not gguf:
+        raise ConfigError(f"the llama.cpp engine runs GGUF models; {source.location} is not one (use --engine transformers)")
+    if name == "llama.cpp" and adapter is not None:
+        raise ConfigError("LoRA adapters run on the transformers engine: use --engine transformers (or auto)")
+    return name
+
+
+def _load_llamacpp(model: str, source: ModelSource, device: str | None) -> LocalLLM:
+    """The llama.cpp model of a packaged alias or GGUF file, loaded once per process."""
+    if device is not None and not _DEVICE_NAME.match(device.strip().lower()):
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps")
+    device_name = device.strip().lower() if device else None
+    key = (source, None, f"llama.cpp:{device_name}", "gguf")
+    with _lock:
+        if key in _llms:
+            return _llms[key]
+        cache_hit: bool | None = None
+        if source.kind == "packaged":
+            path, cache_hit = packaged_gguf(source.location)
+        else:
+            path = Path(source.location)
+        llm = load_llamacpp(path, model=model, kind=source.kind, device=device_name, cache_hit=cache_hit)
+        _llms[key] = llm
+        logger.info("loaded %s on llama.cpp from %s in %.1f s", model, path, llm.load_info["load_s"])
         return llm
 
 
@@ -105,7 +159,7 @@ def _load_runtime(source: ModelSource, device: str, dtype: str) -> tuple[HFRunti
     """Load the base model of ``source``; return it with the location read and the GGUF cache hit flag."""
     cache_hit: bool | None = None
     if source.kind == "packaged":
-        directory, cache_hit = packaged_model_dir()
+        directory, cache_hit = packaged_model_dir(source.location)
         location = str(directory)
     elif source.kind == "gguf":
         directory, cache_hit = gguf_model_dir(Path(source.location))

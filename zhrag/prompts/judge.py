@@ -1,4 +1,9 @@
-"""Relevance-judge prompt (question + one passage → 是/否) and a tolerant parser of the verdict."""
+"""Relevance-judge prompt (question + one passage → 是/否), the verdict's score, and a tolerant parser of verdict text.
+
+The A2 judge scores a passage by the next-token probabilities of 是 and 否 after the prompt (one forward pass,
+no text to parse): ``score = P(是) / (P(是) + P(否))``. Models that give no probabilities (a wrapped LangChain
+model) write the verdict instead, read by :func:`parse_judgement` into 1.0 / 0.0.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from zhrag.tools.passage import Passage
 JUDGE_PASSAGE_CHARS = 560
 #: Generation budget of one verdict (enough for "不相关" or a short sentence).
 JUDGE_MAX_NEW_TOKENS = 8
+#: The verdict words whose next-token probabilities make the judge's score.
+YES, NO = "是", "否"
 
 JUDGE_INSTRUCTION = "阅读资料，判断资料中是否有问题的答案，只回答“是”或“否”。"
 JUDGE_QUESTION = "资料中有答案吗？"
@@ -26,10 +33,8 @@ JUDGE_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("丁县的县城叫什么名字？", "沈书禾是一位作曲家，代表作有交响诗《远山谣》和歌剧《海燕》。", "否"),
 )
 
-CHAT_JUDGE_SYSTEM = (
-    "你负责判断一段资料能否帮助回答一个问题。资料包含问题的答案或直接相关的事实时回答“是”，否则回答“否”。"
-    "只输出“是”或“否”。"
-)
+CHAT_JUDGE_SYSTEM = "阅读资料，判断资料中是否写出了问题的答案。写出了就回答“是”，没有写出就回答“否”。只输出“是”或“否”。"
+CHAT_JUDGE_QUESTION = "资料中写出了这个问题的答案吗？"
 
 
 def _block(question: str, passage: str, verdict: str = "") -> str:
@@ -39,12 +44,17 @@ def _block(question: str, passage: str, verdict: str = "") -> str:
 def build_judge_prompt(question: str, passage: Passage, *, chat: bool) -> Prompt:
     """Prompt asking whether ``passage`` helps answer ``question`` (expected reply: 是 or 否).
 
-    The completion form puts the question first, then the passage (cut to ``JUDGE_PASSAGE_CHARS``),
-    then asks "资料中有答案吗？" after four invented examples.
+    The chat form shows the passage (cut to ``JUDGE_PASSAGE_CHARS``), then the question, then asks whether the
+    passage states the answer (passage first scored a higher AUC than question first on training-split judge
+    examples). The completion form puts the question first, then the passage, then asks "资料中有答案吗？" after
+    four invented examples.
     """
     text = format_passage(passage, JUDGE_PASSAGE_CHARS)
     if chat:
-        return [SystemMessage(CHAT_JUDGE_SYSTEM), HumanMessage(f"问题：{question}\n\n资料：{text}\n\n{JUDGE_QUESTION}")]
+        return [
+            SystemMessage(CHAT_JUDGE_SYSTEM),
+            HumanMessage(f"资料：{text}\n\n问题：{question}\n\n{CHAT_JUDGE_QUESTION}"),
+        ]
     shots = [_block(q, p, v) for q, p, v in JUDGE_EXAMPLES]
     return "\n\n".join([JUDGE_INSTRUCTION, *shots, _block(question, text)])
 
@@ -101,3 +111,14 @@ def parse_judgement(text: str) -> bool | None:
     if _POSITIVE_IN_TEXT.search(line) or any(_ENGLISH.get(w) for w in words):
         return True
     return None
+
+
+def yes_score(probabilities: dict[str, float]) -> float:
+    """The judge's score from next-token probabilities: ``P(是) / (P(是) + P(否))``; 0.5 when neither is likely."""
+    yes, no = probabilities.get(YES, 0.0), probabilities.get(NO, 0.0)
+    return yes / (yes + no) if yes + no > 0 else 0.5
+
+
+def verdict_score(text: str) -> float:
+    """A written verdict as a score: 1.0 for yes, 0.0 for no or an unreadable reply."""
+    return 1.0 if parse_judgement(text) is True else 0.0

@@ -9,6 +9,8 @@ from typing import Any
 from zhrag.errors import ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.gguf_cache import gguf_model_dir, packaged_model_dir
+from zhrag.models.llamacpp import gguf_chat_template
+from zhrag.models.packaged import packaged_gguf
 from zhrag.models.sources import resolve_model_source
 
 #: Config fields that identify a base model's architecture (recorded in the card, checked at load time).
@@ -40,7 +42,7 @@ def resolve_base_model(model: str) -> BaseModel:
     """
     source = resolve_model_source(model)
     if source.kind == "packaged":
-        location = str(packaged_model_dir()[0])
+        location = str(packaged_model_dir(source.location)[0])
     elif source.kind == "gguf":
         location = str(gguf_model_dir(Path(source.location))[0])
     else:
@@ -56,6 +58,10 @@ def uses_chat_template(model: str) -> bool:
     """
     from transformers import AutoTokenizer
 
+    source = resolve_model_source(model)
+    if source.kind in ("packaged", "gguf"):  # read the GGUF's metadata: no dequantization needed to know
+        path = packaged_gguf(source.location)[0] if source.kind == "packaged" else Path(source.location)
+        return gguf_chat_template(path) is not None
     base = resolve_base_model(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(base.location, local_files_only=base.kind != "hub")

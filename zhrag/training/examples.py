@@ -36,15 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypedDict
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from zhrag import settings
 from zhrag.errors import TrainingDataError
 from zhrag.prompts import Prompt, build_answer_prompt, build_judge_prompt, normalize_text
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
 from zhrag.prompts.common import format_passage
-from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
-from zhrag.rc_pairs import RCPair
+from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS, NO, YES
+from zhrag.rc_pairs import HELD_OUT_FRACTION, RCPair, held_out_groups
 from zhrag.tools.chunking import chunk_document
 from zhrag.tools.evidence import best_evidence, query_bigrams
 from zhrag.tools.passage import Passage
@@ -53,13 +53,10 @@ from zhrag.tools.sources import Document, iter_documents
 Task = Literal["answer", "judge"]
 #: Speaker tags of a turn (LLaMA-Factory's ShareGPT defaults, with ``tool`` for tool results).
 ROLES = ("system", "human", "gpt", "tool")
-#: Verdicts the judge prompt expects.
-YES, NO = "是", "否"
-
 #: Passages in an answer prompt, the graph's default ``top_k``.
 DEFAULT_PASSAGES = 3
 #: Share of passages (RC) or questions (QA) whose examples form the evaluation split.
-DEFAULT_EVAL_FRACTION = 0.05
+DEFAULT_EVAL_FRACTION = HELD_OUT_FRACTION
 #: Leading questions of a QA file kept out of the examples: evaluation runs with ``--limit N`` take the
 #: first N questions (the recorded dev run used 300).
 QA_EXCLUDED_FIRST = 500
@@ -173,7 +170,7 @@ class LexicalRetriever:
     def __call__(self, query: str, k: int) -> list[Passage]:
         """The ``k`` best passages for ``query`` (ties keep corpus order), scored by shared bigram weight."""
         scores: Counter[int] = Counter()
-        for bigram in _bigrams(query):
+        for bigram in sorted(_bigrams(query)):  # a fixed summation order: equal inputs give equal float scores
             for index in self._postings.get(bigram, ()):
                 scores[index] += self._weights[bigram]
         best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
@@ -211,6 +208,21 @@ def conversation(prompt: Prompt, target: str) -> list[Turn]:
     return [*turns, Turn({"from": "gpt", "value": target})]
 
 
+def prompt_from_turns(turns: Sequence[Turn], *, chat: bool) -> Prompt | None:
+    """The node prompt that :func:`conversation` turned into ``turns`` (all turns before the target), or ``None``
+    when the turns do not have the model's form: for chat models a system turn, then user / assistant turns
+    alternating and ending with a user turn (earlier assistant turns are the prompt's example answers); for base
+    models one human turn."""
+    speakers = [turn["from"] for turn in turns]
+    if not chat:
+        return turns[0]["value"] if speakers == ["human"] else None
+    expected = ["system", *(["human", "gpt"] * ((len(turns) - 2) // 2)), "human"]
+    if len(turns) < 2 or speakers != expected:
+        return None
+    kinds = {"system": SystemMessage, "human": HumanMessage, "gpt": AIMessage}
+    return [kinds[turn["from"]](turn["value"]) for turn in turns]
+
+
 def _role(message: BaseMessage) -> str:
     roles = {"system": "system", "human": "human", "ai": "gpt", "tool": "tool"}
     if message.type not in roles:
@@ -222,15 +234,6 @@ def _text(message: BaseMessage) -> str:
     if not isinstance(message.content, str):
         raise TrainingDataError("prompt message content is not plain text")
     return message.content
-
-
-def held_out_groups(groups: Iterable[str], fraction: float, seed: int) -> set[str]:
-    """A seeded sample of ``round(fraction · n)`` of the distinct ``groups`` (at least one when fraction > 0)."""
-    if not 0 <= fraction < 1:
-        raise TrainingDataError(f"eval fraction must be in [0, 1), got {fraction}")
-    distinct = sorted(set(groups))
-    count = max(1, round(fraction * len(distinct))) if fraction > 0 and distinct else 0
-    return set(random.Random(f"{seed}:holdout").sample(distinct, count))
 
 
 def build_rc_examples(

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from zhrag import settings
+from zhrag.compat import check_lora_stack
 from zhrag.errors import ConfigError, ModelLoadError, TrainingDataError
 from zhrag.models.device import resolve_device
 from zhrag.models.failures import first_line
@@ -139,7 +141,7 @@ def train_adapter(
     data: str | Path,
     out: str | Path,
     *,
-    model: str = "gemma3-270m",
+    model: str = settings.DEFAULT_LLM,
     lora: LoraSettings = LoraSettings(),
     train: TrainSettings = TrainSettings(),
     device: str | None = None,
@@ -164,10 +166,12 @@ def train_adapter(
 
     Raises:
         TrainingDataError: unusable data (see :func:`load_training_data`), or no example fits ``max_length``.
-        ConfigError: a bad setting, or ``out`` holds another adapter and ``force`` is false.
+        ConfigError: a bad setting, ``out`` holds another adapter and ``force`` is false, or the installed
+            transformers and peft are an incompatible pair.
         ModelLoadError: the base model cannot be loaded, or a target module is not in it.
     """
     started = time.perf_counter()
+    check_lora_stack()
     lora.check()
     train.check()
     out = Path(out).expanduser()

@@ -26,22 +26,19 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
-
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.rule_grader import is_refusal, mentions_gold, normalize_answer
-from zhrag.jsonl import append_jsonl, drop_partial_last_line
+from zhrag.jsonl import append_jsonl
 from zhrag.models import LocalLLM
 from zhrag.prompts import Prompt, clean_answer
 from zhrag.training.card import examples_sha256
-from zhrag.training.examples import Example
+from zhrag.training.examples import Example, prompt_from_turns
 from zhrag.training.formats import import_examples
+from zhrag.training.run_files import claim_run, done_ids, read_records
 
-RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
@@ -98,19 +95,18 @@ def reading_items(examples: Sequence[Example], *, chat: bool) -> list[ReadingIte
 
 def _item(example: Example, chat: bool) -> ReadingItem:
     *prompt_turns, target = example["conversations"]
-    speakers = [turn["from"] for turn in prompt_turns]
-    wanted = ["system", "human"] if chat else ["human"]
-    if speakers != wanted or target["from"] != "gpt":
-        form = "chat (system, human, gpt)" if chat else "completion (human, gpt)"
+    prompt = prompt_from_turns(prompt_turns, chat=chat)
+    if prompt is None or target["from"] != "gpt":
+        speakers = [turn["from"] for turn in example["conversations"]]
+        form = "chat (system, human, [gpt, human ...], gpt)" if chat else "completion (human, gpt)"
         raise TrainingDataError(
-            f"example {example['id']!r} has turns {[*speakers, target['from']]}; this model needs the {form} form "
+            f"example {example['id']!r} has turns {speakers}; this model needs the {form} form "
             "(build the data with --model set to the model evaluated)"
         )
     user_text = prompt_turns[-1]["value"]
     questions = _QUESTION_LINE.findall(user_text)
     if not questions:
         raise TrainingDataError(f"example {example['id']!r}: its prompt has no 问题： line")
-    prompt: Prompt = [SystemMessage(prompt_turns[0]["value"]), HumanMessage(user_text)] if chat else user_text
     answers = example["meta"].get("answers") or [target["value"]]
     return ReadingItem(
         id=example["id"],
@@ -189,9 +185,9 @@ def evaluate_reading(
         "chat": llm.is_chat,
         "max_new_tokens": max_new_tokens,
     }
-    _claim(out, run_settings, force)
+    claim_run(out, run_settings, force, kind="reading", files=(RESULTS_FILE, SUMMARY_FILE, REPORT_FILE))
     results_path = out / RESULTS_FILE
-    done = _done_ids(results_path)
+    done = done_ids(results_path)
     pending = [item for item in items if item.id not in done]
     from tqdm.auto import tqdm
 
@@ -210,7 +206,7 @@ def evaluate_reading(
                 append_jsonl(sink, [_record(item, raw, per_example_ms)])
             bar.update(len(batch))
     wanted = {item.id for item in items}
-    records = [record for record in _read(results_path) if record["id"] in wanted]
+    records = [record for record in read_records(results_path) if record["id"] in wanted]
     summary = summarize(records, run_settings)
     write_reports(summary, records, out)
     return summary
@@ -304,47 +300,3 @@ def _table(label: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")[:40]
-
-
-def _claim(out: Path, run_settings: Mapping[str, Any], force: bool) -> None:
-    """Accept ``out`` for this run: empty, the same run (resume), or another run replaced with ``force``."""
-    run_file = out / RUN_FILE
-    current = json.loads(json.dumps(run_settings))
-    if run_file.is_file():
-        try:
-            recorded = json.loads(run_file.read_text(encoding="utf-8"))["settings"]
-        except (ValueError, KeyError, TypeError):
-            recorded = None
-        if recorded == current:
-            return
-        if not force:
-            raise ConfigError(f"{out} holds a reading run with other settings; use another --out, or --force")
-    elif (out / RESULTS_FILE).exists() and not force:
-        raise ConfigError(f"{out} holds {RESULTS_FILE} without {RUN_FILE}; use another --out, or --force")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (RESULTS_FILE, SUMMARY_FILE, REPORT_FILE):
-        (out / name).unlink(missing_ok=True)
-    record = {"settings": current, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    run_file.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-def _done_ids(path: Path) -> set[str]:
-    """Ids already in ``results.jsonl``, after cutting off an incomplete last line left by a kill."""
-    if not path.exists():
-        return set()
-    drop_partial_last_line(path)
-    return {record["id"] for record in _read(path)}
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-                raise TrainingDataError(f"{path}:{number}: not a result record; the results file is damaged")
-            records.append(record)
-    return records

@@ -1,0 +1,150 @@
+"""Option groups of the CLI, declared once and handed to each command as one object per group.
+
+A command names a group by a parameter annotated with its dataclass (``models: ModelOptions``); the
+:func:`with_option_groups` decorator replaces that parameter by the group's fields as Typer options (their
+``Annotated`` declarations carry the flags and help) and, on a call, collects them back into the dataclass.
+So ``zhrag ask``, ``eval`` and ``demo`` share one declaration of every model, graph and store option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional, get_type_hints
+
+import typer
+
+from zhrag import settings
+
+RerankerOpt = Annotated[
+    Optional[str], typer.Option(help="evidence (offline, default), none, or a sentence-transformers cross-encoder.")
+]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")]
+KbOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--kb", help="Source(s) indexed on first use when the collection is empty (default: shared KB)."),
+]
+
+
+@dataclass
+class ModelOptions:
+    """Which models answer and judge, and where they run."""
+
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Answer model: packaged alias (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, gemma3-270m), .gguf file, "
+            "HF directory, hub id, or the name served by --model-base-url."
+        ),
+    ] = settings.DEFAULT_LLM
+    engine: Annotated[
+        str,
+        typer.Option(help="auto (llama.cpp for GGUF models without adapter, else transformers), llama.cpp or transformers."),
+    ] = "auto"
+    answer_adapter: Annotated[
+        Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering (transformers engine).")
+    ] = None
+    judge_model: Annotated[Optional[str], typer.Option(help="A2 judge / requery model (default: the answer model).")] = None
+    judge_adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter for the A2 judge.")] = None
+    model_base_url: Annotated[
+        Optional[str],
+        typer.Option(help="OpenAI-compatible endpoint serving --model, e.g. http://localhost:8000/v1 (key: OPENAI_API_KEY)."),
+    ] = None
+    judge_base_url: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible endpoint serving the judge (default: --model-base-url).")
+    ] = None
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None
+    dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (transformers engine; default: per device).")] = None
+    max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (1..512).")] = 32
+
+
+@dataclass
+class GraphOptions:
+    """The knobs of the graph variants."""
+
+    top_k: Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")] = 3
+    max_requeries: Annotated[int, typer.Option(help="A2: maximum query rewrites.")] = 2
+    judge_threshold: Annotated[
+        Optional[float], typer.Option(help="A2: keep passages whose judge score P(是)/(P(是)+P(否)) reaches this (default: calibrated).")
+    ] = None
+    a2_fallback: Annotated[
+        str, typer.Option(help="A2 when nothing is kept: closed_book or top_passage (the best rejected passage).")
+    ] = "closed_book"
+    abstain_below: Annotated[
+        Optional[float], typer.Option(help="Answer 不知道 when the answer's confidence is below this (default: never).")
+    ] = None
+
+
+@dataclass
+class StoreOptions:
+    """Where the knowledge base is stored and how it is embedded."""
+
+    collection: Annotated[str, typer.Option(help="Qdrant collection of the knowledge base.")] = settings.DEFAULT_COLLECTION
+    qdrant_url: Annotated[
+        Optional[str], typer.Option(help="Qdrant server URL (env ZHRAG_QDRANT_URL); default: embedded storage.")
+    ] = None
+    qdrant_path: Annotated[Optional[Path], typer.Option(help="Embedded Qdrant directory (env ZHRAG_QDRANT_PATH).")] = None
+    qdrant_engine: Annotated[
+        Optional[str],
+        typer.Option(help="Embedded engine: edge (Qdrant Edge, default) or local (qdrant-client; env ZHRAG_QDRANT_ENGINE)."),
+    ] = None
+    embedder: Annotated[str, typer.Option(help="Dense embedder: packaged alias, local path or hub id.")] = settings.PACKAGED_EMBEDDER
+
+    def resolved(self) -> StoreOptions:
+        """These options with the environment's defaults filled in (URL, engine) and the path as a string."""
+        return dataclasses.replace(
+            self,
+            qdrant_url=self.qdrant_url or settings.qdrant_url(),
+            qdrant_engine=self.qdrant_engine or settings.qdrant_engine(),
+        )
+
+
+def fields_of(*groups: Any) -> dict[str, Any]:
+    """The fields of option groups as one keyword dictionary (paths as strings, unset optional values dropped
+    where the run context has its own default)."""
+    values: dict[str, Any] = {}
+    for group in groups:
+        for name, value in dataclasses.asdict(group).items():
+            values[name] = str(value) if isinstance(value, Path) else value
+    if values.get("judge_threshold", 0) is None:
+        del values["judge_threshold"]
+    return values
+
+
+def with_option_groups(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Expand the option-group parameters of ``command`` into Typer options (see the module doc)."""
+    signature = inspect.signature(command)
+    hints = get_type_hints(command, include_extras=True)
+    parameters: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type, list[str]]] = {}
+    for parameter in signature.parameters.values():
+        annotation = hints.get(parameter.name, parameter.annotation)
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+            group_hints = get_type_hints(annotation, include_extras=True)
+            names = [field.name for field in dataclasses.fields(annotation)]
+            groups[parameter.name] = (annotation, names)
+            for field in dataclasses.fields(annotation):
+                parameters.append(
+                    inspect.Parameter(
+                        field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=group_hints[field.name]
+                    )
+                )
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
+    taken = [parameter.name for parameter in parameters]
+    if len(set(taken)) != len(taken):
+        raise TypeError(f"{command.__name__}: option names collide: {sorted({n for n in taken if taken.count(n) > 1})}")
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> Any:
+        for name, (group, names) in groups.items():
+            kwargs[name] = group(**{field: kwargs.pop(field) for field in names})
+        return command(**kwargs)
+
+    run.__signature__ = signature.replace(parameters=parameters, return_annotation=signature.return_annotation)  # type: ignore[attr-defined]
+    run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return run

@@ -1,0 +1,315 @@
+"""The llama.cpp engine: GGUF models run in process through ``xllamacpp`` (a prebuilt llama.cpp wheel).
+
+One :class:`LlamaCppRuntime` per GGUF file and settings holds the weights once and serves any number of
+threads: llama.cpp's server loop gives each request one of ``n_parallel`` slots and decodes the active slots
+together (continuous batching), so concurrent graph runs share one model without a Python-side batcher.
+Chat models (a GGUF with ``tokenizer.chat_template``) get their messages formatted by that template inside
+llama.cpp (jinja); base models get completion prompts.
+
+Besides greedy text, the engine gives what the graph needs from the model's probabilities:
+
+- :meth:`LlamaCppLLM.generate_scored`: the answer with the log-probability of each generated token
+  (the answer node's confidence, for calibrated abstention);
+- :meth:`LlamaCppLLM.next_token_probabilities`: the probability of given first tokens (是 / 否) after a prompt,
+  from one forward pass (the A2 judge's score).
+
+xllamacpp also listens on a loopback HTTP port (its OpenAI-compatible server); every runtime sets a random
+API key, so only this process can use that port. Settings come from the environment where not given:
+``ZHRAG_LLAMA_THREADS`` (default: all cores), ``ZHRAG_LLAMA_PARALLEL`` (slots, default 4),
+``ZHRAG_LLAMA_CTX`` (context shared by the slots, default 8192), ``ZHRAG_LLAMA_GPU_LAYERS`` (layers offloaded
+to a GPU when the wheel has a GPU backend; default all, 0 on ``device="cpu"``), ``ZHRAG_LLAMA_CACHE_MIB`` (RAM
+for cached prompts, default 512).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zhrag.errors import ConfigError, ModelLoadError
+from zhrag.models.failures import first_line
+from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
+
+#: Defaults of the runtime settings (see the module doc for their environment variables).
+DEFAULT_PARALLEL = 4
+DEFAULT_CTX = 8192
+#: RAM for llama.cpp's cache of finished prompts (llama.cpp's own default, 8 GiB, would grow a long evaluation's
+#: memory by gigabytes; the prompt prefix a slot already holds is reused either way).
+DEFAULT_CACHE_MIB = 512
+#: Alternatives returned per position when probabilities are asked for (llama.cpp's limit is higher).
+TOP_LOGPROBS = 20
+
+@dataclass(frozen=True)
+class LlamaCppSettings:
+    """How a GGUF file is run: threads, parallel slots, context tokens (shared by the slots), GPU layers."""
+
+    n_threads: int
+    n_parallel: int
+    n_ctx: int
+    n_gpu_layers: int
+    cache_ram_mib: int = 512
+
+    @classmethod
+    def from_env(cls, device: str | None = None) -> LlamaCppSettings:
+        """Settings from the ``ZHRAG_LLAMA_*`` variables; ``device="cpu"`` keeps every layer on the CPU.
+
+        Raises:
+            ConfigError: a variable is not a positive integer (``ZHRAG_LLAMA_GPU_LAYERS``: -1 or more).
+        """
+        gpu_default = 0 if device == "cpu" else -1
+        return cls(
+            n_threads=_env_int("ZHRAG_LLAMA_THREADS", os.cpu_count() or 1, minimum=1),
+            n_parallel=_env_int("ZHRAG_LLAMA_PARALLEL", DEFAULT_PARALLEL, minimum=1),
+            n_ctx=_env_int("ZHRAG_LLAMA_CTX", DEFAULT_CTX, minimum=256),
+            n_gpu_layers=_env_int("ZHRAG_LLAMA_GPU_LAYERS", gpu_default, minimum=-1),
+            cache_ram_mib=_env_int("ZHRAG_LLAMA_CACHE_MIB", DEFAULT_CACHE_MIB, minimum=0),
+        )
+
+
+def _env_int(name: str, default: int, *, minimum: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def gguf_chat_template(path: Path) -> str | None:
+    """The chat template stored in a GGUF file's metadata, or ``None`` (a base model).
+
+    Raises:
+        ModelLoadError: the file is not a readable GGUF file.
+    """
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as error:  # a corrupt or foreign file fails in struct, value or memory-map errors
+        raise ModelLoadError(f"cannot read GGUF file {path}: {first_line(error)}") from error
+    field = reader.fields.get("tokenizer.chat_template")
+    if field is None or not field.data:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace") or None
+
+
+class LlamaCppRuntime:
+    """One GGUF model loaded by llama.cpp, serving concurrent requests from any thread.
+
+    Attributes:
+        path: The GGUF file.
+        settings: Threads, slots, context and GPU layers it runs with.
+        is_chat: Whether the file has a chat template (requests are then chat messages).
+        address: The loopback URL of xllamacpp's own OpenAI-compatible server (needs :attr:`api_key`).
+        api_key: The random key that server requires.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        settings: LlamaCppSettings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        alias: str | None = None,
+    ) -> None:
+        """Load ``path``; its HTTP server listens on ``host:port`` (0: any free port) and requires ``api_key``
+        (default: a random one, so that only this process can use it), serving the model as ``alias``."""
+        try:
+            import xllamacpp
+        except ImportError:
+            raise ConfigError("the llama.cpp engine needs the xllamacpp package: pip install xllamacpp") from None
+        self.path = path
+        self.settings = settings
+        self.is_chat = gguf_chat_template(path) is not None
+        self.api_key = api_key if api_key is not None else secrets.token_urlsafe(24)
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = settings.n_ctx
+        params.n_parallel = settings.n_parallel
+        params.kv_unified = True  # every slot may use the whole context; short prompts leave room for long ones
+        params.cpuparams.n_threads = settings.n_threads
+        params.cpuparams_batch.n_threads = settings.n_threads
+        params.n_gpu_layers = settings.n_gpu_layers
+        params.cache_ram_mib = settings.cache_ram_mib
+        params.warmup = False
+        params.verbosity = -1
+        params.api_keys = [self.api_key] if self.api_key else []
+        params.hostnames = [host]
+        params.port = port
+        if alias:
+            params.model_alias = {alias}
+        try:
+            self._server = xllamacpp.Server(params)
+        except Exception as error:  # llama.cpp reports load failures as generic runtime errors
+            raise ModelLoadError(f"llama.cpp cannot load {path}: {first_line(error)}") from error
+        self.address = self._server.listening_address
+        self._pool = ThreadPoolExecutor(max_workers=settings.n_parallel, thread_name_prefix="zhrag-llama")
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Run one chat (``messages`` in ``body``) or completion (``prompt``) request; returns its first choice.
+
+        The choice carries llama.cpp's ``timings`` under ``"timings"``.
+
+        Raises:
+            ConfigError: llama.cpp refused the request (for example a prompt longer than the context).
+        """
+        body = {"temperature": 0.0, "seed": 0, **body}
+        if "messages" in body:
+            response = self._server.handle_chat_completions(body)
+        else:
+            response = self._server.handle_completions(body)
+        if not isinstance(response, dict) or "error" in response or not response.get("choices"):
+            error = response.get("error") if isinstance(response, dict) else response
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise ConfigError(f"llama.cpp refused the request for {self.path.name}: {message}")
+        choice = dict(response["choices"][0])
+        choice["timings"] = response.get("timings", {})
+        return choice
+
+    def map(self, bodies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`request` for every body, sent together so llama.cpp's slots decode them in one batch."""
+        if len(bodies) == 1:
+            return [self.request(bodies[0])]
+        return list(self._pool.map(self.request, bodies))
+
+
+def _token_logprobs(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((choice.get("logprobs") or {}).get("content") or [])
+
+
+def _text(choice: dict[str, Any]) -> str:
+    if "message" in choice:
+        return str(choice["message"].get("content") or "")
+    return str(choice.get("text") or "")
+
+
+class LlamaCppLLM(LocalLLM):
+    """A :class:`LocalLLM` whose model runs on llama.cpp (see the module doc)."""
+
+    def __init__(self, runtime: LlamaCppRuntime, *, load_info: dict[str, Any]) -> None:
+        super().__init__(runtime, is_chat=runtime.is_chat, load_info=load_info)
+        self.runtime = runtime
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return True
+
+    @property
+    def batch_size(self) -> int:
+        """Requests decoded together (llama.cpp's parallel slots)."""
+        return self.runtime.settings.n_parallel
+
+    @property
+    def default_concurrency(self) -> int:
+        """Questions an evaluation runs at once by default: one per slot on a GPU, one on the CPU.
+
+        On 2 CPU cores prefill is compute-bound, so parallel questions only interleave; see
+        ``benchmarks/eval_throughput.py`` for the measurement.
+        """
+        return self.runtime.settings.n_parallel if self.runtime.settings.n_gpu_layers else 1
+
+    def _body(self, prompt: Any, max_new_tokens: int, stop: Sequence[str], **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"max_tokens": max_new_tokens, **extra}
+        if stop:
+            body["stop"] = list(stop)
+        if self.is_chat:
+            body["messages"] = chat_dicts(prompt)
+        else:
+            body["prompt"] = prompt
+        return body
+
+    def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
+        bodies = [self._body(prompt, max_new_tokens, stops) for prompt in inputs]
+        return [_text(choice) for choice in self.runtime.map(bodies)]
+
+    def generate_scored(
+        self, prompts: Sequence[Any], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
+    ) -> list[ScoredText]:
+        """Greedy completions with the log-probability of every generated token (stop strings excluded)."""
+        self._check_prompts(prompts, max_new_tokens)
+        stops = [s for s in stop if s]
+        bodies = [self._body(prompt, max_new_tokens, stops, logprobs=True) for prompt in prompts]
+        results = []
+        for choice in self.runtime.map(bodies):
+            tokens = _token_logprobs(choice)
+            results.append(
+                ScoredText(
+                    text=truncate_at_stop(_text(choice), stops),
+                    tokens=tuple(str(token.get("token", "")) for token in tokens),
+                    logprobs=tuple(float(token.get("logprob", -math.inf)) for token in tokens),
+                )
+            )
+        return results
+
+    def next_token_probabilities(self, prompts: Sequence[Any], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """For each prompt, the probability that the next token is each candidate (whitespace around it ignored).
+
+        One forward pass per prompt (a one-token request); the prompts run in parallel slots. A candidate
+        outside the model's top alternatives gets probability 0.
+        """
+        self._check_prompts(prompts, 1)
+        bodies = [self._body(prompt, 1, (), logprobs=True, top_logprobs=TOP_LOGPROBS) for prompt in prompts]
+        results = []
+        for choice in self.runtime.map(bodies):
+            tokens = _token_logprobs(choice)
+            alternatives = tokens[0].get("top_logprobs", []) if tokens else []
+            probabilities = dict.fromkeys(candidates, 0.0)
+            for alternative in alternatives:
+                word = str(alternative.get("token", "")).strip()
+                if word in probabilities:
+                    probabilities[word] += math.exp(float(alternative.get("logprob", -math.inf)))
+            results.append(probabilities)
+        return results
+
+
+_lock = threading.Lock()
+_runtimes: dict[tuple[str, LlamaCppSettings], LlamaCppRuntime] = {}
+
+
+def load_llamacpp(path: Path, *, model: str, kind: str, device: str | None, cache_hit: bool | None) -> LlamaCppLLM:
+    """The llama.cpp model of the GGUF file ``path``, loaded once per process and settings.
+
+    ``model`` and ``kind`` are recorded in ``load_info`` (the argument as given and its source kind).
+
+    Raises:
+        ModelLoadError: llama.cpp cannot load the file.
+        ConfigError: xllamacpp is not installed, or a ``ZHRAG_LLAMA_*`` variable is invalid.
+    """
+    settings = LlamaCppSettings.from_env(device)
+    key = (str(path), settings)
+    start = time.perf_counter()
+    with _lock:
+        shared = key in _runtimes
+        if not shared:
+            _runtimes[key] = LlamaCppRuntime(path, settings)
+        runtime = _runtimes[key]
+    info = {
+        "model": model,
+        "kind": kind,
+        "engine": "llama.cpp",
+        "source": str(path),
+        "cache_hit": cache_hit,
+        "shared_base": shared,
+        "load_s": round(time.perf_counter() - start, 3),
+        "device": "cpu" if settings.n_gpu_layers == 0 else "auto",
+        "dtype": "q4_k_m" if "q4_k_m" in path.name.lower() else None,
+        "adapter": None,
+        "threads": settings.n_threads,
+        "parallel_slots": settings.n_parallel,
+        "n_ctx": settings.n_ctx,
+    }
+    return LlamaCppLLM(runtime, load_info=info)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_common import RESULTS_DIR, machine_info, median, ratio, write_result
+from generation import sample_inputs
 
 RESULTS = RESULTS_DIR / "llamacpp.json"
 QUESTIONS = ["中国的首都是哪里？", "水的化学式是什么？", "太阳系最大的行星是哪一颗？", "光速大约是多少？"]
@@ -57,20 +58,12 @@ def load_once(model: str, engine: str, cache: Path) -> dict[str, Any]:
     return {key: info.get(key) for key in ("engine", "cache_hit", "load_s", "process_s", "peak_rss_mib", "threads")}
 
 
-def answer_prompts(llm: Any) -> dict[str, Any]:
-    """The answer node's prompts for the first dev question, closed-book and with the first 3 KB documents."""
-    from zhrag import settings
-    from zhrag.evaluation.datasets import load_questions
+def answer_prompts(llm: Any, smoke: bool) -> dict[str, Any]:
+    """The answer node's prompts for the first dev question, closed-book and with the first 3 KB documents
+    (``smoke``: a short question and three one-sentence passages)."""
     from zhrag.prompts import build_answer_prompt
-    from zhrag.tools.passage import Passage
-    from zhrag.tools.sources import iter_documents
 
-    question = load_questions(None, limit=1)[0].question
-    passages = []
-    for document in iter_documents(settings.default_kb_source()):
-        passages.append(Passage(id=document.id, title=document.title, text=document.text, score=1.0))
-        if len(passages) == 3:
-            break
+    question, passages = sample_inputs(smoke)
     return {
         "closed_book": build_answer_prompt(question, [], chat=llm.is_chat),
         "three_passages": build_answer_prompt(question, passages, chat=llm.is_chat),
@@ -165,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         from zhrag.models import load_llm
 
         llm = load_llm(model, engine="llama.cpp")
-        prompts = answer_prompts(llm)
+        prompts = answer_prompts(llm, args.smoke)
         rows = {name: measure_prompt(llm, prompt, tokens, repeats) for name, prompt in prompts.items()}
         body: dict[str, Any] = {
             "model": model,

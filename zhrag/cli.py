@@ -16,6 +16,9 @@ import typer
 from zhrag import settings
 from zhrag.cli_options import (
     DeviceOpt,
+    EngineOpt,
+    ForceOpt,
+    RunOutOpt,
     GraphOptions,
     KbOpt,
     ModelOptions,
@@ -494,22 +497,26 @@ def train(
 @app.command("eval-reading")
 def eval_reading(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; re-running resumes it.")],
+    out: RunOutOpt,
     model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
     adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter of the answer model.")] = None,
+    engine: EngineOpt = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Only the first N answer examples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (the answer node's default).")] = 32,
     device: DeviceOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Reading accuracy (exact / contains) of the answer model on held-out answer examples; resumable."""
     from zhrag.models import load_llm
     from zhrag.training.reading import adapter_identity, evaluate_reading
 
-    llm = load_llm(model, adapter=adapter, device=device)
+    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
+    model_record = {"model": model, "adapter": adapter_identity(adapter)}
+    if engine != "auto":
+        model_record["engine"] = engine
     summary = evaluate_reading(
-        llm, data, out, model={"model": model, "adapter": adapter_identity(adapter)}, limit=limit,
+        llm, data, out, model=model_record, limit=limit,
         batch_size=batch_size, max_new_tokens=max_new_tokens, force=force,
     )
     overall = summary["overall"]
@@ -522,14 +529,14 @@ def eval_reading(
 @app.command("eval-judge")
 def eval_judge(
     data: Annotated[Path, typer.Option(help="Folder written by zhrag build-data with judge examples (train and eval splits).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; re-running resumes it.")],
+    out: RunOutOpt,
     model: Annotated[str, typer.Option(help="Judge model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
     adapter: Annotated[Optional[str], typer.Option("--adapter", "--judge-adapter", help="LoRA adapter of the judge model.")] = None,
-    engine: Annotated[str, typer.Option(help="auto, llama.cpp or transformers.")] = "auto",
+    engine: EngineOpt = "auto",
     limit: Annotated[int, typer.Option(help="Seeded examples scored per split.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
     device: DeviceOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Calibrate the A2 judge's threshold on training judge examples and measure it on held-out ones."""
     from zhrag.models import load_llm

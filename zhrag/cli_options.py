@@ -23,6 +23,9 @@ from zhrag import settings
 RerankerOpt = Annotated[
     Optional[str], typer.Option(help="evidence (offline, default), none, or a sentence-transformers cross-encoder.")
 ]
+EngineOpt = Annotated[str, typer.Option(help="auto (llama.cpp for GGUF models without adapter, else transformers), llama.cpp or transformers.")]
+RunOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder; re-running resumes it.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")]
 KbOpt = Annotated[
     Optional[list[Path]],
@@ -41,10 +44,7 @@ class ModelOptions:
             "HF directory, hub id, or the name served by --model-base-url."
         ),
     ] = settings.DEFAULT_LLM
-    engine: Annotated[
-        str,
-        typer.Option(help="auto (llama.cpp for GGUF models without adapter, else transformers), llama.cpp or transformers."),
-    ] = "auto"
+    engine: EngineOpt = "auto"
     answer_adapter: Annotated[
         Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering (transformers engine).")
     ] = None

@@ -142,3 +142,33 @@ def test_sample_is_seeded_spread_and_kept_in_file_order(tmp_path):
     assert len(load_questions(path, sample=20, seed=1, limit=5)) == 5
     with pytest.raises(DatasetError, match="sample must be >= 1"):
         load_questions(path, sample=0)
+
+
+def test_an_excluded_sample_never_overlaps_the_rest(tmp_path: Path) -> None:
+    from zhrag.evaluation.datasets import load_questions as load
+
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        "".join(json.dumps({"id": f"q{i}", "question": f"问题{i}", "answer": "甲"}, ensure_ascii=False) + "\n" for i in range(50)),
+        encoding="utf-8",
+    )
+    evaluation = {q.id for q in load(path, sample=20, seed=0)}
+    tuning = load(path, exclude_sample=20, exclude_seed=0, sample=10, seed=1)
+    assert len(evaluation) == 20 and len(tuning) == 10 and not evaluation & {q.id for q in tuning}
+    assert {q.id for q in load(path, exclude_sample=20)} == {f"q{i}" for i in range(50)} - evaluation
+
+
+def test_rc_source_is_the_held_out_reading_pairs(shared_kb: Path) -> None:
+    from zhrag.evaluation.datasets import load_questions as load
+    from zhrag.rc_pairs import HELD_OUT_FRACTION, default_rc_source, load_rc_pairs
+
+    if not default_rc_source().is_file():
+        pytest.skip(f"shared reading-comprehension pairs not found at {default_rc_source()}")
+    questions = load("rc")
+    pairs = {pair.id: pair for pair in load_rc_pairs()}
+    paragraphs = {pair.passage_id for pair in pairs.values()}
+    held = {pairs[q.id].passage_id for q in questions}
+    assert abs(len(held) - HELD_OUT_FRACTION * len(paragraphs)) <= 2
+    assert all(q.answer == pairs[q.id].answers[0] and q.primary_category == pairs[q.id].source for q in questions)
+    usable = {pid for pid, pair in pairs.items() if pair.passage_id in held and pair.question and pair.answers}
+    assert usable == {q.id for q in questions}  # all usable pairs of the held-out paragraphs, and nothing else

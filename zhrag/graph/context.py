@@ -21,7 +21,7 @@ GRADERS = ("rules", "official")
 A2_FALLBACKS = ("closed_book", "top_passage")
 #: Judge score at or above which A2 keeps a passage: the threshold of best F1 on the training split of the
 #: reading-comprehension judge examples (``zhrag eval-judge``, docs/results/judge/).
-DEFAULT_JUDGE_THRESHOLD = 0.945
+DEFAULT_JUDGE_THRESHOLD = 0.944
 #: Largest answer generation budget a run may ask for.
 MAX_NEW_TOKENS_LIMIT = 512
 

@@ -87,6 +87,17 @@ def _env_int(name: str, default: int, *, minimum: int) -> int:
     return number
 
 
+def accelerators() -> list[str]:
+    """Names of the non-CPU devices llama.cpp can use in this process (empty for the CPU-only wheel)."""
+    import xllamacpp
+
+    return [
+        str(device.get("description") or device.get("name"))
+        for device in xllamacpp.get_device_info()
+        if str(device.get("name", "")).upper() != "CPU"
+    ]
+
+
 def gguf_chat_template(path: Path) -> str | None:
     """The chat template stored in a GGUF file's metadata, or ``None`` (a base model).
 
@@ -157,6 +168,7 @@ class LlamaCppRuntime:
         except Exception as error:  # llama.cpp reports load failures as generic runtime errors
             raise ModelLoadError(f"llama.cpp cannot load {path}: {first_line(error)}") from error
         self.address = self._server.listening_address
+        self.devices = accelerators() if settings.n_gpu_layers != 0 else []
         self._pool = ThreadPoolExecutor(max_workers=settings.n_parallel, thread_name_prefix="zhrag-llama")
 
     def request(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +229,10 @@ class LlamaCppLLM(LocalLLM):
     def default_concurrency(self) -> int:
         """Questions an evaluation runs at once by default: one per slot on a GPU, one on the CPU.
 
-        On 2 CPU cores prefill is compute-bound, so parallel questions only interleave; see
+        On a CPU, prefill is compute-bound, so parallel questions mostly interleave; see
         ``benchmarks/eval_throughput.py`` for the measurement.
         """
-        return self.runtime.settings.n_parallel if self.runtime.settings.n_gpu_layers else 1
+        return self.runtime.settings.n_parallel if self.runtime.devices else 1
 
     def _body(self, prompt: Any, max_new_tokens: int, stop: Sequence[str], **extra: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"max_tokens": max_new_tokens, **extra}
@@ -305,7 +317,7 @@ def load_llamacpp(path: Path, *, model: str, kind: str, device: str | None, cach
         "cache_hit": cache_hit,
         "shared_base": shared,
         "load_s": round(time.perf_counter() - start, 3),
-        "device": "cpu" if settings.n_gpu_layers == 0 else "auto",
+        "device": ", ".join(runtime.devices) or "cpu",
         "dtype": "q4_k_m" if "q4_k_m" in path.name.lower() else None,
         "adapter": None,
         "threads": settings.n_threads,

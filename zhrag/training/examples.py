@@ -223,6 +223,24 @@ def prompt_from_turns(turns: Sequence[Turn], *, chat: bool) -> Prompt | None:
     return [kinds[turn["from"]](turn["value"]) for turn in turns]
 
 
+def example_prompt(example: Example, *, chat: bool) -> Prompt:
+    """The node prompt of ``example`` (its turns before the final gpt turn), as :func:`prompt_from_turns` reads it.
+
+    Raises:
+        TrainingDataError: the turns do not have the form of the model's prompts (naming the example and its turns).
+    """
+    *turns, target = example["conversations"]
+    prompt = prompt_from_turns(turns, chat=chat)
+    if prompt is None or target["from"] != "gpt":
+        speakers = [turn["from"] for turn in example["conversations"]]
+        form = "chat (system, human, [gpt, human, ...] gpt)" if chat else "completion (human, gpt)"
+        raise TrainingDataError(
+            f"example {example['id']!r} has turns {speakers}; this model needs the {form} form "
+            "(build the data with --model set to the model evaluated)"
+        )
+    return prompt
+
+
 def _role(message: BaseMessage) -> str:
     roles = {"system": "system", "human": "human", "ai": "gpt", "tool": "tool"}
     if message.type not in roles:

@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.jsonl import append_jsonl
 from zhrag.models import LocalLLM
 from zhrag.nodes.judge import judge_scores
 from zhrag.prompts import Prompt
 from zhrag.training.card import examples_sha256
-from zhrag.training.examples import Example, prompt_from_turns
+from zhrag.training.examples import Example, example_prompt
 from zhrag.training.formats import import_examples
-from zhrag.training.run_files import claim_run, done_ids, read_records
+from zhrag.training.run_files import claim_run, process_pending
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -82,15 +80,7 @@ def judge_items(examples: Sequence[Example], split: str, *, chat: bool) -> list[
     for example in examples:
         if example["task"] != "judge":
             continue
-        *turns, target = example["conversations"]
-        prompt = prompt_from_turns(turns, chat=chat)
-        if prompt is None or target["from"] != "gpt":
-            speakers = [turn["from"] for turn in example["conversations"]]
-            form = "chat (system, human, gpt)" if chat else "completion (human, gpt)"
-            raise TrainingDataError(
-                f"example {example['id']!r} has turns {speakers}; this model needs the {form} form "
-                "(build the data with --model set to the model evaluated)"
-            )
+        prompt = example_prompt(example, chat=chat)
         relevant = example["meta"].get("relevant")
         if not isinstance(relevant, bool):
             raise TrainingDataError(f"example {example['id']!r} has no boolean meta.relevant")
@@ -140,31 +130,21 @@ def evaluate_judge(
     }
     files = (RESULTS_FILE, SUMMARY_FILE, REPORT_FILE, PLOT_FILE)
     claim_run(out, run_settings, force, kind="judge", files=files)
-    results_path = out / RESULTS_FILE
-    done = done_ids(results_path)
-    pending = [item for item in items if item.id not in done]
-    from tqdm.auto import tqdm
-
-    with (
-        results_path.open("ab") as sink,
-        tqdm(total=len(items), initial=len(items) - len(pending), desc="judge", unit="example", disable=not progress) as bar,
-    ):
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            started = time.perf_counter()
-            scored = judge_scores(llm, [item.prompt for item in batch])
-            ms = (time.perf_counter() - started) * 1000.0 / len(batch)
-            for item, (score, raw) in zip(batch, scored, strict=True):
-                record = {"id": item.id, "split": item.split, "relevant": item.relevant, "score": score, "ms": round(ms, 1)}
-                if raw is not None:
-                    record["raw"] = raw
-                append_jsonl(sink, [record])
-            bar.update(len(batch))
-    wanted = {item.id for item in items}
-    records = [record for record in read_records(results_path) if record["id"] in wanted]
+    records = process_pending(
+        items, out / RESULTS_FILE, lambda batch: judge_scores(llm, [item.prompt for item in batch]), _record,
+        batch_size=batch_size, desc="judge", progress=progress,
+    )
     summary = summarize(records, run_settings)
     write_reports(summary, records, out)
     return summary
+
+
+def _record(item: JudgeItem, scored: tuple[float, str | None], ms: float) -> dict[str, Any]:
+    score, raw = scored
+    record = {"id": item.id, "split": item.split, "relevant": item.relevant, "score": score, "ms": round(ms, 1)}
+    if raw is not None:
+        record["raw"] = raw
+    return record
 
 
 def classification(records: Sequence[Mapping[str, Any]], threshold: float) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,13 +30,12 @@ from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.rule_grader import is_refusal, mentions_gold, normalize_answer
-from zhrag.jsonl import append_jsonl
 from zhrag.models import LocalLLM
 from zhrag.prompts import Prompt, clean_answer
 from zhrag.training.card import examples_sha256
-from zhrag.training.examples import Example, prompt_from_turns
+from zhrag.training.examples import Example, example_prompt
 from zhrag.training.formats import import_examples
-from zhrag.training.run_files import claim_run, done_ids, read_records
+from zhrag.training.run_files import claim_run, process_pending
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -94,15 +92,8 @@ def reading_items(examples: Sequence[Example], *, chat: bool) -> list[ReadingIte
 
 
 def _item(example: Example, chat: bool) -> ReadingItem:
+    prompt = example_prompt(example, chat=chat)
     *prompt_turns, target = example["conversations"]
-    prompt = prompt_from_turns(prompt_turns, chat=chat)
-    if prompt is None or target["from"] != "gpt":
-        speakers = [turn["from"] for turn in example["conversations"]]
-        form = "chat (system, human, [gpt, human ...], gpt)" if chat else "completion (human, gpt)"
-        raise TrainingDataError(
-            f"example {example['id']!r} has turns {speakers}; this model needs the {form} form "
-            "(build the data with --model set to the model evaluated)"
-        )
     user_text = prompt_turns[-1]["value"]
     questions = _QUESTION_LINE.findall(user_text)
     if not questions:
@@ -186,27 +177,11 @@ def evaluate_reading(
         "max_new_tokens": max_new_tokens,
     }
     claim_run(out, run_settings, force, kind="reading", files=(RESULTS_FILE, SUMMARY_FILE, REPORT_FILE))
-    results_path = out / RESULTS_FILE
-    done = done_ids(results_path)
-    pending = [item for item in items if item.id not in done]
-    from tqdm.auto import tqdm
-
-    with (
-        results_path.open("ab") as sink,
-        tqdm(
-            total=len(items), initial=len(items) - len(pending), desc="reading", unit="example", disable=not progress
-        ) as bar,
-    ):
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            started = time.perf_counter()
-            raws = llm.generate([item.prompt for item in batch], max_new_tokens=max_new_tokens, stop=("\n",))
-            per_example_ms = (time.perf_counter() - started) * 1000.0 / len(batch)
-            for item, raw in zip(batch, raws, strict=True):
-                append_jsonl(sink, [_record(item, raw, per_example_ms)])
-            bar.update(len(batch))
-    wanted = {item.id for item in items}
-    records = [record for record in read_records(results_path) if record["id"] in wanted]
+    records = process_pending(
+        items, out / RESULTS_FILE,
+        lambda batch: llm.generate([item.prompt for item in batch], max_new_tokens=max_new_tokens, stop=("\n",)),
+        _record, batch_size=batch_size, desc="reading", progress=progress,
+    )
     summary = summarize(records, run_settings)
     write_reports(summary, records, out)
     return summary

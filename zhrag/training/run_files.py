@@ -8,13 +8,14 @@ appended one JSON line each, and a line cut by a kill is dropped on the next sta
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.jsonl import drop_partial_last_line
+from zhrag.jsonl import append_jsonl, drop_partial_last_line
 
 RUN_FILE = "run.json"
 
@@ -69,3 +70,35 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                 raise TrainingDataError(f"{path}:{number}: not a result record; the results file is damaged")
             records.append(record)
     return records
+
+
+def process_pending(
+    items: Sequence[Any],
+    results_path: Path,
+    run_batch: Callable[[list[Any]], Sequence[Any]],
+    to_record: Callable[[Any, Any, float], dict[str, Any]],
+    *,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Run the ``items`` (each with an ``id``) not yet in ``results_path``, ``batch_size`` at a time, and append
+    ``to_record(item, output, ms per item)`` for each as it finishes; returns the records of ``items``, in file order."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    done = done_ids(results_path)
+    pending = [item for item in items if item.id not in done]
+    with (
+        results_path.open("ab") as sink,
+        tqdm(total=len(items), initial=len(items) - len(pending), desc=desc, unit="example", disable=not progress) as bar,
+    ):
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            started = time.perf_counter()
+            outputs = run_batch(batch)
+            ms = (time.perf_counter() - started) * 1000.0 / len(batch)
+            for item, output in zip(batch, outputs, strict=True):
+                append_jsonl(sink, [to_record(item, output, ms)])
+            bar.update(len(batch))
+    wanted = {item.id for item in items}
+    return [record for record in read_records(results_path) if record["id"] in wanted]

@@ -28,6 +28,7 @@ from zhrag.cli_options import (
     with_option_groups,
 )
 from zhrag.errors import ConfigError, ZhragError
+from zhrag.jsonl import writable_dir
 
 app = typer.Typer(
     add_completion=False,
@@ -283,6 +284,7 @@ def eval_(
     from zhrag.evaluation.runner import dataset_info, default_metrics, run_evaluation
 
     variant_list = [_check_variant(name) for name in _split_values(variants)]
+    writable_dir(out, "evaluation folder")  # before the knowledge base or a model is loaded
     filters = {"limit": limit, "categories": category, "ids_file": ids_file, "sample": sample}
     if sample is not None:
         filters["seed"] = seed
@@ -511,6 +513,7 @@ def eval_reading(
     from zhrag.models import load_llm
     from zhrag.training.reading import adapter_identity, evaluate_reading
 
+    writable_dir(out, "reading run folder")
     llm = load_llm(model, adapter=adapter, device=device, engine=engine)
     model_record = {"model": model, "adapter": adapter_identity(adapter)}
     if engine != "auto":
@@ -543,6 +546,7 @@ def eval_judge(
     from zhrag.training.judge_eval import evaluate_judge
     from zhrag.training.reading import adapter_identity
 
+    writable_dir(out, "judge run folder")
     llm = load_llm(model, adapter=adapter, device=device, engine=engine)
     summary = evaluate_judge(
         llm, data, out, model={"model": model, "adapter": adapter_identity(adapter), "engine": engine}, limit=limit,

@@ -58,3 +58,25 @@ def drop_partial_last_line(path: Path) -> bytes:
             handle.truncate(complete)
             os.fsync(handle.fileno())
     return content[:complete]
+
+
+def writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """``path`` as a folder that exists and can be written to, created if needed.
+
+    Called before any model loads, so that a bad ``--out`` is a one-line error at once rather than a traceback
+    after minutes of work.
+
+    Raises:
+        ZhragError: ``path`` is a file, or the folder cannot be created or written (naming the path and why).
+    """
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ZhragError(f"{what} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise ZhragError(f"cannot write the {what} {folder}: {error.strerror or error}") from None
+    return folder

@@ -54,3 +54,12 @@ def test_colliding_option_names_are_refused():
 
     with pytest.raises(TypeError, match="option names collide: \\['embedder'\\]"):
         with_option_groups(command)
+
+
+@pytest.mark.parametrize("command", [["eval", "--variants", "a0", "--limit", "1"], ["eval-judge", "--data", "x"]])
+def test_an_output_path_that_is_a_file_is_one_line_before_any_work(command, tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("", encoding="utf-8")
+    assert main([*command, "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{target} is a file, not a folder") and len(err.splitlines()) == 1

@@ -444,3 +444,19 @@ def test_invoking_without_a_context_uses_the_defaults(
     if variant != "a0":
         assert kb.calls == [(QUESTION, Context().top_k)]
         assert kb.configs[0].collection == settings.DEFAULT_COLLECTION
+
+
+def test_the_longest_a2_loop_fits_the_graphs_own_recursion_limit(
+    knowledge: Callable[..., FakeKnowledge], scoring_model: Callable[..., tuple[str, Any]]
+) -> None:
+    from zhrag.graph.context import MAX_REQUERIES_LIMIT
+
+    counter = iter(range(1000))
+    knowledge(lambda q: [Passage(id=f"kb#{next(counter)}", title="", text="无关的资料。", score=0.1) for _ in range(3)])
+    name, _ = scoring_model(lambda text: 0.0)
+    graph = build_graph("a2", terminal_nodes=[("probe", lambda state: {})])
+    order, state = run(graph, Context(model=name, max_requeries=MAX_REQUERIES_LIMIT))
+    assert state["requeries"] == MAX_REQUERIES_LIMIT and order.count("judge") == MAX_REQUERIES_LIMIT + 1
+    assert len(order) <= graph.config["recursion_limit"] < 100
+    with pytest.raises(ConfigError, match="max_requeries must be between 0 and 10"):
+        Context(max_requeries=MAX_REQUERIES_LIMIT + 1)

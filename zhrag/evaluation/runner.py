@@ -62,7 +62,7 @@ from zhrag.evaluation.report import (
     write_report,
 )
 from zhrag.graph.builder import VARIANTS, build_graph
-from zhrag.jsonl import append_jsonl, drop_partial_last_line
+from zhrag.jsonl import append_jsonl, drop_partial_last_line, writable_dir
 from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
 from zhrag.nodes.common import answer_llm, judge_llm
@@ -155,7 +155,7 @@ def run_evaluation(
     if kb_sources is None:
         default_kb = settings.default_kb_source()
         kb_sources = [default_kb] if default_kb.exists() else []
-    out_dir = Path(out_dir)
+    out_dir = writable_dir(out_dir, "evaluation folder")
     run_settings = {
         "format": RUN_FORMAT,
         "variants": variant_list,

@@ -22,7 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from zhrag.errors import ConfigError
-from zhrag.graph.context import Context
+from zhrag.graph.context import MAX_REQUERIES_LIMIT, Context
 from zhrag.graph.state import GraphState, InputState
 from zhrag.nodes.answer import answer
 from zhrag.nodes.common import timed
@@ -94,7 +94,10 @@ def build_graph(variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..
         graph.add_edge(previous, name)
         previous = name
     graph.add_edge(previous, END)
-    return graph.compile(name=f"zhrag-{key}")
+    # Steps of the longest run: retrieve, judge, (requery, retrieve, judge) per rewrite, answer, terminal nodes.
+    # Set explicitly, so that a lower default (LANGGRAPH_DEFAULT_RECURSION_LIMIT) never cuts a bounded A2 loop.
+    steps = 3 * (MAX_REQUERIES_LIMIT + 1) + len(terminal_nodes) + 2
+    return graph.compile(name=f"zhrag-{key}").with_config(recursion_limit=steps)
 
 
 a0 = build_graph("a0")

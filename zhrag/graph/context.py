@@ -24,6 +24,8 @@ A2_FALLBACKS = ("closed_book", "top_passage")
 DEFAULT_JUDGE_THRESHOLD = 0.944
 #: Largest answer generation budget a run may ask for.
 MAX_NEW_TOKENS_LIMIT = 512
+#: Most query rewrites A2 may be asked for (each costs a retrieval and top_k judge calls).
+MAX_REQUERIES_LIMIT = 10
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -52,7 +54,7 @@ class Context:
         dtype: ``bfloat16``, ``float16`` or ``float32``; ``None`` picks per device.
         max_new_tokens: Generation budget of the answer node (1..512).
         top_k: Passages requested from ``qdrant-find`` per retrieval round (1..50).
-        max_requeries: A2 only: upper bound on query rewrites (0 disables requerying).
+        max_requeries: A2 only: upper bound on query rewrites (0..10; 0 disables requerying).
         judge_threshold: A2 only: judge score (``P(是) / (P(是) + P(否))``) at or above which a passage is kept.
         a2_fallback: A2 only: when nothing is kept within the budget, answer ``closed_book`` (default) or
             from the ``top_passage`` (the highest-scored rejected one).
@@ -109,8 +111,8 @@ class Context:
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 50:
             raise ConfigError(f"top_k must be between 1 and 50, got {self.top_k}")
-        if self.max_requeries < 0:
-            raise ConfigError(f"max_requeries must be >= 0, got {self.max_requeries}")
+        if not 0 <= self.max_requeries <= MAX_REQUERIES_LIMIT:
+            raise ConfigError(f"max_requeries must be between 0 and {MAX_REQUERIES_LIMIT}, got {self.max_requeries}")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise ConfigError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
         if not 0.0 <= self.judge_threshold <= 1.0:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.jsonl import append_jsonl, drop_partial_last_line
+from zhrag.jsonl import append_jsonl, drop_partial_last_line, writable_dir
 
 RUN_FILE = "run.json"
 
@@ -25,6 +25,7 @@ def claim_run(out: Path, run_settings: Mapping[str, Any], force: bool, *, kind: 
 
     ``files`` are the run's output files (the first one the results), removed when the run starts afresh.
     """
+    writable_dir(out, f"{kind} run folder")
     run_file = out / RUN_FILE
     current = json.loads(json.dumps(run_settings))
     if run_file.is_file():

@@ -284,7 +284,7 @@ def eval_(
     from zhrag.evaluation.runner import dataset_info, default_metrics, run_evaluation
 
     variant_list = [_check_variant(name) for name in _split_values(variants)]
-    writable_dir(out, "evaluation folder")  # before the knowledge base or a model is loaded
+    writable_dir(out, "evaluation folder", create=False)  # before the knowledge base or a model is loaded
     filters = {"limit": limit, "categories": category, "ids_file": ids_file, "sample": sample}
     if sample is not None:
         filters["seed"] = seed

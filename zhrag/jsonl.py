@@ -60,11 +60,12 @@ def drop_partial_last_line(path: Path) -> bytes:
     return content[:complete]
 
 
-def writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """``path`` as a folder that exists and can be written to, created if needed.
+def writable_dir(path: str | Path, what: str = "output folder", *, create: bool = True) -> Path:
+    """``path`` as a folder that can be written to; created if needed unless ``create`` is false.
 
     Called before any model loads, so that a bad ``--out`` is a one-line error at once rather than a traceback
-    after minutes of work.
+    after minutes of work. With ``create=False`` nothing is written: a missing folder passes when its nearest
+    existing parent is a writable folder (the caller creates it once the run really starts).
 
     Raises:
         ZhragError: ``path`` is a file, or the folder cannot be created or written (naming the path and why).
@@ -72,6 +73,15 @@ def writable_dir(path: str | Path, what: str = "output folder") -> Path:
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ZhragError(f"{what} {folder} is a file, not a folder")
+    if not create and not folder.exists():
+        parent = folder.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ZhragError(f"cannot create the {what} {folder}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ZhragError(f"cannot create the {what} {folder}: {parent} is not writable")
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test-{os.getpid()}"

@@ -6,6 +6,7 @@ import pytest
 
 from zhrag.cli import main
 from zhrag.cli_options import StoreOptions, with_option_groups
+from zhrag.jsonl import writable_dir
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,19 @@ def test_an_output_path_that_is_a_file_is_one_line_before_any_work(command, tmp_
     assert main([*command, "--out", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"{target} is a file, not a folder") and len(err.splitlines()) == 1
+
+
+def test_an_output_folder_under_a_file_is_refused_without_creating_anything(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("", encoding="utf-8")
+    assert main(["eval", "--variants", "a0", "--limit", "1", "--out", str(blocker / "run" / "deeper")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{blocker} is a file, not a folder") and len(err.splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]
+
+
+def test_checking_a_new_output_folder_creates_nothing(tmp_path):
+    target = tmp_path / "new" / "run"
+    assert writable_dir(target, create=False) == target
+    assert not (tmp_path / "new").exists()
+    assert writable_dir(target) == target and target.is_dir()

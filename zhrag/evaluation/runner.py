@@ -155,7 +155,7 @@ def run_evaluation(
     if kb_sources is None:
         default_kb = settings.default_kb_source()
         kb_sources = [default_kb] if default_kb.exists() else []
-    out_dir = writable_dir(out_dir, "evaluation folder")
+    out_dir = writable_dir(out_dir, "evaluation folder", create=False)  # created once the checks pass
     run_settings = {
         "format": RUN_FORMAT,
         "variants": variant_list,

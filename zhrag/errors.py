@@ -14,6 +14,11 @@ class ConfigError(ZhragError):
     """Unknown variant, bad option value, or invalid runtime context."""
 
 
+class RunContextError(ConfigError, ValueError):
+    """A remote caller of a served graph sent a run context it may not (an operator field, a model, collection or
+    value not allowed). A ``ValueError`` too, so that LangGraph servers pass its message on to the caller."""
+
+
 class ModelLoadError(ZhragError):
     """A model, tokenizer or adapter could not be found or loaded."""
 

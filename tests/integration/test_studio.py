@@ -75,3 +75,46 @@ def test_studio_serves_the_three_variants(studio_url: str):
     assert not results["a0"].get("contexts")
     assert any("吴沃尧" in p["text"] for p in results["a1"]["contexts"])
     assert results["a2"]["queries"][0] == QUESTION
+
+
+def test_served_graphs_refuse_operator_fields_from_callers(studio_url: str, tmp_path: Path):
+    """The probes of the safety issue: an endpoint plus an environment variable name, and a storage path."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from langgraph_sdk import get_sync_client
+
+    seen: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            seen.append(f"{self.command} {self.path} {self.headers.get('Authorization')}")
+            self.send_response(404)
+            self.end_headers()
+
+        do_GET = do_POST = _record
+
+        def log_message(self, *args) -> None:
+            pass
+
+    recorder = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    client = get_sync_client(url=studio_url)
+    probes = {
+        "a0": ({"model_base_url": f"http://127.0.0.1:{recorder.server_address[1]}/v1", "model": "x",
+                "api_key_env": "PATH"}, "api_key_env"),
+        "a1": ({"qdrant_path": str(tmp_path / "planted"), "qdrant_engine": "local"}, "qdrant_engine"),
+    }
+    try:
+        for variant, (context, field) in probes.items():
+            try:
+                outcome = str(client.runs.wait(None, variant, input={"question": QUESTION}, context=context))
+            except Exception as error:  # the SDK raises for a failed run on some versions
+                outcome = str(error)
+            assert f"context field '{field}' is set by the server's operator" in outcome, outcome
+    finally:
+        recorder.shutdown()
+        recorder.server_close()
+    assert seen == [] and not (tmp_path / "planted").exists()
+    state = client.runs.wait(None, "a0", input={"question": QUESTION}, context={"max_new_tokens": 8, "top_k": 2})
+    assert state.get("answer", "").strip(), state  # the caller's knobs still work

@@ -22,7 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from zhrag.errors import ConfigError
-from zhrag.graph.context import MAX_REQUERIES_LIMIT, Context
+from zhrag.graph.context import MAX_REQUERIES_LIMIT, Context, ServedContext, served_context
 from zhrag.graph.state import GraphState, InputState
 from zhrag.nodes.answer import answer
 from zhrag.nodes.common import timed
@@ -34,8 +34,14 @@ from zhrag.nodes.retrieve import retrieve
 VARIANTS = ("a0", "a1", "a2")
 
 
-def with_default_context(node: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``node`` with ``Context()`` (every default) when the graph was invoked without a context.
+def default_context(requested: Any) -> Any:
+    """The context of an in-process graph: what the caller passed, or ``Context()`` (every default) for none."""
+    return Context() if requested is None else requested
+
+
+def with_context(node: Callable[..., Any], resolve: Callable[[Any], Any] = default_context) -> Callable[..., Any]:
+    """Run ``node`` with its runtime context resolved by ``resolve`` (defaults for none; for served graphs, the
+    trust boundary of :func:`zhrag.graph.context.served_context`).
 
     Nodes that take no ``runtime`` are returned as they are.
     """
@@ -44,8 +50,9 @@ def with_default_context(node: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(node)
     def run(state: Any, runtime: Runtime[Context]) -> Any:
-        if runtime.context is None:
-            runtime = runtime.override(context=Context())
+        context = resolve(runtime.context)
+        if context is not runtime.context:
+            runtime = runtime.override(context=context)
         return node(state, runtime)
 
     return run
@@ -53,14 +60,21 @@ def with_default_context(node: Callable[..., Any]) -> Callable[..., Any]:
 
 def route_after_judge(state: GraphState, runtime: Runtime[Context]) -> Literal["answer", "requery"]:
     """A2 branch: answer when something relevant was found or the requery budget is spent, else requery."""
-    context = runtime.context if runtime.context is not None else Context()
-    if state.get("relevant") or state.get("requeries", 0) >= context.max_requeries:
+    if state.get("relevant") or state.get("requeries", 0) >= runtime.context.max_requeries:
         return "answer"
     return "requery"
 
 
-def build_graph(variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..., Any]]] = ()) -> CompiledStateGraph:
+def build_graph(
+    variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..., Any]]] = (), served: bool = False
+) -> CompiledStateGraph:
     """Compile variant ``a0``, ``a1`` or ``a2`` (case-insensitive).
+
+    ``served=True`` builds the graph for remote callers (langgraph.json): its context schema is
+    :class:`~zhrag.graph.context.ServedContext`, and each run's context passes the trust boundary of
+    :func:`~zhrag.graph.context.served_context` (callers set only the variant knobs and choose among the models
+    the operator allows; paths, endpoints and key names stay the operator's). In-process graphs take any
+    :class:`Context`.
 
     ``terminal_nodes`` are ``(name, node)`` pairs run in order after ``answer``, each with its wall time
     recorded in ``timings_ms`` like the built-in nodes. Evaluation passes its metric nodes here
@@ -70,25 +84,30 @@ def build_graph(variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..
     key = variant.strip().lower() if isinstance(variant, str) else ""
     if key not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    graph = StateGraph(GraphState, context_schema=Context, input_schema=InputState)
-    graph.add_node("answer", with_default_context(answer))
+    resolve = served_context if served else default_context
+
+    def bind(node: Callable[..., Any]) -> Callable[..., Any]:
+        return with_context(node, resolve)
+
+    graph = StateGraph(GraphState, context_schema=ServedContext if served else Context, input_schema=InputState)
+    graph.add_node("answer", bind(answer))
     if key == "a0":
         graph.add_edge(START, "answer")
     else:
-        graph.add_node("retrieve", with_default_context(retrieve))
+        graph.add_node("retrieve", bind(retrieve))
         graph.add_edge(START, "retrieve")
         if key == "a1":
             graph.add_edge("retrieve", "answer")
         else:
-            graph.add_node("judge", with_default_context(judge))
-            graph.add_node("requery", with_default_context(requery))
+            graph.add_node("judge", bind(judge))
+            graph.add_node("requery", bind(requery))
             graph.add_edge("retrieve", "judge")
-            graph.add_conditional_edges("judge", route_after_judge, ["answer", "requery"])
+            graph.add_conditional_edges("judge", bind(route_after_judge), ["answer", "requery"])
             graph.add_edge("requery", "retrieve")
     previous = "answer"
     for name, node in terminal_nodes:
         try:
-            graph.add_node(name, timed(name)(with_default_context(node)))
+            graph.add_node(name, timed(name)(bind(node)))
         except ValueError as error:
             raise ConfigError(f"bad terminal node name {name!r}: {error}") from None
         graph.add_edge(previous, name)
@@ -100,6 +119,8 @@ def build_graph(variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..
     return graph.compile(name=f"zhrag-{key}").with_config(recursion_limit=steps)
 
 
-a0 = build_graph("a0")
-a1 = build_graph("a1")
-a2 = build_graph("a2")
+#: The graphs langgraph.json serves (LangGraph Studio, ``langgraph dev``): remote callers' contexts pass the trust
+#: boundary. Python code that sets paths or endpoints builds its own with ``build_graph(variant)``.
+a0 = build_graph("a0", served=True)
+a1 = build_graph("a1", served=True)
+a2 = build_graph("a2", served=True)

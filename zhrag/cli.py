@@ -51,6 +51,12 @@ def _context(*groups, **kwargs):
     return Context(**values, **kwargs)
 
 
+def _direct_store_only(options: StoreOptions, command: str) -> None:
+    """Refuse ``--mcp-url`` for a command that opens the store itself."""
+    if options.mcp_url:
+        raise ConfigError(f"{command} opens the store itself and cannot work through --mcp-url (stop the server first)")
+
+
 def _open_store(options: StoreOptions, reranker: str | None = None):
     """The knowledge store the resolved store ``options`` name (a context manager)."""
     from zhrag.tools.store import KnowledgeStore
@@ -70,6 +76,8 @@ def _prepare_knowledge_base(context, kb: list[Path] | None) -> None:
     from zhrag.tools.indexing import ensure_index
     from zhrag.tools.store import KnowledgeStore
 
+    if context.mcp_url:  # a running server owns its store (it indexes with --ensure-index)
+        return
     with KnowledgeStore(
         context.collection,
         path=context.qdrant_path,
@@ -211,6 +219,7 @@ def index(
     from zhrag.tools.indexing import index_sources
     from zhrag.tools.store import KnowledgeStore
 
+    _direct_store_only(store_options, "index")
     options = store_options.resolved()
     collection = options.collection
     if from_local:
@@ -317,8 +326,17 @@ def search(
     reranker: RerankerOpt = None,
 ) -> None:
     """Search the knowledge base with the retrieval that the MCP tool qdrant-find serves."""
-    with _open_store(store_options.resolved(), reranker=reranker) as store:
-        passages = store.search(query, top_k, mode=mode)
+    options = store_options.resolved()
+    if options.mcp_url:  # through the running server's qdrant-find (its own store, mode and reranker)
+        if mode != "hybrid" or reranker is not None:
+            raise ConfigError("--mode and --reranker are the server's with --mcp-url: leave them out")
+        from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+
+        with KnowledgeClient(ServerConfig(url=options.mcp_url)) as client:
+            passages = [dict(passage) for passage in client.find(query, top_k)]
+    else:
+        with _open_store(options, reranker=reranker) as store:
+            passages = store.search(query, top_k, mode=mode)
     if as_json:
         typer.echo(json.dumps(passages, ensure_ascii=False, indent=2))
         return
@@ -354,6 +372,7 @@ def eval_retrieval(
     query_sets = load_query_sets(
         _split_values(sets), rc_limit=rc_limit, dataset=data, kb_sources=list(kb) if kb else None, seed=seed
     )
+    _direct_store_only(store_options, "eval-retrieval")
     options = store_options.resolved()
     with _open_store(options, reranker=reranker) as store:
         ensure_index(store, source=list(kb) if kb else None)

@@ -93,13 +93,21 @@ class StoreOptions:
         typer.Option(help="Embedded engine: edge (Qdrant Edge, default) or local (qdrant-client; env ZHRAG_QDRANT_ENGINE)."),
     ] = None
     embedder: Annotated[str, typer.Option(help="Dense embedder: packaged alias, local path or hub id.")] = settings.PACKAGED_EMBEDDER
+    mcp_url: Annotated[
+        Optional[str],
+        typer.Option(
+            help="A running knowledge server's MCP endpoint (zhrag serve-mcp --transport streamable-http; env "
+            "ZHRAG_MCP_URL, token ZHRAG_MCP_TOKEN) used by graphs and search instead of opening the store."
+        ),
+    ] = None
 
     def resolved(self) -> StoreOptions:
-        """These options with the environment's defaults filled in (URL, engine) and the path as a string."""
+        """These options with the environment's defaults filled in (URLs, engine) and the path as a string."""
         return dataclasses.replace(
             self,
             qdrant_url=self.qdrant_url or settings.qdrant_url(),
             qdrant_engine=self.qdrant_engine or settings.qdrant_engine(),
+            mcp_url=self.mcp_url or settings.mcp_url(),
         )
 
 

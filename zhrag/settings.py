@@ -44,6 +44,11 @@ def qdrant_url() -> str | None:
     return os.environ.get("ZHRAG_QDRANT_URL") or None
 
 
+def mcp_url() -> str | None:
+    """MCP endpoint of a running knowledge server to use instead of spawning one (``ZHRAG_MCP_URL``), if any."""
+    return os.environ.get("ZHRAG_MCP_URL") or None
+
+
 def shared_data_dir() -> Path:
     """The shared data folder (``ZHRAG_DATA_DIR``, default ``../shared/data`` from the project root)."""
     env = os.environ.get("ZHRAG_DATA_DIR")

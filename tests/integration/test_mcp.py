@@ -314,3 +314,85 @@ def test_streamable_http_transport_serves_the_tools(tmp_path: Path):
         _, stderr = server.communicate(timeout=30)
     assert server.returncode == 0, stderr
     assert f"http://127.0.0.1:{port}/mcp" in stderr
+
+
+@pytest.fixture
+def shared_server(kb_source: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``zhrag serve-mcp --transport streamable-http`` with a bearer token, owning an embedded store of the tiny KB."""
+    path = tmp_path / "shared-qdrant"
+    with KnowledgeStore(COLLECTION, path=path) as store:
+        index_sources(store, [kb_source], progress=False)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "zhrag.cli", "serve-mcp", "--transport", "streamable-http", "--port", str(port),
+         "--collection", COLLECTION, "--qdrant-path", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "ZHRAG_MCP_TOKEN": "t0ken"},
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            break
+        except httpx.HTTPError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the shared server did not come up: {server.communicate()[1][-2000:]}")
+            time.sleep(0.5)
+    try:
+        yield url, path
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+
+
+def test_one_http_knowledge_server_serves_many_clients_with_a_bearer_token(
+    shared_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+):
+    import httpx
+
+    from zhrag.graph.context import Context
+    from zhrag.nodes.retrieve import server_config
+
+    url, path = shared_server
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert httpx.post(url, json=hello, headers=headers, timeout=10).status_code == 401
+
+    monkeypatch.setenv("ZHRAG_MCP_TOKEN", "t0ken")
+    launches = server_launches()
+    config = server_config(Context(mcp_url=url))  # what the retrieve node asks for
+    assert config.url == url
+    first, second = get_knowledge_client(config), KnowledgeClient(ServerConfig(url=url))
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            found = list(pool.map(lambda i: (first if i % 2 else second).find(QUERIES[i % 3][0], 2), range(12)))
+        assert [passages[0]["title"] for passages in found] == [QUERIES[i % 3][1] for i in range(12)]
+        with pytest.raises(MCPServerError, match="metadata\\['title'\\] is 201 characters long; the limit is 200"):
+            first.store("敦煌莫高窟位于甘肃。", metadata={"title": "长" * 201})
+        # The server owns the embedded store: a second opener is refused, the CLI goes through the server.
+        cli = [sys.executable, "-m", "zhrag.cli", "search", "鲁迅的原名叫什么？", "--collection", COLLECTION, "--json"]
+        direct = subprocess.run([*cli, "--qdrant-path", str(path)], capture_output=True, text=True, timeout=300)
+        assert direct.returncode == 2 and len(direct.stderr.strip().splitlines()) == 1, direct.stderr
+        shared = subprocess.run([*cli, "--mcp-url", url], capture_output=True, text=True, timeout=300)
+        assert shared.returncode == 0, shared.stderr
+        assert json.loads(shared.stdout)[0]["title"] == "鲁迅"
+    finally:
+        second.close()
+        first.close()
+    assert server_launches() == launches  # nothing was spawned
+
+
+def test_the_http_server_refuses_a_public_address_without_a_token(tmp_path: Path):
+    env = {name: value for name, value in os.environ.items() if name != "ZHRAG_MCP_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "zhrag.cli", "serve-mcp", "--transport", "streamable-http", "--host", "0.0.0.0",
+         "--qdrant-path", str(tmp_path / "q")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "zhrag-knowledge: error: serving on 0.0.0.0 needs a bearer token: set ZHRAG_MCP_TOKEN (clients send the same)"
+    )
+    assert not (tmp_path / "q").exists()

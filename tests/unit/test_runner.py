@@ -259,3 +259,21 @@ def test_concurrency_below_one_is_refused(tmp_path: Path, answer_model: Callable
     answer_model()
     with pytest.raises(ConfigError, match="concurrency must be >= 1"):
         evaluate(tmp_path / "run", answer_model.name, kb, concurrency=0)
+
+
+def test_a_run_recorded_before_a_context_field_existed_resumes_at_its_default(
+    tmp_path: Path, answer_model: Callable, kb: Path
+) -> None:
+    out = tmp_path / "run"
+    answer_model(fail_after=5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate(out, answer_model.name, kb)
+    run_file = out / RUN_FILE
+    recorded = json.loads(run_file.read_text(encoding="utf-8"))
+    del recorded["settings"]["context"]["mcp_url"]  # as written by a version without that field
+    run_file.write_text(json.dumps(recorded), encoding="utf-8")
+    healthy = answer_model()
+    evaluate(out, answer_model.name, kb)
+    assert healthy.calls == 12 - 5
+    with pytest.raises(ConfigError, match=r"differs in: context\.mcp_url"):  # a non-default value is a change
+        evaluate(out, answer_model.name, kb, context=Context(model=answer_model.name, mcp_url="http://127.0.0.1:9/mcp"))

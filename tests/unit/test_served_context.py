@@ -92,6 +92,7 @@ def test_a_caller_cannot_point_the_server_at_a_storage_path(variant: str, tmp_pa
         ({"max_new_tokens": 100_000}, "max_new_tokens must be between 1 and 512"),
         ({"answer_adapter": "/tmp/x"}, "context field 'answer_adapter' is set by the server's operator"),
         ({"eval_base_url": "http://x/v1"}, "context field 'eval_base_url' is set by the server's operator"),
+        ({"mcp_url": "http://attacker/mcp"}, "context field 'mcp_url' is set by the server's operator"),
     ],
 )
 def test_refused_caller_contexts_name_what_was_refused(requested: dict[str, Any], message: str) -> None:

@@ -62,6 +62,7 @@ from zhrag.evaluation.report import (
     write_report,
 )
 from zhrag.graph.builder import VARIANTS, build_graph
+from zhrag.graph.context import Context
 from zhrag.jsonl import append_jsonl, drop_partial_last_line, writable_dir
 from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
@@ -316,6 +317,9 @@ def _same_run_or_refuse(out_dir: Path, run_settings: dict[str, Any], force: bool
         except (ValueError, KeyError, TypeError):
             recorded = None
         current = json.loads(json.dumps(run_settings))  # as it reads back from JSON (tuples → lists)
+        if isinstance(recorded, dict) and isinstance(recorded.get("context"), dict):
+            # A context field added after the run was recorded is opt-in: the run had its default value.
+            recorded["context"] = {**_context_defaults(), **recorded["context"]}
         if recorded == current:
             return True
         changed = _differences(recorded, current) if isinstance(recorded, dict) else [f"unreadable {run_file}"]
@@ -328,6 +332,11 @@ def _same_run_or_refuse(out_dir: Path, run_settings: dict[str, Any], force: bool
     if not force:
         raise ConfigError(f"{problem}; use another output directory, or --force to start a fresh run there")
     return False
+
+
+def _context_defaults() -> dict[str, Any]:
+    """Every context field's default, as it reads back from JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(Context())))
 
 
 def _start_run(out_dir: Path, run_settings: dict[str, Any]) -> None:

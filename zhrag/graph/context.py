@@ -71,6 +71,10 @@ class Context:
         qdrant_path: Embedded Qdrant directory; ``None`` uses the default location.
         qdrant_engine: Engine of the embedded storage: ``edge`` (Qdrant Edge shards, default) or
             ``local`` (qdrant-client local mode); default ``ZHRAG_QDRANT_ENGINE``.
+        mcp_url: MCP endpoint of a running knowledge server (``zhrag serve-mcp --transport streamable-http``,
+            e.g. ``http://127.0.0.1:8765/mcp``; default ``ZHRAG_MCP_URL``), shared with other processes; its
+            bearer token comes from ``ZHRAG_MCP_TOKEN``. ``None`` spawns a stdio server for the location above;
+            with a URL, that server's own collection, store and embedder are used.
         embedder: Dense embedder for the knowledge base (packaged MiniLM by default).
         reranker: Reranker of the retrieved candidates: ``evidence`` (offline evidence windows,
             default), ``none``, or a sentence-transformers cross-encoder name or directory.
@@ -106,6 +110,7 @@ class Context:
     qdrant_url: str | None = field(default_factory=settings.qdrant_url)
     qdrant_path: str | None = None
     qdrant_engine: Literal["edge", "local"] = field(default_factory=settings.qdrant_engine)  # type: ignore[assignment]
+    mcp_url: str | None = field(default_factory=settings.mcp_url)
     embedder: str = settings.PACKAGED_EMBEDDER
     reranker: str = "evidence"
     grader: Literal["rules", "official"] = "rules"
@@ -137,6 +142,8 @@ class Context:
             raise ConfigError(
                 f"unknown Qdrant engine {self.qdrant_engine!r}: use {' or '.join(settings.QDRANT_ENGINES)}"
             )
+        if self.mcp_url is not None and not str(self.mcp_url).startswith(("http://", "https://")):
+            raise ConfigError(f"mcp_url must be an http:// or https:// URL, got {self.mcp_url!r}")
         if not self.reranker.strip():
             raise ConfigError("reranker must not be empty: use evidence, none or a cross-encoder name")
         if self.grader not in GRADERS:

@@ -21,6 +21,7 @@ def server_config(context: Any) -> ServerConfig:
         qdrant_url=context.qdrant_url,
         embedder=context.embedder,
         reranker=context.reranker,
+        url=context.mcp_url,
     )
 
 

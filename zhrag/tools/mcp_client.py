@@ -1,4 +1,9 @@
-"""Synchronous client of the ``zhrag-knowledge`` MCP server, one long-lived stdio session per server.
+"""Synchronous client of the ``zhrag-knowledge`` MCP server, one long-lived session per server.
+
+The server is either spawned (stdio, one process per :class:`ServerConfig`) or already running and reached by URL
+(``ServerConfig.url``: ``zhrag serve-mcp --transport streamable-http``, shared by many processes; the bearer token
+comes from ``ZHRAG_MCP_TOKEN``). Spawned servers left idle for ``ZHRAG_MCP_IDLE_S`` seconds (default 600) are
+closed when another configuration is asked for.
 
 Graph nodes are synchronous and may run on worker threads of an async host (``langgraph dev``), so the
 MCP session lives on a dedicated background thread with its own event loop; :meth:`KnowledgeClient.find`
@@ -17,11 +22,13 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +39,8 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_mcp_adapters.tools import load_mcp_tools
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import McpError
 from mcp.types import CONNECTION_CLOSED
 
@@ -45,6 +54,10 @@ _SERVER_MODULE = "zhrag.tools.mcp_server"
 _DEFAULT_STARTUP_TIMEOUT_S = 180.0
 _INDEXING_STARTUP_TIMEOUT_S = 1800.0
 _SHUTDOWN_TIMEOUT_S = 10.0
+#: Bearer token sent to a knowledge server reached by URL (the server's ``ZHRAG_MCP_TOKEN``).
+TOKEN_ENV = "ZHRAG_MCP_TOKEN"
+IDLE_ENV = "ZHRAG_MCP_IDLE_S"
+_DEFAULT_IDLE_S = 600.0
 
 _server_log = logging.getLogger("zhrag.tools.mcp_server.stderr")
 
@@ -83,6 +96,8 @@ class ServerConfig:
         startup_timeout_s: Longest wait for the server to answer the MCP handshake; ``None`` means
             180 s, or 1800 s with ``ensure_index`` (indexing the default KB takes minutes).
         call_timeout_s: Longest wait for one tool call.
+        url: A running knowledge server's MCP endpoint (``http://host:8765/mcp``); when set, nothing is spawned
+            and the location fields above are the server's business (it serves its own collection).
     """
 
     collection: str = settings.DEFAULT_COLLECTION
@@ -98,6 +113,7 @@ class ServerConfig:
     env: tuple[tuple[str, str], ...] = ()
     startup_timeout_s: float | None = None
     call_timeout_s: float = 120.0
+    url: str | None = None
 
     @property
     def startup_timeout(self) -> float:
@@ -108,6 +124,8 @@ class ServerConfig:
 
     def launch_command(self) -> list[str]:
         """The server command line: the explicit ``command`` or ``python -m zhrag.tools.mcp_server ...``."""
+        if self.url is not None:
+            return [self.url]
         if self.command is not None:
             return [self.command, *self.args]
         command = [sys.executable, "-m", _SERVER_MODULE, "--collection", self.collection, "--embedder", self.embedder]
@@ -199,6 +217,7 @@ class KnowledgeClient:
         self._closed = False
         self._lost = False
         self._stderr = _StderrTail()
+        self.last_used = time.monotonic()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="zhrag-mcp-session", daemon=True)
         self._thread.start()
@@ -215,6 +234,8 @@ class KnowledgeClient:
         except Exception as exc:
             self._shutdown()
             detail = self._stderr.last_line() or _describe(exc)
+            if self.config.url:
+                raise MCPServerError(f"MCP server at {self.config.url} is unreachable: {detail}") from exc
             raise MCPServerError(f"MCP server {self.config.launch_command()[0]!r} failed to start: {detail}") from exc
         except BaseException:  # KeyboardInterrupt while waiting: stop the half-started server, then propagate
             self._shutdown(cancel=True)
@@ -224,11 +245,21 @@ class KnowledgeClient:
     async def _hold_session(self, ready: concurrent.futures.Future[dict[str, BaseTool]]) -> None:
         """Open the session, publish its tools through ``ready`` and keep it open until ``close``."""
         try:
-            _count_launch()
-            async with (
-                stdio_client(self.config.stdio_parameters(), errlog=self._stderr.writer) as (read, write),
-                ClientSession(read, write) as session,
-            ):
+            async with contextlib.AsyncExitStack() as stack:
+                if self.config.url:
+                    token = os.environ.get(TOKEN_ENV)
+                    http = await stack.enter_async_context(
+                        create_mcp_http_client(headers={"Authorization": f"Bearer {token}"} if token else None)
+                    )
+                    read, write, _ = await stack.enter_async_context(
+                        streamable_http_client(self.config.url, http_client=http)
+                    )
+                else:
+                    _count_launch()
+                    read, write = await stack.enter_async_context(
+                        stdio_client(self.config.stdio_parameters(), errlog=self._stderr.writer)
+                    )
+                session = await stack.enter_async_context(ClientSession(read, write))
                 await session.initialize()
                 tools = await load_mcp_tools(session, handle_tool_errors=False)
                 ready.set_result({tool.name: tool for tool in tools})
@@ -273,6 +304,7 @@ class KnowledgeClient:
         if tool is None:
             raise MCPServerError(f"the MCP knowledge server offers no tool {name} (tools: {', '.join(self._tools)})")
         call = {"type": "tool_call", "id": uuid.uuid4().hex, "name": name, "args": args}
+        self.last_used = time.monotonic()
         future = asyncio.run_coroutine_threadsafe(tool.ainvoke(call), self._loop)
         try:
             return future.result(timeout=self.config.call_timeout_s)
@@ -288,6 +320,8 @@ class KnowledgeClient:
                 self._lost = True
                 raise MCPServerError(f"the MCP knowledge server stopped{self._stderr_hint()}") from exc
             raise MCPServerError(f"{name} call failed: {_describe(exc)}{self._stderr_hint()}") from exc
+        finally:
+            self.last_used = time.monotonic()
 
     def _stderr_hint(self) -> str:
         line = self._stderr.last_line()
@@ -378,9 +412,13 @@ _clients_lock = threading.Lock()
 
 
 def get_knowledge_client(config: ServerConfig | None = None) -> KnowledgeClient:
-    """The process-wide client for ``config``, starting its server on first use (or after it stopped)."""
+    """The process-wide client for ``config``, starting its server on first use (or after it stopped).
+
+    Spawned servers of other configurations left idle longer than ``ZHRAG_MCP_IDLE_S`` seconds are closed first.
+    """
     config = config or ServerConfig()
     with _clients_lock:
+        _close_idle(keep=config)
         client = _clients.get(config)
         if client is None or client.closed:
             if client is not None:
@@ -388,3 +426,16 @@ def get_knowledge_client(config: ServerConfig | None = None) -> KnowledgeClient:
             client = KnowledgeClient(config)
             _clients[config] = client
         return client
+
+
+def _close_idle(keep: ServerConfig) -> None:
+    """Close the clients (and spawned servers) other than ``keep``'s unused for the idle time (lock held)."""
+    try:
+        idle_s = float(os.environ.get(IDLE_ENV) or _DEFAULT_IDLE_S)
+    except ValueError:
+        idle_s = _DEFAULT_IDLE_S
+    now = time.monotonic()
+    for other, client in list(_clients.items()):
+        if other != keep and (client.closed or now - client.last_used > idle_s):
+            del _clients[other]
+            client.close()

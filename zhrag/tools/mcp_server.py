@@ -11,6 +11,11 @@ from command-line options, then the environment (``COLLECTION_NAME``, ``QDRANT_U
 ``ZHRAG_QDRANT_PATH`` / ``ZHRAG_QDRANT_URL`` are fallbacks, and ``ZHRAG_QDRANT_ENGINE`` picks the embedded
 engine), then the defaults in :mod:`zhrag.settings`.
 
+The HTTP transport serves many clients at once (graphs, CLI commands, evaluations, other MCP clients), so the
+embedded store has one owner: the tools run on worker threads, one store operation at a time, never on the event
+loop. With ``ZHRAG_MCP_TOKEN`` set, every HTTP request must carry ``Authorization: Bearer <token>``; without it the
+server binds loopback addresses only. ``QDRANT_API_KEY`` is sent to a Qdrant server.
+
 Logging goes to stderr only: with the stdio transport stdout carries the protocol.
 """
 
@@ -18,13 +23,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import hmac
+import ipaddress
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
+import anyio
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from pydantic import BaseModel, Field
@@ -41,6 +52,11 @@ FIND_TOOL = "qdrant-find"
 STORE_TOOL = "qdrant-store"
 MAX_QUERY_CHARS = 1000
 MAX_INFORMATION_CHARS = 100_000
+#: Longest title and largest metadata (as JSON) that ``qdrant-store`` accepts.
+MAX_TITLE_CHARS = 200
+MAX_METADATA_CHARS = 10_000
+#: Bearer token of the HTTP transport.
+TOKEN_ENV = "ZHRAG_MCP_TOKEN"
 
 DEFAULT_FIND_DESCRIPTION = (
     "Search the Chinese knowledge base (Wikipedia paragraphs) for passages relevant to a query. "
@@ -110,6 +126,7 @@ class ServerSettings:
         read_only: Do not offer ``qdrant-store``.
         find_description: Description of ``qdrant-find`` shown to MCP clients.
         store_description: Description of ``qdrant-store`` shown to MCP clients.
+        token: Bearer token every HTTP request must carry (``ZHRAG_MCP_TOKEN``); ``None``: loopback only.
     """
 
     collection: str = settings.DEFAULT_COLLECTION
@@ -127,6 +144,7 @@ class ServerSettings:
     read_only: bool = False
     find_description: str = DEFAULT_FIND_DESCRIPTION
     store_description: str = DEFAULT_STORE_DESCRIPTION
+    token: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.collection.strip():
@@ -167,6 +185,7 @@ class ServerSettings:
             read_only=env.get("QDRANT_READ_ONLY", "").strip().lower() in ("1", "true", "yes", "on"),
             find_description=env.get("TOOL_FIND_DESCRIPTION") or defaults.find_description,
             store_description=env.get("TOOL_STORE_DESCRIPTION") or defaults.store_description,
+            token=env.get(TOKEN_ENV) or None,
         )
 
 
@@ -232,7 +251,13 @@ def build_server(store: PassageStore, server_settings: ServerSettings) -> FastMC
     )
     default_top_k = server_settings.search_limit
 
-    def find(
+    # One store operation at a time, on a worker thread: the event loop keeps serving other clients meanwhile.
+    limiter = anyio.CapacityLimiter(1)
+
+    async def in_worker(call: Any, *args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs), limiter=limiter)
+
+    async def find(
         query: Annotated[str, Field(description=f"What to search for (1 to {MAX_QUERY_CHARS} characters)")],
         top_k: Annotated[int, Field(description=f"How many passages to return (1 to {MAX_TOP_K})")] = default_top_k,
     ) -> list[FoundPassage]:
@@ -244,9 +269,10 @@ def build_server(store: PassageStore, server_settings: ServerSettings) -> FastMC
             raise ToolError(f"query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
         if not 1 <= top_k <= MAX_TOP_K:
             raise ToolError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-        return [FoundPassage(**passage) for passage in store.search(query, top_k)]
+        passages = await in_worker(store.search, query, top_k)
+        return [FoundPassage(**passage) for passage in passages]
 
-    def store_information(
+    async def store_information(
         information: Annotated[str, Field(description="Text to store")],
         metadata: Annotated[
             dict[str, Any] | None,
@@ -262,7 +288,16 @@ def build_server(store: PassageStore, server_settings: ServerSettings) -> FastMC
         title = extra.pop("title", "")
         if not isinstance(title, str):
             raise ToolError("metadata['title'] must be a string")
-        return StoredInformation(ids=store.add(information, title=title, metadata=extra or None))
+        if len(title) > MAX_TITLE_CHARS:
+            raise ToolError(f"metadata['title'] is {len(title)} characters long; the limit is {MAX_TITLE_CHARS}")
+        try:
+            size = len(json.dumps(extra, ensure_ascii=False))
+        except (TypeError, ValueError):
+            raise ToolError("metadata must be JSON (strings, numbers, lists and objects)") from None
+        if size > MAX_METADATA_CHARS:
+            raise ToolError(f"metadata is {size} characters as JSON; the limit is {MAX_METADATA_CHARS}")
+        ids = await in_worker(store.add, information, title=title, metadata=extra or None)
+        return StoredInformation(ids=ids)
 
     server.add_tool(find, name=FIND_TOOL, description=server_settings.find_description, structured_output=True)
     if not server_settings.read_only:
@@ -327,20 +362,75 @@ def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeStore]:
 
 
 def serve(server_settings: ServerSettings) -> None:
-    """Open the store, serve the tools over the configured transport until stopped, close the store."""
+    """Open the store, serve the tools over the configured transport until stopped, close the store.
+
+    Raises:
+        ConfigError: the HTTP transport on a non-loopback address without ``ZHRAG_MCP_TOKEN``.
+    """
     configure_logging()
+    if server_settings.transport == "streamable-http" and not server_settings.token:
+        if not _is_loopback(server_settings.host):
+            raise ConfigError(
+                f"serving on {server_settings.host} needs a bearer token: set {TOKEN_ENV} (clients send the same)"
+            )
     with open_store(server_settings) as store:
         server = build_server(store, server_settings)
-        if server_settings.transport == "streamable-http":
-            logger.info(
-                "%s serving collection %s at http://%s:%d%s",
-                SERVER_NAME,
-                server_settings.collection,
-                server_settings.host,
-                server_settings.port,
-                server.settings.streamable_http_path,
-            )
-        server.run(transport=server_settings.transport)
+        if server_settings.transport != "streamable-http":
+            server.run(transport=server_settings.transport)
+            return
+        logger.info(
+            "%s serving collection %s at http://%s:%d%s%s",
+            SERVER_NAME,
+            server_settings.collection,
+            server_settings.host,
+            server_settings.port,
+            server.settings.streamable_http_path,
+            " (bearer token required)" if server_settings.token else "",
+        )
+        anyio.run(_serve_http, server, server_settings.token)
+
+
+async def _serve_http(server: FastMCP, token: str | None) -> None:
+    import uvicorn
+
+    app = server.streamable_http_app()
+    config = uvicorn.Config(
+        BearerTokenMiddleware(app, token) if token else app,
+        host=server.settings.host,
+        port=server.settings.port,
+        log_level="warning",
+    )
+    await uvicorn.Server(config).serve()
+
+
+class BearerTokenMiddleware:
+    """ASGI middleware answering 401 to HTTP requests without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                body = b'{"error": "missing or wrong bearer token"}'
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    (b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+                    (b"content-length", str(len(body)).encode()),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

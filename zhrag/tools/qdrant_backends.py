@@ -10,6 +10,7 @@ the store, so every engine behaves the same.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,7 +274,7 @@ def _open_local(path: str) -> QdrantClient:
 def _open_server(url: str) -> QdrantClient:
     """A client of the Qdrant server at ``url``, after checking that it answers within a few seconds."""
     try:
-        probe = QdrantClient(url=url, timeout=CONNECT_TIMEOUT_S, check_compatibility=False)
+        probe = QdrantClient(url=url, api_key=_api_key(), timeout=CONNECT_TIMEOUT_S, check_compatibility=False)
     except Exception as error:  # invalid URLs raise ValueError or httpx errors
         raise QdrantUnavailableError(f"invalid Qdrant URL {url!r}: {error}") from None
     try:
@@ -283,4 +284,9 @@ def _open_server(url: str) -> QdrantClient:
         raise QdrantUnavailableError(f"Qdrant server at {url} is unreachable: {reason}") from None
     finally:
         probe.close()
-    return QdrantClient(url=url)
+    return QdrantClient(url=url, api_key=_api_key())
+
+
+def _api_key() -> str | None:
+    """The Qdrant server's API key (``QDRANT_API_KEY``, as the official mcp-server-qdrant and Qdrant Cloud use)."""
+    return os.environ.get("QDRANT_API_KEY") or None

@@ -162,3 +162,25 @@ def test_client_parses_structured_and_text_only_tool_results():
         _result_items(ToolMessage(content="Results: none", tool_call_id="4", name="qdrant-find"), "qdrant-find")
     with pytest.raises(MCPServerError, match="malformed passage"):
         _to_passage({"title": "no id"})
+
+
+def test_idle_spawned_servers_are_closed_when_another_configuration_is_asked_for(monkeypatch):
+    import time as time_module
+
+    from zhrag.tools import mcp_client
+
+    class Idle:
+        def __init__(self, idle_s: float) -> None:
+            self.last_used, self.closed, self.close_calls = time_module.monotonic() - idle_s, False, 0
+
+        def close(self) -> None:
+            self.close_calls += 1
+
+    fresh, stale = mcp_client.ServerConfig(collection="fresh"), mcp_client.ServerConfig(collection="stale")
+    wanted = mcp_client.ServerConfig(collection="wanted")
+    clients = {fresh: Idle(5), stale: Idle(700), wanted: Idle(10_000)}
+    monkeypatch.setattr(mcp_client, "_clients", dict(clients))
+    monkeypatch.setenv(mcp_client.IDLE_ENV, "600")
+    mcp_client._close_idle(keep=wanted)
+    assert set(mcp_client._clients) == {fresh, wanted}  # the one asked for is kept however long it idled
+    assert [clients[c].close_calls for c in (fresh, stale, wanted)] == [0, 1, 0]

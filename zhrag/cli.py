@@ -112,6 +112,11 @@ def _run_question(variant: str, question: str, context) -> dict:
         "queries": state.get("queries", []),
         "requeries": state.get("requeries", 0),
         "judgements": state.get("judgements", []),
+        **(
+            {"tool_calls": state.get("tool_calls", []), "tool_rounds": state.get("tool_rounds", 0),
+             "agent_reply": state.get("agent_reply")}
+            if variant.lower() == "a3" else {}
+        ),
         "timings_ms": {**state.get("timings_ms", {}), "total": round(total_ms, 1)},
         "models": _model_load_info(),
     }
@@ -145,7 +150,7 @@ def ask(
     models: ModelOptions,
     graph: GraphOptions,
     store: StoreOptions,
-    variant: Annotated[str, typer.Option("--variant", "-v", help="a0 (model alone), a1 (retrieve), a2 (judge + requery).")] = "a1",
+    variant: Annotated[str, typer.Option("--variant", "-v", help="a0 (model alone), a1 (retrieve), a2 (judge + requery), a3 (the model calls qdrant-find itself).")] = "a1",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with answer, contexts, queries, timings.")] = False,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,

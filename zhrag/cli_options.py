@@ -68,6 +68,7 @@ class GraphOptions:
 
     top_k: Annotated[int, typer.Option(help="Passages per retrieval round (1..50).")] = 3
     max_requeries: Annotated[int, typer.Option(help="A2: maximum query rewrites.")] = 2
+    max_tool_rounds: Annotated[int, typer.Option(help="A3: most rounds of qdrant-find calls the agent makes (0..5).")] = 2
     judge_threshold: Annotated[
         Optional[float], typer.Option(help="A2: keep passages whose judge score P(是)/(P(是)+P(否)) reaches this (default: calibrated).")
     ] = None

@@ -70,6 +70,20 @@ def test_ask_a2_json_judges_and_keeps_relevant_passages(indexed_path: Path):
     assert record["contexts"][0]["id"] == max(kept, key=lambda j: j["score"])["id"]  # highest judge score first
 
 
+def test_ask_a3_json_shows_the_agents_qdrant_find_calls(indexed_path: Path):
+    """The default model on llama.cpp calls qdrant-find in the chat template's format; the calls are recorded."""
+    result = zhrag("ask", "--variant", "a3", "--json", "--max-tool-rounds", "1", "--qdrant-path", str(indexed_path),
+                   QUESTION)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["variant"] == "a3" and record["tool_rounds"] == 1
+    [call] = record["tool_calls"]
+    assert call["name"] == "qdrant-find" and call["well_formed"] is True and call["arguments"]["query"].strip()
+    assert len(call["passages"]) == 3 and record["queries"] == [call["arguments"]["query"].strip()]
+    assert [p["id"] for p in record["contexts"]] == call["passages"] and record["answer"].strip()
+    assert set(record["timings_ms"]) == {"agent", "tools", "answer", "total"}
+
+
 def test_missing_kb_source_is_a_one_line_error(tmp_path: Path):
     result = zhrag("index", str(tmp_path / "nope.jsonl"), "--qdrant-path", str(tmp_path / "q"))
     assert result.returncode == 2

@@ -42,6 +42,13 @@ class FakeKnowledge:
         self.calls: list[tuple[str, int]] = []
         self.configs: list[Any] = []
 
+    def openai_tool(self, name: str) -> dict[str, Any]:
+        """The spec the knowledge server publishes for ``name`` (as langchain's converter writes it)."""
+        properties = {"query": {"type": "string"}, "top_k": {"type": "integer", "default": 5}}
+        return {"type": "function", "function": {"name": name, "description": "Search the knowledge base.",
+                                                 "parameters": {"type": "object", "properties": properties,
+                                                                "required": ["query"]}}}
+
     def find(self, query: str, top_k: int) -> list[Passage]:
         self.calls.append((query, top_k))
         time.sleep(self.delay_s)
@@ -104,10 +111,17 @@ EXPECTED_EDGES = {
         ("requery", "retrieve", False),
         ("answer", "__end__", False),
     },
+    "a3": {
+        ("__start__", "agent", False),
+        ("agent", "answer", True),
+        ("agent", "tools", True),
+        ("tools", "agent", False),
+        ("answer", "__end__", False),
+    },
 }
 
 
-@pytest.mark.parametrize("variant", ["a0", "a1", "a2"])
+@pytest.mark.parametrize("variant", ["a0", "a1", "a2", "a3"])
 def test_variants_are_wired_as_documented(variant: str) -> None:
     assert edges(build_graph(variant)) == EXPECTED_EDGES[variant]
     assert edges(build_graph(f" {variant.upper()} ")) == EXPECTED_EDGES[variant]
@@ -115,8 +129,8 @@ def test_variants_are_wired_as_documented(variant: str) -> None:
 
 
 def test_unknown_variant_names_it_and_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"'a3'.*a0, a1, a2"):
-        build_graph("a3")
+    with pytest.raises(ConfigError, match=r"'a4'.*a0, a1, a2, a3"):
+        build_graph("a4")
 
 
 def test_a0_answers_closed_book_without_retrieval(knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM) -> None:
@@ -460,3 +474,66 @@ def test_the_longest_a2_loop_fits_the_graphs_own_recursion_limit(
     assert len(order) <= graph.config["recursion_limit"] < 100
     with pytest.raises(ConfigError, match="max_requeries must be between 0 and 10"):
         Context(max_requeries=MAX_REQUERIES_LIMIT + 1)
+
+
+def agent_reply(turns: list[str], answer: str = "乙省") -> Callable[[str], str]:
+    """Scripted model for A3: the agent's turns in order (prompts with the tool list), ``answer`` for the answer node."""
+    script = iter(turns)
+
+    def reply(text: str) -> str:
+        if "<tools>" in text:
+            return next(script)
+        return answer
+
+    return reply
+
+
+FIND_CALL = '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "%s"}}\n</tool_call>'
+
+
+def test_a3_agent_searches_reads_the_result_and_the_answer_node_answers(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM
+) -> None:
+    kb = knowledge(lambda q: [P_CITY, P_RIVER] if "甲城" in q else [P_LAKE])
+    model, chat = fake_llm(agent_reply([FIND_CALL % "甲城 省份", "乙省"]))
+    order, state = run(build_graph("a3"), Context(model=model, top_k=2))
+    assert order == ["agent", "tools", "agent", "answer"]
+    assert kb.calls == [("甲城 省份", 2)]
+    assert state["tool_calls"] == [{"round": 1, "name": "qdrant-find", "arguments": {"query": "甲城 省份"},
+                                    "well_formed": True, "passages": ["kb#1", "kb#2"]}]
+    assert state["tool_rounds"] == 1 and state["queries"] == ["甲城 省份"] and state["agent_reply"] == "乙省"
+    assert state["contexts"] == [P_CITY, P_RIVER] and state["answer"] == "乙省"
+    first, second, answer_prompt = chat.prompts
+    assert "<tools>" in first and '"name": "qdrant-find"' in first and "top_k" not in first  # only the query
+    assert "<tool_response>\n[1] 甲城：甲城位于乙省北部" in second
+    assert "[1] 甲城位于乙省北部" in answer_prompt and "<tools>" not in answer_prompt
+
+
+@pytest.mark.parametrize("max_tool_rounds", [0, 1, 3])
+def test_a3_tool_rounds_are_bounded(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM, max_tool_rounds: int
+) -> None:
+    kb = knowledge(lambda q: [P_LAKE])
+    model, chat = fake_llm(agent_reply([FIND_CALL % f"查询{n}" for n in range(10)]))
+    order, state = run(build_graph("a3"), Context(model=model, max_tool_rounds=max_tool_rounds))
+    assert len(kb.calls) == max_tool_rounds == state.get("tool_rounds", 0)
+    assert order == ["agent", "tools"] * max_tool_rounds + ["agent", "answer"]
+    assert len(chat.prompts) == max_tool_rounds + 1  # the last agent turn asks no model: the budget is spent
+
+
+def test_a3_bad_calls_are_answered_with_an_error_and_recovered_calls_are_marked(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM
+) -> None:
+    kb = knowledge(lambda q: [P_CITY])
+    turns = [
+        '<tool_call>\n{"name": "web-search", "arguments": {"query": "甲城"}}\n</tool_call>',
+        '<tool_call>\n{"name": "qdrant-find", "arguments": {}}\n</tool_call>',
+        '```json\n{"name": "qdrant-find", "arguments": {"query": "甲城"}}\n```',
+        "乙省",
+    ]
+    model, chat = fake_llm(agent_reply(turns))
+    _, state = run(build_graph("a3"), Context(model=model, max_tool_rounds=3))
+    assert [call.get("error") for call in state["tool_calls"]] == ["unknown tool 'web-search'", "no query", None]
+    assert [call["well_formed"] for call in state["tool_calls"]] == [True, True, False]
+    assert kb.calls == [("甲城", 3)]
+    assert "错误：没有工具 web-search" in chat.prompts[1] and "需要参数 query" in chat.prompts[2]

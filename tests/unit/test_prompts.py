@@ -207,3 +207,35 @@ def test_few_shot_examples_are_not_benchmark_questions() -> None:
         + [q for q, _, _ in REQUERY_EXAMPLES]
     )
     assert benchmark and not benchmark & {normalize_text(q) for q in examples}
+
+
+def test_tool_calls_are_parsed_from_the_template_format_and_recovered_from_bare_json() -> None:
+    from zhrag.prompts.agent import ToolCall, parse_tool_calls
+
+    tagged = '好的。\n<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "九命奇冤"}}\n</tool_call>'
+    assert parse_tool_calls(tagged) == [ToolCall("qdrant-find", {"query": "九命奇冤"}, True)]
+    unterminated = '<tool_call>\n{"name": "qdrant-find", "arguments": "{\\"query\\": \\"甲\\"}"}'
+    assert parse_tool_calls(unterminated) == [ToolCall("qdrant-find", {"query": "甲"}, True)]
+    block = '```json\n{\n  "name": "qdrant-find",\n  "arguments": {"query": "吴沃尧"}\n}\n```'
+    assert parse_tool_calls(block) == [ToolCall("qdrant-find", {"query": "吴沃尧"}, False)]
+    assert parse_tool_calls("吴沃尧") == [] and parse_tool_calls('{"answer": 1}') == []
+    assert parse_tool_calls("<tool_call>\nnot json\n</tool_call>") == []  # a broken call is no call
+
+
+def test_tool_turns_are_rendered_in_the_hermes_format_for_plain_chat_engines() -> None:
+    import json
+
+    from zhrag.prompts.agent import AGENT_SYSTEM, agent_messages, render_tool_messages
+
+    tool = {"type": "function", "function": {"name": "qdrant-find", "parameters": {}}}
+    history = [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "qdrant-find", "arguments": '{"query": "甲"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "[1] 甲城：……"},
+    ]
+    rendered = render_tool_messages(agent_messages("问题？", history), [tool], required=True)
+    assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
+    assert rendered[0]["content"].startswith(AGENT_SYSTEM) and json.dumps(tool, ensure_ascii=False) in rendered[0]["content"]
+    assert rendered[0]["content"].endswith("这一步必须调用一个函数。")
+    assert rendered[2]["content"] == '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "甲"}}\n</tool_call>'
+    assert rendered[3]["content"] == "<tool_response>\n[1] 甲城：……\n</tool_response>"

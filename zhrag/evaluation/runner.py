@@ -277,6 +277,11 @@ def evaluate_one(
         "scores": scores,
         "recall": recall,
         "kb_covered": kb_covered,
+        **(
+            {"tool_calls": state.get("tool_calls", []), "tool_rounds": state.get("tool_rounds", 0),
+             "agent_reply": state.get("agent_reply")}
+            if variant == "a3" else {}
+        ),
     }
 
 

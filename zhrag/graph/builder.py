@@ -5,6 +5,8 @@ A0:  START → answer → [terminal nodes] → END
 A1:  START → retrieve → answer → [terminal nodes] → END
 A2:  START → retrieve → judge ─┬─(relevant found, or requeries == max)→ answer → [terminal nodes] → END
                   ↑            └─(nothing relevant, requeries < max)→ requery ─┘
+A3:  START → agent ─┬─(no tool call, or tool_rounds == max)→ answer → [terminal nodes] → END
+               ↑    └─(qdrant-find calls)→ tools ─┘
 ```
 
 Building is cheap: models and the MCP client are loaded lazily inside the nodes.
@@ -22,8 +24,9 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from zhrag.errors import ConfigError
-from zhrag.graph.context import MAX_REQUERIES_LIMIT, Context, ServedContext, served_context
+from zhrag.graph.context import MAX_REQUERIES_LIMIT, MAX_TOOL_ROUNDS_LIMIT, Context, ServedContext, served_context
 from zhrag.graph.state import GraphState, InputState
+from zhrag.nodes.agent import agent, tools
 from zhrag.nodes.answer import answer
 from zhrag.nodes.common import timed
 from zhrag.nodes.judge import judge
@@ -31,7 +34,7 @@ from zhrag.nodes.requery import requery
 from zhrag.nodes.retrieve import retrieve
 
 #: The graph variants, in ablation order.
-VARIANTS = ("a0", "a1", "a2")
+VARIANTS = ("a0", "a1", "a2", "a3")
 
 
 def default_context(requested: Any) -> Any:
@@ -65,6 +68,11 @@ def route_after_judge(state: GraphState, runtime: Runtime[Context]) -> Literal["
     return "requery"
 
 
+def route_after_agent(state: GraphState) -> Literal["answer", "tools"]:
+    """A3 branch: run the agent's tool calls, or answer when it made none (the agent stops at its round budget)."""
+    return "tools" if state.get("pending_calls") else "answer"
+
+
 def build_graph(
     variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..., Any]]] = (), served: bool = False
 ) -> CompiledStateGraph:
@@ -93,6 +101,12 @@ def build_graph(
     graph.add_node("answer", bind(answer))
     if key == "a0":
         graph.add_edge(START, "answer")
+    elif key == "a3":
+        graph.add_node("agent", bind(agent))
+        graph.add_node("tools", bind(tools))
+        graph.add_edge(START, "agent")
+        graph.add_conditional_edges("agent", route_after_agent, ["answer", "tools"])
+        graph.add_edge("tools", "agent")
     else:
         graph.add_node("retrieve", bind(retrieve))
         graph.add_edge(START, "retrieve")
@@ -115,7 +129,8 @@ def build_graph(
     graph.add_edge(previous, END)
     # Steps of the longest run: retrieve, judge, (requery, retrieve, judge) per rewrite, answer, terminal nodes.
     # Set explicitly, so that a lower default (LANGGRAPH_DEFAULT_RECURSION_LIMIT) never cuts a bounded A2 loop.
-    steps = 3 * (MAX_REQUERIES_LIMIT + 1) + len(terminal_nodes) + 2
+    # A3's longest run (agent, tools per round, agent, answer) is shorter.
+    steps = max(3 * (MAX_REQUERIES_LIMIT + 1), 2 * MAX_TOOL_ROUNDS_LIMIT + 1) + len(terminal_nodes) + 2
     return graph.compile(name=f"zhrag-{key}").with_config(recursion_limit=steps)
 
 
@@ -124,3 +139,4 @@ def build_graph(
 a0 = build_graph("a0", served=True)
 a1 = build_graph("a1", served=True)
 a2 = build_graph("a2", served=True)
+a3 = build_graph("a3", served=True)

@@ -30,6 +30,8 @@ A2_FALLBACKS = ("closed_book", "top_passage")
 DEFAULT_JUDGE_THRESHOLD = 0.944
 #: Largest answer generation budget a run may ask for.
 MAX_NEW_TOKENS_LIMIT = 512
+#: Most rounds of tool calls the A3 agent may be given.
+MAX_TOOL_ROUNDS_LIMIT = 5
 #: Most query rewrites A2 may be asked for (each costs a retrieval and top_k judge calls).
 MAX_REQUERIES_LIMIT = 10
 
@@ -61,6 +63,7 @@ class Context:
         max_new_tokens: Generation budget of the answer node (1..512).
         top_k: Passages requested from ``qdrant-find`` per retrieval round (1..50).
         max_requeries: A2 only: upper bound on query rewrites (0..10; 0 disables requerying).
+        max_tool_rounds: A3 only: most rounds of tool calls the agent may make (0..5) before it must answer.
         judge_threshold: A2 only: judge score (``P(是) / (P(是) + P(否))``) at or above which a passage is kept.
         a2_fallback: A2 only: when nothing is kept within the budget, answer ``closed_book`` (default) or
             from the ``top_passage`` (the highest-scored rejected one).
@@ -103,6 +106,7 @@ class Context:
     max_new_tokens: int = 32
     top_k: int = 3
     max_requeries: int = 2
+    max_tool_rounds: int = 2
     judge_threshold: float = DEFAULT_JUDGE_THRESHOLD
     a2_fallback: Literal["closed_book", "top_passage"] = "closed_book"
     abstain_below: float | None = None
@@ -124,6 +128,8 @@ class Context:
             raise ConfigError(f"top_k must be between 1 and 50, got {self.top_k}")
         if not 0 <= self.max_requeries <= MAX_REQUERIES_LIMIT:
             raise ConfigError(f"max_requeries must be between 0 and {MAX_REQUERIES_LIMIT}, got {self.max_requeries}")
+        if not 0 <= self.max_tool_rounds <= MAX_TOOL_ROUNDS_LIMIT:
+            raise ConfigError(f"max_tool_rounds must be between 0 and {MAX_TOOL_ROUNDS_LIMIT}, got {self.max_tool_rounds}")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise ConfigError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
         if not 0.0 <= self.judge_threshold <= 1.0:
@@ -171,6 +177,7 @@ CALLER_FIELDS = (
     "max_new_tokens",
     "top_k",
     "max_requeries",
+    "max_tool_rounds",
     "judge_threshold",
     "a2_fallback",
     "abstain_below",
@@ -179,7 +186,7 @@ CALLER_FIELDS = (
 )
 _CALLER_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "judge_model": (str,), "max_new_tokens": (int,), "top_k": (int,), "max_requeries": (int,),
-    "judge_threshold": (float, int), "a2_fallback": (str,), "abstain_below": (float, int), "collection": (str,),
+    "max_tool_rounds": (int,), "judge_threshold": (float, int), "a2_fallback": (str,), "abstain_below": (float, int), "collection": (str,),
     "reranker": (str,),
 }
 #: Rerankers a caller may choose (a cross-encoder name would make the server load an arbitrary model).

@@ -60,13 +60,20 @@ class GraphState(InputState, total=False):
         best_rejected: A2 only: the highest-scored passage the judge did not keep (the ``top_passage``
             fallback when nothing is kept).
         contexts: Passages given to the answer node (A1: ``retrieved``; A2: ``relevant`` ordered by judge
-            score; A0: none).
+            score; A3: what the agent's searches found, latest first, at most ``top_k``; A0: none).
         requeries: How many times the query was rewritten (bounded by ``Context.max_requeries``).
         answer: The short Chinese answer.
         answer_confidence: Geometric-mean probability of the answer's tokens (``None`` when the model
             gives no probabilities).
         abstained: Whether the answer was replaced by 不知道 because its confidence was below
             ``Context.abstain_below``.
+        agent_messages: A3 only: the agent's turns after the question (OpenAI-style assistant messages with
+            their ``tool_calls``, and the ``tool`` messages holding the results).
+        pending_calls: A3 only: the tool calls of the agent's latest turn, not yet run.
+        tool_calls: A3 only: one record per tool call run: ``{"round", "name", "arguments", "well_formed",
+            "passages"}`` (ids of the passages found) or ``"error"``.
+        tool_rounds: A3 only: how many rounds of tool calls ran (bounded by ``Context.max_tool_rounds``).
+        agent_reply: A3 only: the agent's final text (the answer node then answers from what it found).
         timings_ms: Wall time per node in milliseconds, summed over repeated runs of a node.
         scores: Terminal metric nodes write their results here, one key per metric.
     """
@@ -82,5 +89,10 @@ class GraphState(InputState, total=False):
     answer: str
     answer_confidence: float | None
     abstained: bool
+    agent_messages: Annotated[list[dict[str, Any]], operator.add]
+    pending_calls: list[dict[str, Any]]
+    tool_calls: Annotated[list[dict[str, Any]], operator.add]
+    tool_rounds: int
+    agent_reply: str
     timings_ms: Annotated[dict[str, float], merge_timings]
     scores: Annotated[dict[str, Any], operator.or_]

@@ -23,6 +23,7 @@ for cached prompts, default 512).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -37,6 +38,7 @@ from typing import Any
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
+from zhrag.prompts.agent import ToolCall, ToolReply, parse_tool_calls
 
 #: Defaults of the runtime settings (see the module doc for their environment variables).
 DEFAULT_PARALLEL = 4
@@ -266,6 +268,43 @@ class LlamaCppLLM(LocalLLM):
                 )
             )
         return results
+
+    def call_tools(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]],
+        max_new_tokens: int = 128,
+        tool_choice: str = "auto",
+    ) -> ToolReply:
+        """One assistant turn with ``tools`` formatted by the model's own chat template (llama.cpp's jinja); calls
+        llama.cpp parses are well-formed; a call it could not parse is recovered from the text when possible.
+        ``tool_choice="required"`` with one tool prefills the opening of a call to it (the model writes the
+        arguments)."""
+        if not self.is_chat:
+            raise ConfigError(f"{self.runtime.path.name} is not a chat model: it cannot call tools")
+        messages, prefix = list(messages), ""
+        if tool_choice == "required" and len(tools) == 1:
+            # Prefill the call's opening in the template's format; the model writes the arguments. (llama.cpp's
+            # tool_choice="required" grammar costs minutes per call on a CPU.)
+            prefix = '<tool_call>\n{"name": ' + json.dumps(tools[0]["function"]["name"]) + ', "arguments": {"'
+            messages.append({"role": "assistant", "content": prefix})
+        body = {"messages": messages, "tools": list(tools), "max_tokens": max_new_tokens}
+        message = self.runtime.request(body).get("message") or {}
+        content = str(message.get("content") or "").strip()
+        if prefix and not message.get("tool_calls"):
+            content = prefix + content
+        calls = []
+        for number, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            arguments = function.get("arguments") or {}
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except ValueError:
+                    arguments = {}
+            calls.append(ToolCall(str(function.get("name") or ""), arguments if isinstance(arguments, dict) else {},
+                                  True, str(call.get("id") or f"call_{number}")))
+        return ToolReply(content=content, calls=tuple(calls) if calls else tuple(parse_tool_calls(content)))
 
     def next_token_probabilities(self, prompts: Sequence[Any], candidates: Sequence[str]) -> list[dict[str, float]]:
         """For each prompt, the probability that the next token is each candidate (whitespace around it ignored).

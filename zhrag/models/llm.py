@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from zhrag.errors import ConfigError
+from zhrag.prompts.agent import ToolReply, parse_tool_calls, render_tool_messages
 
 if TYPE_CHECKING:
     from zhrag.models.hf_runtime import HFRuntime
@@ -193,6 +194,32 @@ class LocalLLM:
             [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts],
             candidates, adapter_name=self.adapter_name,
         )
+
+    def call_tools(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: Sequence[dict[str, Any]],
+        max_new_tokens: int = 128,
+        tool_choice: str = "auto",
+    ) -> ToolReply:
+        """One assistant turn of a conversation (OpenAI-style ``messages``) in which the model may call ``tools``
+        (OpenAI function specs). Greedy; the turn's text and the calls it makes (none: a final answer).
+        ``tool_choice`` is ``auto`` (the model decides) or ``required`` (it must call a tool).
+
+        This engine-neutral version writes the tools and earlier calls into the messages in Qwen2.5's (Hermes)
+        format and parses ``<tool_call>`` blocks back; engines that apply the model's own chat template with
+        tools (llama.cpp) override it.
+
+        Raises:
+            ConfigError: the model is not a chat model.
+        """
+        if not self.is_chat:
+            raise ConfigError(f"{self.load_info.get('model', 'this model')} is not a chat model: it cannot call tools")
+        kinds = {"system": SystemMessage, "assistant": AIMessage}
+        rendered = render_tool_messages(list(messages), list(tools), required=tool_choice == "required")
+        prompt = [kinds.get(m["role"], HumanMessage)(content=m["content"]) for m in rendered]
+        [text] = self.generate([prompt], max_new_tokens=max_new_tokens, stop=())
+        return ToolReply(content=text.strip(), calls=tuple(parse_tool_calls(text)))
 
     def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
         """Raw completions of a wrapped LangChain model (its own settings decide the length)."""

@@ -283,6 +283,19 @@ class KnowledgeClient:
         message = self._call(FIND_TOOL, {"query": query, "top_k": top_k})
         return [_to_passage(item) for item in _result_items(message, FIND_TOOL)]
 
+    def openai_tool(self, name: str) -> dict[str, Any]:
+        """The server's tool ``name`` as an OpenAI function spec (name, description, JSON-schema parameters).
+
+        Raises:
+            MCPServerError: the server offers no such tool.
+        """
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        tool = self._tools.get(name)
+        if tool is None:
+            raise MCPServerError(f"the MCP knowledge server offers no tool {name} (tools: {', '.join(self._tools)})")
+        return convert_to_openai_tool(tool)
+
     def store(self, information: str, metadata: dict[str, Any] | None = None) -> list[str]:
         """Call ``qdrant-store``: add ``information`` (title in ``metadata['title']``); return passage ids.
 

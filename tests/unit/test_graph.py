@@ -502,7 +502,9 @@ def test_a3_agent_searches_reads_the_result_and_the_answer_node_answers(
     assert state["tool_calls"] == [{"round": 1, "name": "qdrant-find", "arguments": {"query": "甲城 省份"},
                                     "well_formed": True, "passages": ["kb#1", "kb#2"]}]
     assert state["tool_rounds"] == 1 and state["queries"] == ["甲城 省份"] and state["agent_reply"] == "乙省"
-    assert state["contexts"] == [P_CITY, P_RIVER] and state["answer"] == "乙省"
+    # the evidence window is chosen for the question, not for the agent's query
+    assert state["contexts"] == [{**P_CITY, "evidence": P_CITY["text"]}, {**P_RIVER, "evidence": P_RIVER["text"]}]
+    assert state["answer"] == "乙省"
     first, second, answer_prompt = chat.prompts
     assert "<tools>" in first and '"name": "qdrant-find"' in first and "top_k" not in first  # only the query
     assert "<tool_response>\n[1] 甲城：甲城位于乙省北部" in second
@@ -537,3 +539,16 @@ def test_a3_bad_calls_are_answered_with_an_error_and_recovered_calls_are_marked(
     assert [call["well_formed"] for call in state["tool_calls"]] == [True, True, False]
     assert kb.calls == [("甲城", 3)]
     assert "错误：没有工具 web-search" in chat.prompts[1] and "需要参数 query" in chat.prompts[2]
+
+
+def test_a3_shows_each_passage_by_its_window_for_the_question(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM
+) -> None:
+    long_text = "。".join([f"丙河第{n}段与本题无关的描述" for n in range(20)] + ["甲城位于乙省北部"]) + "。"
+    passage = Passage(id="kb#9", title="甲城", text=long_text, score=1.0, evidence="丙河第0段与本题无关的描述。")
+    knowledge(lambda q: [passage])
+    model, chat = fake_llm(agent_reply([FIND_CALL % "甲城 作者", "乙省"]))
+    _, state = run(build_graph("a3"), Context(model=model, max_tool_rounds=2))
+    assert state["contexts"][0]["evidence"].endswith("甲城位于乙省北部。")
+    _, agent_read, answer_read = chat.prompts
+    assert "甲城位于乙省北部" in agent_read and "甲城位于乙省北部" in answer_read

@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.nodes import retrieve
 from zhrag.prompts.agent import agent_messages, format_passages
+from zhrag.tools.evidence import best_evidence, query_bigrams
 from zhrag.tools.mcp_client import FIND_TOOL
 
 #: Generation budget of one agent turn (a tool call or a short final reply).
@@ -74,8 +75,14 @@ def agent(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
 
 @timed("tools")
 def tools(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
-    """Run the agent's pending calls; their results go back to the agent, the passages found to ``contexts``."""
+    """Run the agent's pending calls; their results go back to the agent, the passages found to ``contexts``.
+
+    Each passage's evidence window is chosen for the question rather than for the agent's query (the server picks
+    it for the query): a short query such as 「九命奇冤作者」 otherwise shows the sentence about 作者 instead of
+    the one naming him, to the agent and to the answer node alike.
+    """
     context = runtime.context
+    wanted = query_bigrams(require_question(state))
     round_number = state.get("tool_rounds", 0) + 1
     client = retrieve.get_knowledge_client(retrieve.server_config(context))
     found: list[dict[str, Any]] = []
@@ -94,7 +101,10 @@ def tools(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
             content = "错误：qdrant-find 需要参数 query（检索词）。"
         else:
             query = query.strip()[:MAX_AGENT_QUERY_CHARS]
-            passages = client.find(query, context.top_k)
+            passages = [
+                {**passage, "evidence": best_evidence(wanted, passage.get("title", ""), passage["text"]).window}
+                for passage in client.find(query, context.top_k)
+            ]
             queries.append(query)
             found.extend(passages)
             record["passages"] = [passage["id"] for passage in passages]

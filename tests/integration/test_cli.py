@@ -80,7 +80,7 @@ def test_ask_a3_json_shows_the_agents_qdrant_find_calls(indexed_path: Path):
     [call] = record["tool_calls"]
     assert call["name"] == "qdrant-find" and call["well_formed"] is True and call["arguments"]["query"].strip()
     assert len(call["passages"]) == 3 and record["queries"] == [call["arguments"]["query"].strip()]
-    assert [p["id"] for p in record["contexts"]] == call["passages"] and record["answer"].strip()
+    assert [p["id"] for p in record["contexts"]] == call["passages"] and "吴沃尧" in record["answer"]
     assert set(record["timings_ms"]) == {"agent", "tools", "answer", "total"}
 
 

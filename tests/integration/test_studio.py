@@ -66,7 +66,7 @@ def test_studio_serves_the_three_variants(studio_url: str):
 
     client = get_sync_client(url=studio_url)
     assistants = {a["graph_id"] for a in client.assistants.search(limit=20)}
-    assert {"a0", "a1", "a2"} <= assistants
+    assert {"a0", "a1", "a2", "a3"} <= assistants
     results = {}
     for variant in ("a0", "a1", "a2"):
         state = client.runs.wait(None, variant, input={"question": QUESTION}, context={"top_k": 3})

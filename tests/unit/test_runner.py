@@ -195,7 +195,7 @@ def test_results_without_run_file_are_refused(tmp_path: Path, answer_model: Call
     ("kwargs", "error", "message"),
     [
         ({"questions": []}, DatasetError, "no questions"),
-        ({"variants": ["a3"]}, ConfigError, "'a3'"),
+        ({"variants": ["a9"]}, ConfigError, "'a9'"),
         ({"metrics": ["bleu"]}, ConfigError, "'bleu'"),
     ],
 )

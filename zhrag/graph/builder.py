@@ -76,7 +76,7 @@ def route_after_agent(state: GraphState) -> Literal["answer", "tools"]:
 def build_graph(
     variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..., Any]]] = (), served: bool = False
 ) -> CompiledStateGraph:
-    """Compile variant ``a0``, ``a1`` or ``a2`` (case-insensitive).
+    """Compile variant ``a0``, ``a1``, ``a2`` or ``a3`` (case-insensitive).
 
     ``served=True`` builds the graph for remote callers (langgraph.json): its context schema is
     :class:`~zhrag.graph.context.ServedContext`, and each run's context passes the trust boundary of

@@ -172,6 +172,7 @@ def test_dataset_info_entries_follow_llama_factory_schema(tmp_path: Path) -> Non
             "user_tag": "human",
             "assistant_tag": "gpt",
             "observation_tag": "tool",
+            "function_tag": "function_call",
             "system_tag": "system",
         },
     }
@@ -232,3 +233,29 @@ def test_training_package_imports_neither_datasets_nor_transformers() -> None:
     code = "import sys, zhrag.training; print(sorted({'datasets', 'transformers', 'torch'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == "[]"
+
+
+def test_tool_use_examples_round_trip_with_their_tools_column(tmp_path) -> None:
+    import json
+
+    from zhrag.training.formats import dataset_info_entry, export_examples, import_examples
+
+    tools = json.dumps([{"type": "function", "function": {"name": "qdrant-find", "parameters": {}}}])
+    trace = [
+        {"from": "human", "value": "问题？"},
+        {"from": "function_call", "value": '{"name": "qdrant-find", "arguments": {"query": "甲"}}'},
+        {"from": "tool", "value": "[1] 甲：……"},
+        {"from": "gpt", "value": "乙"},
+    ]
+    examples = [
+        {"id": "t1", "task": "answer", "conversations": trace, "meta": {}, "tools": tools},
+        {"id": "p1", "task": "answer", "conversations": [trace[0], trace[-1]], "meta": {}},
+    ]
+    path = export_examples(examples, tmp_path / "tools.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [row["tools"] for row in rows] == [tools, ""]  # every row has the column LLaMA-Factory maps
+    back = import_examples(path)
+    assert back[0]["tools"] == tools and back[0]["conversations"] == trace and "tools" not in back[1]
+    entry = dataset_info_entry(path.name, tools=True)
+    assert entry["columns"] == {"messages": "conversations", "tools": "tools"}
+    assert entry["tags"]["function_tag"] == "function_call"

@@ -100,7 +100,7 @@ def test_a_build_data_folder_gives_its_training_split(tmp_path: Path) -> None:
         (
             [{"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]},
              {"conversations": [{"from": "human", "value": "only a question"}]}],
-            r"bad\.jsonl:2: conversation has no gpt \(assistant\) turn",
+            r"bad\.jsonl:2: conversation has no gpt \(assistant\) or function_call turn",
         ),
         ([{"instruction": "q", "output": ""}], r"bad\.jsonl:1: Alpaca row needs a non-empty 'instruction'"),
     ],

@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
@@ -52,7 +52,9 @@ from zhrag.tools.sources import Document, iter_documents
 
 Task = Literal["answer", "judge"]
 #: Speaker tags of a turn (LLaMA-Factory's ShareGPT defaults, with ``tool`` for tool results).
-ROLES = ("system", "human", "gpt", "tool")
+ROLES = ("system", "human", "gpt", "function_call", "tool")
+#: Speakers whose turns are learned: the assistant's replies and its tool calls (``{"name", "arguments"}`` JSON).
+LEARNED_ROLES = ("gpt", "function_call")
 #: Passages in an answer prompt, the graph's default ``top_k``.
 DEFAULT_PASSAGES = 3
 #: Share of passages (RC) or questions (QA) whose examples form the evaluation split.
@@ -69,12 +71,14 @@ Turn = TypedDict("Turn", {"from": str, "value": str})
 
 
 class Example(TypedDict):
-    """One fine-tuning example: an id, its task, the ShareGPT turns and free-form metadata."""
+    """One fine-tuning example: an id, its task, the ShareGPT turns and free-form metadata; tool-use examples add
+    ``tools`` (a JSON string of OpenAI function specs, as LLaMA-Factory's ShareGPT ``tools`` column)."""
 
     id: str
     task: str
     conversations: list[Turn]
     meta: dict[str, Any]
+    tools: NotRequired[str]
 
 
 #: ``retrieve(question, k) -> passages``, best first (the graph's retrieval, or :class:`LexicalRetriever`).
@@ -131,8 +135,8 @@ def check_conversation(turns: Sequence[Any]) -> list[Turn]:
             raise TrainingDataError(f"turn {number} value is not a string")
     if turns[0]["from"] not in ("system", "human"):
         raise TrainingDataError(f"conversation starts with a {turns[0]['from']!r} turn; start with system or human")
-    if not any(turn["from"] == "gpt" for turn in turns):
-        raise TrainingDataError("conversation has no gpt (assistant) turn to learn")
+    if not any(turn["from"] in LEARNED_ROLES for turn in turns):
+        raise TrainingDataError("conversation has no gpt (assistant) or function_call turn to learn")
     return list(turns)
 
 

@@ -34,13 +34,17 @@ DEFAULT_TASK = "answer"
 TASKS = ("answer", "judge")
 
 #: Speaker tags read from ShareGPT ``from`` (LLaMA-Factory's defaults) and OpenAI ``role`` fields.
-_SHAREGPT_TAGS = {"system": "system", "human": "human", "gpt": "gpt", "tool": "tool", "observation": "tool"}
+_SHAREGPT_TAGS = {
+    "system": "system", "human": "human", "gpt": "gpt", "function_call": "function_call", "tool": "tool",
+    "observation": "tool",
+}
 _OPENAI_ROLES = {"system": "system", "user": "human", "assistant": "gpt", "tool": "tool"}
 _SUFFIX_LINES = {".jsonl": True, ".json": False}
 
 
-def dataset_info_entry(file_name: str, *, format: str = "sharegpt") -> dict[str, Any]:
-    """LLaMA-Factory's description of a file written by :func:`export_examples` in ``format``."""
+def dataset_info_entry(file_name: str, *, format: str = "sharegpt", tools: bool = False) -> dict[str, Any]:
+    """LLaMA-Factory's description of a file written by :func:`export_examples` in ``format`` (``tools``: the
+    file has a ``tools`` column, as tool-use examples do)."""
     _check_format(format)
     if format == "alpaca":
         columns = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
@@ -48,13 +52,14 @@ def dataset_info_entry(file_name: str, *, format: str = "sharegpt") -> dict[str,
     return {
         "file_name": file_name,
         "formatting": "sharegpt",
-        "columns": {"messages": "conversations"},
+        "columns": {"messages": "conversations", **({"tools": "tools"} if tools else {})},
         "tags": {
             "role_tag": "from",
             "content_tag": "value",
             "user_tag": "human",
             "assistant_tag": "gpt",
             "observation_tag": "tool",
+            "function_tag": "function_call",
             "system_tag": "system",
         },
     }
@@ -93,7 +98,10 @@ def export_examples(examples: Sequence[Example], path: str | Path, *, format: st
         _check_example(example, f"example {example.get('id')!r}")
     datasets = _datasets()
     rows = [to_alpaca(e) for e in examples] if format == "alpaca" else [dict(e) for e in examples]
-    features = _features(datasets, format)
+    tools = format == "sharegpt" and any("tools" in example for example in examples)
+    if tools:  # LLaMA-Factory's ShareGPT "tools" column: every row has one (empty for examples without tools)
+        rows = [{**row, "tools": row.get("tools") or ""} for row in rows]
+    features = _features(datasets, format, tools=tools)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = datasets.Dataset.from_list(rows, features=features)
     options = {} if lines else {"indent": 2, "batch_size": len(rows)}
@@ -127,6 +135,8 @@ def import_examples(path: str | Path, *, format: str | None = None, default_task
             "conversations": turns,
             "meta": row.get("meta") or {},
         }
+        if format == "sharegpt" and row.get("tools"):
+            record["tools"] = row["tools"] if isinstance(row["tools"], str) else json.dumps(row["tools"], ensure_ascii=False)
         examples.append(_check_example(record, where))
     if not examples:
         raise TrainingDataError(f"{path}: no examples")
@@ -150,7 +160,8 @@ def write_splits(
     for split, examples in (("train", splits.train), ("eval", splits.eval)):
         if examples:
             written[split] = export_examples(examples, directory / f"{name}_{split}.jsonl", format=format)
-            entries[f"{name}_{split}"] = dataset_info_entry(written[split].name, format=format)
+            tools = format == "sharegpt" and any("tools" in example for example in examples)
+            entries[f"{name}_{split}"] = dataset_info_entry(written[split].name, format=format, tools=tools)
     written["dataset_info"] = write_dataset_info(directory, entries)
     manifest = {
         "format": format,
@@ -250,7 +261,12 @@ def _check_example(example: Mapping[str, Any], where: str) -> Example:
         check_conversation(example.get("conversations"))
     except TrainingDataError as error:
         raise TrainingDataError(f"{where}: {error}") from None
-    return Example(id=example["id"], task=example["task"], conversations=example["conversations"], meta=example["meta"])
+    checked = Example(id=example["id"], task=example["task"], conversations=example["conversations"], meta=example["meta"])
+    if example.get("tools"):
+        if not isinstance(example["tools"], str):
+            raise TrainingDataError(f"{where}: 'tools' must be a JSON string of function specs")
+        checked["tools"] = example["tools"]
+    return checked
 
 
 def _detect_format(row: Mapping[str, Any], where: str) -> str:
@@ -302,12 +318,15 @@ def _datasets() -> Any:
     return datasets
 
 
-def _features(datasets: Any, format: str) -> Any:
-    """Column types: strings, the turns or the history as lists, ``meta`` as free JSON."""
+def _features(datasets: Any, format: str, *, tools: bool = False) -> Any:
+    """Column types: strings, the turns or the history as lists, ``meta`` as free JSON (and ``tools``, a JSON
+    string of function specs, for tool-use examples)."""
     text = datasets.Value("string")
     if format == "alpaca":
         columns = {name: text for name in ("instruction", "input", "output", "system")}
         columns["history"] = datasets.List(datasets.List(text))
     else:
         columns = {"conversations": datasets.List({"from": text, "value": text})}
+        if tools:
+            columns["tools"] = text
     return datasets.Features({"id": text, "task": text, **columns, "meta": datasets.Json()})

@@ -7,6 +7,8 @@ Two layouts, chosen by the tokenizer:
   other templates the assistant spans are found by rendering prefixes (the text up to the generation prompt
   before a reply, and the text through the reply) and mapped to tokens by their character offsets. A learned
   span is the reply and the template's end-of-turn token(s), without the whitespace after them.
+  Tool-use traces (``function_call`` turns holding ``{"name", "arguments"}``, ``tool`` turns holding results, the
+  example's ``tools`` specs) are rendered through the template's own tool format; the calls are learned like replies.
 - **completion** (no chat template, e.g. the packaged Gemma-3-270M base model): the non-assistant turns,
   joined by a blank line, are the prompt (tokenised with the tokenizer's special tokens, as the generation
   pipeline does), then the single final gpt turn and EOS are the target.
@@ -19,6 +21,7 @@ first learned token on) does not fit, the conversation is skipped (``None``) rat
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from zhrag.training.examples import Example, Turn, check_conversation
 #: Label of tokens the loss ignores (PyTorch cross-entropy's default ``ignore_index``).
 IGNORE_INDEX = -100
 #: Chat-template roles of the ShareGPT speaker tags.
-CHAT_ROLES = {"system": "system", "human": "user", "gpt": "assistant", "tool": "tool"}
+CHAT_ROLES = {"system": "system", "human": "user", "gpt": "assistant", "function_call": "assistant", "tool": "tool"}
 #: Separator of the prompt turns in the completion layout.
 COMPLETION_TURN_SEPARATOR = "\n\n"
 
@@ -54,13 +57,17 @@ class TokenizedExamples:
     skipped_ids: list[str] = field(default_factory=list)
 
 
-def tokenize_conversation(conversation: Sequence[Turn], tokenizer: Any, *, max_length: int) -> TokenizedExample | None:
+def tokenize_conversation(
+    conversation: Sequence[Turn], tokenizer: Any, *, max_length: int, tools: Sequence[dict[str, Any]] | None = None
+) -> TokenizedExample | None:
     """Input ids, attention mask and labels of one conversation, or ``None`` when its target does not fit.
 
     Args:
-        conversation: ShareGPT turns (``{"from": "system" | "human" | "gpt" | "tool", "value": ...}``).
+        conversation: ShareGPT turns (``{"from": "system" | "human" | "gpt" | "function_call" | "tool",
+            "value": ...}``).
         tokenizer: A transformers tokenizer; its chat template, if any, decides the layout.
         max_length: Most tokens kept.
+        tools: OpenAI function specs of a tool-use conversation, rendered by the chat template.
 
     Raises:
         ConfigError: ``max_length`` < 1.
@@ -72,7 +79,9 @@ def tokenize_conversation(conversation: Sequence[Turn], tokenizer: Any, *, max_l
         raise ConfigError(f"max_length must be >= 1, got {max_length}")
     turns = check_conversation(conversation)
     if getattr(tokenizer, "chat_template", None):
-        ids, learned = _chat_tokens(turns, tokenizer)
+        ids, learned = _chat_tokens(turns, tokenizer, list(tools) if tools else None)
+    elif tools or any(turn["from"] == "function_call" for turn in turns):
+        raise TrainingDataError("tool-use conversations need a tokenizer with a chat template")
     else:
         ids, learned = _completion_tokens(turns, tokenizer)
     if not any(learned):
@@ -92,7 +101,8 @@ def tokenize_examples(examples: Iterable[Example], tokenizer: Any, *, max_length
     """Tokenise every example's conversation; those whose target does not fit are listed, not cut."""
     result = TokenizedExamples()
     for example in examples:
-        tokenized = tokenize_conversation(example["conversations"], tokenizer, max_length=max_length)
+        tools = _tools(example)
+        tokenized = tokenize_conversation(example["conversations"], tokenizer, max_length=max_length, tools=tools)
         if tokenized is None:
             result.skipped_ids.append(example["id"])
         else:
@@ -100,21 +110,55 @@ def tokenize_examples(examples: Iterable[Example], tokenizer: Any, *, max_length
     return result
 
 
-def _chat_tokens(turns: list[Turn], tokenizer: Any) -> tuple[list[int], list[bool]]:
-    """Token ids of the rendered chat and which of them belong to assistant replies."""
+def _tools(example: Example) -> list[dict[str, Any]] | None:
+    """The example's ``tools`` (a JSON string of function specs, or a list), or ``None``."""
+    value = example.get("tools")
+    if not value:
+        return None
+    try:
+        tools = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        raise TrainingDataError(f"example {example['id']!r}: 'tools' is not JSON") from None
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise TrainingDataError(f"example {example['id']!r}: 'tools' must be a list of function specs")
+    return tools
+
+
+def _message(turn: Turn) -> dict[str, Any]:
+    """The chat-template message of a ShareGPT turn (a ``function_call`` becomes an assistant tool call)."""
+    if turn["from"] != "function_call":
+        return {"role": CHAT_ROLES[turn["from"]], "content": turn["value"]}
+    try:
+        call = json.loads(turn["value"])
+    except ValueError:
+        raise TrainingDataError(f"function_call turn is not JSON: {turn['value'][:80]!r}") from None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not isinstance(call.get("arguments"), dict):
+        raise TrainingDataError('function_call turn must be {"name": ..., "arguments": {...}}')
+    return {"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}]}
+
+
+def _chat_tokens(
+    turns: list[Turn], tokenizer: Any, tools: list[dict[str, Any]] | None = None
+) -> tuple[list[int], list[bool]]:
+    """Token ids of the rendered chat and which of them belong to assistant replies (and tool calls)."""
     if not tokenizer.is_fast:
         raise TrainingDataError("locating assistant tokens needs a fast tokenizer (character offsets)")
-    messages = [{"role": CHAT_ROLES[turn["from"]], "content": turn["value"]} for turn in turns]
+    messages = [_message(turn) for turn in turns]
+    if tools:
+        options: dict[str, Any] = {"tools": tools}
+    else:
+        options = {}
     if _GENERATION_BLOCK.search(tokenizer.get_chat_template()):
-        rendered = _render(tokenizer, messages, return_dict=True, return_assistant_tokens_mask=True)
+        rendered = _render(tokenizer, messages, return_dict=True, return_assistant_tokens_mask=True, **options)
         return list(rendered["input_ids"]), [bool(flag) for flag in rendered["assistant_masks"]]
-    text = _render(tokenizer, messages, tokenize=False)
+    text = _render(tokenizer, messages, tokenize=False, **options)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:index], tokenize=False, add_generation_prompt=True)
-        through = _render(tokenizer, messages[: index + 1], tokenize=False)
+        before = _render(tokenizer, messages[:index], tokenize=False, add_generation_prompt=True, **options)
+        through = _render(tokenizer, messages[: index + 1], tokenize=False, **options)
         if not (through.startswith(before) and text.startswith(through)):
             raise TrainingDataError(
                 "the chat template renders a conversation prefix differently from the whole conversation; "
@@ -126,7 +170,7 @@ def _chat_tokens(turns: list[Turn], tokenizer: Any) -> tuple[list[int], list[boo
     return list(encoding["input_ids"]), learned
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], **options: Any) -> Any:
+def _render(tokenizer: Any, messages: list[dict[str, Any]], **options: Any) -> Any:
     """``apply_chat_template`` with template errors (roles, alternation) reported as data errors."""
     from jinja2 import TemplateError  # chat templates only; imported when one is rendered
 

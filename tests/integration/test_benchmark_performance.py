@@ -43,7 +43,7 @@ def test_llamacpp_smoke_results_are_measured(results: Path) -> None:
         assert row["prefill_tokens_per_s"] > 0 and row["decode_tokens_per_s"] > 0 and row["short_answer_ms"] > 0
     slots = document["parallel_slots"]
     assert list(slots) == ["1", "2"] and slots["1"]["speedup"] == 1.0
-    assert slots["2"]["tokens_per_s"] == pytest.approx(2 * document["forced_tokens"] / slots["2"]["wall_s"], rel=0.02)
+    assert slots["2"]["tokens_per_s"] == pytest.approx(2 * document["forced_tokens"] / slots["2"]["wall_s"], rel=0.02, abs=0.05)  # rounded to 0.1
 
 
 def test_generation_smoke_results_are_measured(results: Path) -> None:

@@ -97,6 +97,7 @@ def _prepare_knowledge_base(context, kb: list[Path] | None) -> None:
 def _run_question(variant: str, question: str, context) -> dict:
     """Run one variant on one question and return the CLI's JSON record."""
     from zhrag.graph.builder import build_graph
+    from zhrag.nodes.agent import agent_record
 
     graph = build_graph(variant)
     started = time.perf_counter()
@@ -112,11 +113,7 @@ def _run_question(variant: str, question: str, context) -> dict:
         "queries": state.get("queries", []),
         "requeries": state.get("requeries", 0),
         "judgements": state.get("judgements", []),
-        **(
-            {"tool_calls": state.get("tool_calls", []), "tool_rounds": state.get("tool_rounds", 0),
-             "agent_reply": state.get("agent_reply")}
-            if variant.lower() == "a3" else {}
-        ),
+        **(agent_record(state) if variant.lower() == "a3" else {}),
         "timings_ms": {**state.get("timings_ms", {}), "total": round(total_ms, 1)},
         "models": _model_load_info(),
     }
@@ -537,7 +534,7 @@ def eval_reading(
     from zhrag.models import load_llm
     from zhrag.training.reading import adapter_identity, evaluate_reading
 
-    writable_dir(out, "reading run folder")
+    writable_dir(out, "reading run folder", create=False)  # before the model loads; the run creates it
     llm = load_llm(model, adapter=adapter, device=device, engine=engine)
     model_record = {"model": model, "adapter": adapter_identity(adapter)}
     if engine != "auto":
@@ -570,7 +567,7 @@ def eval_judge(
     from zhrag.training.judge_eval import evaluate_judge
     from zhrag.training.reading import adapter_identity
 
-    writable_dir(out, "judge run folder")
+    writable_dir(out, "judge run folder", create=False)  # before the model loads; the run creates it
     llm = load_llm(model, adapter=adapter, device=device, engine=engine)
     summary = evaluate_judge(
         llm, data, out, model={"model": model, "adapter": adapter_identity(adapter), "engine": engine}, limit=limit,
@@ -676,7 +673,7 @@ def serve_model(
     from zhrag.models.sources import resolve_model_source
 
     key = os.environ.get(api_key_env) or None
-    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if key is None and not settings.is_loopback(host):
         raise ConfigError(f"serving on {host} needs an API key: set {api_key_env}")
     source = resolve_model_source(model)
     if source.kind not in ("packaged", "gguf"):

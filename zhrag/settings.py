@@ -44,6 +44,23 @@ def qdrant_url() -> str | None:
     return os.environ.get("ZHRAG_QDRANT_URL") or None
 
 
+#: Bearer token of the knowledge server's HTTP transport (the server requires it, clients send it).
+MCP_TOKEN_ENV = "ZHRAG_MCP_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback interface (``localhost``, 127.0.0.0/8, ``::1``): servers bind others only
+    with a key or token."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def mcp_url() -> str | None:
     """MCP endpoint of a running knowledge server to use instead of spawning one (``ZHRAG_MCP_URL``), if any."""
     return os.environ.get("ZHRAG_MCP_URL") or None

@@ -66,6 +66,7 @@ from zhrag.graph.context import Context
 from zhrag.jsonl import append_jsonl, drop_partial_last_line, writable_dir
 from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
+from zhrag.nodes.agent import agent_record
 from zhrag.nodes.common import answer_llm, judge_llm
 
 RUN_FILE = "run.json"
@@ -277,11 +278,7 @@ def evaluate_one(
         "scores": scores,
         "recall": recall,
         "kb_covered": kb_covered,
-        **(
-            {"tool_calls": state.get("tool_calls", []), "tool_rounds": state.get("tool_rounds", 0),
-             "agent_reply": state.get("agent_reply")}
-            if variant == "a3" else {}
-        ),
+        **(agent_record(state) if variant == "a3" else {}),
     }
 
 

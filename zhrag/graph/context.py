@@ -170,25 +170,21 @@ class Context:
 # adapters, storage paths and engines, embedders, devices, evaluation settings) comes from the operator only: the
 # process environment and, optionally, the JSON file named by ZHRAG_SERVED_CONTEXT.
 
-#: Context fields a remote caller of a served graph may set.
-CALLER_FIELDS = (
-    "model",
-    "judge_model",
-    "max_new_tokens",
-    "top_k",
-    "max_requeries",
-    "max_tool_rounds",
-    "judge_threshold",
-    "a2_fallback",
-    "abstain_below",
-    "collection",
-    "reranker",
-)
+#: Context fields a remote caller of a served graph may set, with the JSON types each accepts.
 _CALLER_TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "judge_model": (str,), "max_new_tokens": (int,), "top_k": (int,), "max_requeries": (int,),
-    "max_tool_rounds": (int,), "judge_threshold": (float, int), "a2_fallback": (str,), "abstain_below": (float, int), "collection": (str,),
+    "model": (str,),
+    "judge_model": (str,),
+    "max_new_tokens": (int,),
+    "top_k": (int,),
+    "max_requeries": (int,),
+    "max_tool_rounds": (int,),
+    "judge_threshold": (float, int),
+    "a2_fallback": (str,),
+    "abstain_below": (float, int),
+    "collection": (str,),
     "reranker": (str,),
 }
+CALLER_FIELDS = tuple(_CALLER_TYPES)
 #: Rerankers a caller may choose (a cross-encoder name would make the server load an arbitrary model).
 CALLER_RERANKERS = ("evidence", "none")
 #: Operator settings of served graphs: a JSON object of Context fields; allowlists (comma-separated) of further

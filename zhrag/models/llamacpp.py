@@ -38,7 +38,7 @@ from typing import Any
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
-from zhrag.prompts.agent import ToolCall, ToolReply, parse_tool_calls
+from zhrag.prompts.agent import ToolReply, parse_tool_calls, tool_call
 
 #: Defaults of the runtime settings (see the module doc for their environment variables).
 DEFAULT_PARALLEL = 4
@@ -293,18 +293,12 @@ class LlamaCppLLM(LocalLLM):
         content = str(message.get("content") or "").strip()
         if prefix and not message.get("tool_calls"):
             content = prefix + content
-        calls = []
-        for number, call in enumerate(message.get("tool_calls") or []):
-            function = call.get("function") or {}
-            arguments = function.get("arguments") or {}
-            if isinstance(arguments, str):
-                try:
-                    arguments = json.loads(arguments)
-                except ValueError:
-                    arguments = {}
-            calls.append(ToolCall(str(function.get("name") or ""), arguments if isinstance(arguments, dict) else {},
-                                  True, str(call.get("id") or f"call_{number}")))
-        return ToolReply(content=content, calls=tuple(calls) if calls else tuple(parse_tool_calls(content)))
+        parsed = [
+            tool_call(call.get("function"), True, str(call.get("id") or f"call_{number}"))
+            for number, call in enumerate(message.get("tool_calls") or [])
+        ]
+        calls = tuple(call for call in parsed if call is not None)
+        return ToolReply(content=content, calls=calls or tuple(parse_tool_calls(content)))
 
     def next_token_probabilities(self, prompts: Sequence[Any], candidates: Sequence[str]) -> list[dict[str, float]]:
         """For each prompt, the probability that the next token is each candidate (whitespace around it ignored).

@@ -29,6 +29,12 @@ MAX_CALLS_PER_TURN = 2
 MAX_AGENT_QUERY_CHARS = 200
 
 
+def agent_record(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What an A3 run adds to its CLI / evaluation record: the tool calls, rounds and the agent's final text."""
+    return {"tool_calls": state.get("tool_calls", []), "tool_rounds": state.get("tool_rounds", 0),
+            "agent_reply": state.get("agent_reply")}
+
+
 def find_tool_spec(client: Any) -> dict[str, Any]:
     """``qdrant-find`` as an OpenAI function spec, as the knowledge server describes it, with only ``query``."""
     spec = client.openai_tool(FIND_TOOL)

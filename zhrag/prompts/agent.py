@@ -66,24 +66,26 @@ def _object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _call(value: dict[str, Any] | None, well_formed: bool) -> ToolCall | None:
-    if not value or not isinstance(value.get("name"), str):
+def tool_call(value: Any, well_formed: bool, id: str = "") -> ToolCall | None:
+    """The call a ``{"name", "arguments"}`` object describes (arguments as an object or a JSON string), or
+    ``None`` when it names no tool."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
     arguments = value.get("arguments", value.get("parameters", {}))
     if isinstance(arguments, str):
         arguments = _object(arguments) or {}
-    return ToolCall(value["name"], arguments if isinstance(arguments, dict) else {}, well_formed)
+    return ToolCall(value["name"], arguments if isinstance(arguments, dict) else {}, well_formed, id)
 
 
 def parse_tool_calls(text: str) -> list[ToolCall]:
     """The tool calls written in ``text``: ``<tool_call>{json}</tool_call>`` blocks (well-formed), else one JSON
     object with a ``name`` (in a code block or alone; recovered, not well-formed). No call: an empty list."""
-    tagged = [_call(_object(body), True) for body in _TOOL_CALL.findall(text or "")]
+    tagged = [tool_call(_object(body), True) for body in _TOOL_CALL.findall(text or "")]
     calls = [call for call in tagged if call is not None]
     if calls or "<tool_call>" in (text or ""):
         return calls
     for candidate in [*_CODE_BLOCK.findall(text or ""), (text or "").strip()]:
-        call = _call(_object(candidate), False)
+        call = tool_call(_object(candidate), False)
         if call is not None:
             return [call]
     return []

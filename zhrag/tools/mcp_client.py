@@ -54,8 +54,7 @@ _SERVER_MODULE = "zhrag.tools.mcp_server"
 _DEFAULT_STARTUP_TIMEOUT_S = 180.0
 _INDEXING_STARTUP_TIMEOUT_S = 1800.0
 _SHUTDOWN_TIMEOUT_S = 10.0
-#: Bearer token sent to a knowledge server reached by URL (the server's ``ZHRAG_MCP_TOKEN``).
-TOKEN_ENV = "ZHRAG_MCP_TOKEN"
+TOKEN_ENV = settings.MCP_TOKEN_ENV
 IDLE_ENV = "ZHRAG_MCP_IDLE_S"
 _DEFAULT_IDLE_S = 600.0
 

@@ -25,14 +25,12 @@ import argparse
 import contextlib
 import functools
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-import dataclasses
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import anyio
@@ -55,8 +53,7 @@ MAX_INFORMATION_CHARS = 100_000
 #: Longest title and largest metadata (as JSON) that ``qdrant-store`` accepts.
 MAX_TITLE_CHARS = 200
 MAX_METADATA_CHARS = 10_000
-#: Bearer token of the HTTP transport.
-TOKEN_ENV = "ZHRAG_MCP_TOKEN"
+TOKEN_ENV = settings.MCP_TOKEN_ENV
 
 DEFAULT_FIND_DESCRIPTION = (
     "Search the Chinese knowledge base (Wikipedia paragraphs) for passages relevant to a query. "
@@ -144,7 +141,7 @@ class ServerSettings:
     read_only: bool = False
     find_description: str = DEFAULT_FIND_DESCRIPTION
     store_description: str = DEFAULT_STORE_DESCRIPTION
-    token: str | None = dataclasses.field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.collection.strip():
@@ -369,7 +366,7 @@ def serve(server_settings: ServerSettings) -> None:
     """
     configure_logging()
     if server_settings.transport == "streamable-http" and not server_settings.token:
-        if not _is_loopback(server_settings.host):
+        if not settings.is_loopback(server_settings.host):
             raise ConfigError(
                 f"serving on {server_settings.host} needs a bearer token: set {TOKEN_ENV} (clients send the same)"
             )
@@ -422,15 +419,6 @@ class BearerTokenMiddleware:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _first_line(exc: BaseException) -> str:

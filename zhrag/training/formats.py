@@ -98,7 +98,7 @@ def export_examples(examples: Sequence[Example], path: str | Path, *, format: st
         _check_example(example, f"example {example.get('id')!r}")
     datasets = _datasets()
     rows = [to_alpaca(e) for e in examples] if format == "alpaca" else [dict(e) for e in examples]
-    tools = format == "sharegpt" and any("tools" in example for example in examples)
+    tools = _has_tools(examples, format)
     if tools:  # LLaMA-Factory's ShareGPT "tools" column: every row has one (empty for examples without tools)
         rows = [{**row, "tools": row.get("tools") or ""} for row in rows]
     features = _features(datasets, format, tools=tools)
@@ -160,8 +160,9 @@ def write_splits(
     for split, examples in (("train", splits.train), ("eval", splits.eval)):
         if examples:
             written[split] = export_examples(examples, directory / f"{name}_{split}.jsonl", format=format)
-            tools = format == "sharegpt" and any("tools" in example for example in examples)
-            entries[f"{name}_{split}"] = dataset_info_entry(written[split].name, format=format, tools=tools)
+            entries[f"{name}_{split}"] = dataset_info_entry(
+                written[split].name, format=format, tools=_has_tools(examples, format)
+            )
     written["dataset_info"] = write_dataset_info(directory, entries)
     manifest = {
         "format": format,
@@ -316,6 +317,11 @@ def _datasets() -> Any:
             "writing training files needs the optional 'datasets' package (pip install 'zhrag[train]')"
         ) from None
     return datasets
+
+
+def _has_tools(examples: Sequence[Example], format: str) -> bool:
+    """Whether a ShareGPT file of ``examples`` gets LLaMA-Factory's ``tools`` column (some example has tools)."""
+    return format == "sharegpt" and any("tools" in example for example in examples)
 
 
 def _features(datasets: Any, format: str, *, tools: bool = False) -> Any:

@@ -6,8 +6,8 @@ with weighted RRF, dense only, BM25/sparse only):
 - ``kb``: the shared knowledge base as indexed by ``zhrag index`` (default store, collection
   ``zhrag_kb``), queried with reading-comprehension questions. The store directory is copied to a
   temporary directory first (the user's store is never opened, so never locked); the engine that is
-  missing there is filled with ``KnowledgeStore.copy_from``. ``store`` timings are
-  ``KnowledgeStore.search`` end to end (query embedding and tokenisation included); ``engine``
+  missing there is filled with ``zhrag.tools.migration.copy_collection``. ``store`` timings are
+  ``Retriever.search`` end to end (query embedding and tokenisation included); ``engine``
   timings run the backend alone on pre-encoded queries.
 - ``synthetic``: random points (384-d unit dense vectors, sparse vectors of about 30 terms drawn from
   a Zipf-like 50k vocabulary) and random queries, engine only. Local mode scores BM25 in Python, so it
@@ -42,8 +42,10 @@ from tqdm.auto import tqdm
 from zhrag import settings
 from zhrag.tools import lexical
 from zhrag.tools.indexing import index_sources
+from zhrag.tools.migration import copy_collection
 from zhrag.tools.qdrant_backends import Backend, ClientBackend, PointData
 from zhrag.tools.qdrant_edge_backend import EdgeBackend
+from zhrag.tools.retrieval import Retriever
 from zhrag.tools.store import PREFETCH_MIN, PREFETCH_PER_RESULT, SEARCH_MODES, KnowledgeStore, point_id
 
 ENGINES = ("edge", "local")
@@ -125,9 +127,9 @@ def prepare_kb(args: argparse.Namespace, work: Path) -> Path:
         if not local.exists() and not edge.exists():
             raise SystemExit(f"no collection {args.collection!r} in {args.qdrant_path}: run `zhrag index` first")
         if not edge.exists():
-            edge.copy_from(local, progress=True)
+            copy_collection(local, edge, progress=True)
         elif not local.exists():
-            local.copy_from(edge, progress=True)
+            copy_collection(edge, local, progress=True)
     return store_path
 
 
@@ -141,10 +143,11 @@ def kb_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for engine in ENGINES:
         with KnowledgeStore(args.collection, path=store_path, engine=engine) as store:
             points, dense_weight, embedder = store.count(), store.dense_weight, store.embedder
-            rankings[engine] = [[p["id"] for p in store.search(q, args.top_k)] for q in questions]
+            retriever = Retriever(store)
+            rankings[engine] = [[p["id"] for p in retriever.search(q, args.top_k)] for q in questions]
             results[engine] = {
                 "store": {
-                    mode: timed(lambda q, m=mode: store.search(q, args.top_k, mode=m), questions, f"kb {engine} {mode}")
+                    mode: timed(lambda q, m=mode: retriever.search(q, args.top_k, mode=m), questions, f"kb {engine} {mode}")
                     for mode in SEARCH_MODES
                 }
             }

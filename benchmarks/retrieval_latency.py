@@ -25,7 +25,9 @@ from retrieval_engines import timed  # sibling script: p50/p95/mean/qps after a 
 
 from zhrag import settings
 from zhrag.evaluation.retrieval_sets import rc_set
+from zhrag.tools.indexing import index_documents
 from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+from zhrag.tools.retrieval import Retriever
 from zhrag.tools.sources import iter_documents
 from zhrag.tools.store import KnowledgeStore
 
@@ -39,7 +41,7 @@ def prepare_store(workdir: Path, smoke: bool, engine: str) -> Path:
     if smoke:
         documents = list(iter_documents(settings.default_kb_source()))[:60]
         with KnowledgeStore(path=target, engine=engine) as store:
-            store.upsert_documents(documents)
+            index_documents(store, documents)
         return target
     source = settings.qdrant_path()
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(".lock"))
@@ -52,9 +54,10 @@ def prepare_store(workdir: Path, smoke: bool, engine: str) -> Path:
 def direct_and_mcp(
     path: Path, engine: str, queries: list[str], collection: str = settings.DEFAULT_COLLECTION, label: str = ""
 ) -> dict[str, dict[str, float]]:
-    """Latency of ``KnowledgeStore.search`` called directly, then of ``qdrant-find`` over one MCP session."""
+    """Latency of the reranked search (``Retriever.search``) called directly, then of ``qdrant-find`` over MCP."""
     with KnowledgeStore(collection, path=path, engine=engine) as store:
-        direct = timed(lambda query: store.search(query, TOP_K), queries, f"{label}direct store")
+        retriever = Retriever(store)
+        direct = timed(lambda query: retriever.search(query, TOP_K), queries, f"{label}direct store")
     client = KnowledgeClient(ServerConfig(collection=collection, qdrant_path=str(path), qdrant_engine=engine))
     try:
         through_mcp = timed(lambda query: client.find(query, TOP_K), queries, f"{label}qdrant-find over MCP")

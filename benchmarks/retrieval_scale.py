@@ -11,7 +11,7 @@ name, so ``KnowledgeStore`` and the MCP server open it as they open the KB.
 The collection grows in steps (default 100k, then 1M points). Each step upserts the new points, flushes
 and optimises (Edge builds its HNSW index), then times, one query at a time after a warm-up:
 
-- ``store``: ``KnowledgeStore.search`` end to end (query embedding, tokenisation, fused search,
+- ``store``: ``Retriever.search`` end to end (query embedding, tokenisation, fused search,
   evidence reranking), the direct call;
 - ``mcp``: the same search through ``qdrant-find`` over one MCP stdio session;
 - ``engine``: the Edge backend alone on pre-encoded queries, in each mode (hybrid, dense, sparse).

@@ -57,13 +57,13 @@ def _direct_store_only(options: StoreOptions, command: str) -> None:
         raise ConfigError(f"{command} opens the store itself and cannot work through --mcp-url (stop the server first)")
 
 
-def _open_store(options: StoreOptions, reranker: str | None = None):
+def _open_store(options: StoreOptions):
     """The knowledge store the resolved store ``options`` name (a context manager)."""
     from zhrag.tools.store import KnowledgeStore
 
     return KnowledgeStore(
         options.collection, path=options.qdrant_path, url=options.qdrant_url, embedder=options.embedder,
-        engine=options.qdrant_engine, reranker=reranker,
+        engine=options.qdrant_engine,
     )
 
 
@@ -219,6 +219,7 @@ def index(
 ) -> None:
     """Index SOURCES into the Qdrant collection (idempotent: re-indexing updates in place)."""
     from zhrag.tools.indexing import index_sources
+    from zhrag.tools.migration import copy_collection
     from zhrag.tools.store import KnowledgeStore
 
     _direct_store_only(store_options, "index")
@@ -232,7 +233,7 @@ def index(
             KnowledgeStore(collection, path=path, embedder=options.embedder, engine="local") as local,
             KnowledgeStore(collection, path=path, embedder=options.embedder, engine="edge") as store,
         ):
-            copied = store.copy_from(local, progress=True)
+            copied = copy_collection(local, store, progress=True)
             typer.echo(f"copied {copied} points of collection {collection!r} from local mode into Edge in {path}")
         return
     if not sources:
@@ -337,8 +338,10 @@ def search(
         with KnowledgeClient(ServerConfig(url=options.mcp_url)) as client:
             passages = [dict(passage) for passage in client.find(query, top_k)]
     else:
-        with _open_store(options, reranker=reranker) as store:
-            passages = store.search(query, top_k, mode=mode)
+        from zhrag.tools.retrieval import Retriever
+
+        with _open_store(options) as store:
+            passages = Retriever(store, reranker).search(query, top_k, mode=mode)
     if as_json:
         typer.echo(json.dumps(passages, ensure_ascii=False, indent=2))
         return
@@ -376,8 +379,11 @@ def eval_retrieval(
     )
     _direct_store_only(store_options, "eval-retrieval")
     options = store_options.resolved()
-    with _open_store(options, reranker=reranker) as store:
+    from zhrag.tools.retrieval import Retriever
+
+    with _open_store(options) as store:
         ensure_index(store, source=list(kb) if kb else None)
+        retriever = Retriever(store, reranker)
         configs = ABLATION if ablation else (SearchConfig("store default"),)
         store_settings = {
             "collection": options.collection, "location": store.location, "engine": store.engine,
@@ -386,7 +392,7 @@ def eval_retrieval(
         }
 
         def make_search(config: SearchConfig):
-            return lambda query, top_k: store.search(
+            return lambda query, top_k: retriever.search(
                 query, top_k, mode=config.mode, dense_weight=config.dense_weight, reranker=config.reranker
             )
 
@@ -430,9 +436,13 @@ def tune_abstention(
 
 
 @app.command("build-data")
+@with_option_groups
 def build_data(
+    store_options: StoreOptions,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the train/eval files, dataset_info.json, manifest.")],
-    task: Annotated[str, typer.Option(help="answer, judge or both.")] = "both",
+    task: Annotated[
+        str, typer.Option(help="answer, judge, both, or tools (A3 tool-use traces searched through qdrant-find).")
+    ] = "both",
     source: Annotated[
         str, typer.Option(help="rc (the shared reading-comprehension pairs), rc:FILE (other pairs) or a QA jsonl file.")
     ] = "rc",
@@ -444,12 +454,23 @@ def build_data(
         str, typer.Option(help="Model the data is for: its chat template (or none) decides the prompt form.")
     ] = settings.DEFAULT_LLM,
     name: Annotated[str, typer.Option(help="File name prefix (<name>_train.jsonl, <name>_eval.jsonl).")] = "zhrag",
+    judge_check: Annotated[
+        bool, typer.Option("--judge-check/--no-judge-check", help="tools: the judge model (--model) checks each trace.")
+    ] = True,
+    judge_threshold: Annotated[
+        Optional[float], typer.Option(min=0.0, max=1.0, help="tools: judge score a trace's passage must reach.")
+    ] = None,
 ) -> None:
     """Write fine-tuning examples (train and held-out eval splits) in the graph's own prompt formats into OUT."""
     from zhrag.training.build import build_qa_data, build_rc_data
     from zhrag.training.formats import write_splits
     from zhrag.training.base_model import uses_chat_template
 
+    writable_dir(out, "--out", create=False)
+    if task == "tools":
+        _build_tool_data(store_options.resolved(), out, source, kb, data_format, limit, seed, model, name,
+                         judge_check, judge_threshold)
+        return
     chat = uses_chat_template(model)
     if source == "rc" or source.startswith("rc:"):
         rc_file = source.partition(":")[2] or None
@@ -469,9 +490,53 @@ def build_data(
     )
 
 
+def _build_tool_data(
+    options: StoreOptions, out: Path, source: str, kb: Path | None, data_format: str, limit: int | None, seed: int,
+    model: str, name: str, judge_check: bool, judge_threshold: float | None,
+) -> None:
+    """``build-data --task tools``: A3 traces searched through qdrant-find, checked by the judge model."""
+    from zhrag.graph.context import DEFAULT_JUDGE_THRESHOLD
+    from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+    from zhrag.training.build import build_tool_data
+    from zhrag.training.formats import write_splits
+
+    if source != "rc" and not source.startswith("rc:"):
+        raise ConfigError("--task tools is built from reading pairs: use --source rc or rc:FILE")
+    check = None
+    if judge_check:
+        from zhrag.models import load_llm
+        from zhrag.nodes.judge import judge_scores
+        from zhrag.prompts import build_judge_prompt
+
+        llm = load_llm(model)
+
+        def check(question: str, passages):
+            prompts = [build_judge_prompt(question, passage, chat=llm.is_chat) for passage in passages]
+            return [score for score, _ in judge_scores(llm, prompts)]
+
+    config = (
+        ServerConfig(url=options.mcp_url) if options.mcp_url else ServerConfig(
+            collection=options.collection, qdrant_path=str(options.qdrant_path) if options.qdrant_path else None,
+            qdrant_engine=options.qdrant_engine, qdrant_url=options.qdrant_url, embedder=options.embedder,
+        )
+    )
+    with KnowledgeClient(config) as client:
+        splits, rejected = build_tool_data(
+            client, source=source.partition(":")[2] or None, kb=kb, check=check,
+            threshold=DEFAULT_JUDGE_THRESHOLD if judge_threshold is None else judge_threshold,
+            limit=limit, seed=seed, progress=True,
+        )
+    written = write_splits(splits, out, format=data_format, name=name, rejected=rejected)
+    typer.echo(
+        f"{len(splits.train)} train / {len(splits.eval)} eval tool traces, {len(rejected)} rejected "
+        f"({', '.join(f'{reason} {count}' for reason, count in splits.skipped.items()) or 'none'}) in {out}: "
+        f"{', '.join(path.name for path in written.values())}"
+    )
+
+
 @app.command()
 def train(
-    task: Annotated[str, typer.Option(help="Node the adapter is for: answer or judge.")],
+    task: Annotated[str, typer.Option(help="What the adapter is for: answer, judge or tools (the a3 agent).")],
     data: Annotated[Path, typer.Option(help="ShareGPT / Alpaca file, or a folder written by zhrag build-data.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder, e.g. adapters/NAME; re-running resumes.")],
     model: Annotated[str, typer.Option(help="Base model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
@@ -765,6 +830,10 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as error:  # usage errors (typer vendors click's exceptions)
         error.show()
         return error.exit_code
+    except OSError as error:  # a file or folder the checks could not foresee (a full disk, /proc, a race)
+        where = f" ({error.filename})" if error.filename else ""
+        typer.echo(f"error: {error.strerror or error}{where}", err=True)
+        return 2
     return result if isinstance(result, int) else 0
 
 

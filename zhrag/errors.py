@@ -19,6 +19,11 @@ class RunContextError(ConfigError, ValueError):
     value not allowed). A ``ValueError`` too, so that LangGraph servers pass its message on to the caller."""
 
 
+class InputError(ConfigError, ValueError):
+    """A graph's input is unusable (no question, an empty one, or one too long). A ``ValueError`` too, so that
+    LangGraph servers pass its message on to the caller."""
+
+
 class ModelLoadError(ZhragError):
     """A model, tokenizer or adapter could not be found or loaded."""
 

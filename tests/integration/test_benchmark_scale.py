@@ -81,11 +81,12 @@ def test_scale_smoke_grows_and_resumes(tmp_path: Path, shared_kb: Path, rc_quest
     assert json.loads(again.read_text("utf-8"))["sizes"] == sizes
 
     # the synthetic collection is an ordinary zhrag collection: `zhrag search` reads it
+    from zhrag.tools.retrieval import Retriever
     from zhrag.tools.store import KnowledgeStore
 
     with KnowledgeStore("synthetic_scale", path=work, engine="edge") as store:
         assert store.count() == 600
-        hits = store.search("《红楼梦》的作者是谁？", top_k=3)
+        hits = Retriever(store).search("《红楼梦》的作者是谁？", top_k=3)
     assert hits and all(hit["id"].startswith("synthetic-") for hit in hits)
 
 

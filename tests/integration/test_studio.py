@@ -23,38 +23,65 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def studio_url(kb_subset: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A running ``langgraph dev`` server whose graphs use an embedded Qdrant holding the KB subset."""
+TOKEN = "studio-t0ken"
+
+
+def _wait_until_up(process: subprocess.Popen, url: str, log: Path, what: str) -> None:
     import httpx
 
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(1)
+    pytest.fail(f"{what} did not come up: " + log.read_text()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def knowledge_url(kb_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One ``zhrag serve-mcp`` over streamable HTTP (bearer token) owning an embedded store of the KB subset."""
     from zhrag.tools.indexing import index_sources
     from zhrag.tools.store import KnowledgeStore
 
     qdrant = tmp_path_factory.mktemp("studio-qdrant")
     with KnowledgeStore("zhrag_kb", path=qdrant) as store:
         index_sources(store, [kb_subset], progress=False)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("knowledge-log") / "server.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [os.sys.executable, "-m", "zhrag.cli", "serve-mcp", "--transport", "streamable-http", "--port", str(port),
+             "--qdrant-path", str(qdrant)],
+            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "ZHRAG_MCP_TOKEN": TOKEN},
+        )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        _wait_until_up(server, url, log, "zhrag serve-mcp")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def studio_url(knowledge_url: str, tmp_path_factory: pytest.TempPathFactory):
+    """A running ``langgraph dev`` server whose graphs search through the one knowledge server."""
     langgraph = shutil.which("langgraph", path=os.path.dirname(os.sys.executable))
     assert langgraph, "langgraph-cli is not installed in this environment"
     port = _free_port()
-    log = (tmp_path_factory.mktemp("studio-log") / "server.log").open("w")
-    server = subprocess.Popen(
-        [langgraph, "dev", "--no-browser", "--no-reload", "--port", str(port), "--config", "langgraph.json"],
-        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "ZHRAG_QDRANT_PATH": str(qdrant), "LANGSMITH_TRACING": "false"},
-    )
+    log = tmp_path_factory.mktemp("studio-log") / "server.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [langgraph, "dev", "--no-browser", "--no-reload", "--port", str(port), "--config", "langgraph.json"],
+            cwd=PROJECT_ROOT, stdout=sink, stderr=subprocess.STDOUT,
+            env={**os.environ, "ZHRAG_MCP_URL": knowledge_url, "ZHRAG_MCP_TOKEN": TOKEN, "LANGSMITH_TRACING": "false"},
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert server.poll() is None, Path(log.name).read_text()
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail("langgraph dev did not come up: " + Path(log.name).read_text()[-2000:])
+        _wait_until_up(server, f"{url}/ok", log, "langgraph dev")
         yield url
     finally:
         server.terminate()
@@ -118,3 +145,41 @@ def test_served_graphs_refuse_operator_fields_from_callers(studio_url: str, tmp_
     assert seen == [] and not (tmp_path / "planted").exists()
     state = client.runs.wait(None, "a0", input={"question": QUESTION}, context={"max_new_tokens": 8, "top_k": 2})
     assert state.get("answer", "").strip(), state  # the caller's knobs still work
+
+
+def test_studio_eval_and_an_mcp_client_work_at_once_against_one_knowledge_server(
+    studio_url: str, knowledge_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The issue's done-when: a Studio run, `zhrag eval --mcp-url` and an MCP client, concurrently, one server."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langgraph_sdk import get_sync_client
+
+    from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+
+    def studio() -> dict:
+        return get_sync_client(url=studio_url).runs.wait(
+            None, "a1", input={"question": QUESTION}, context={"top_k": 3, "max_new_tokens": 16}
+        )
+
+    def evaluation() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [os.sys.executable, "-m", "zhrag.cli", "eval", "--variants", "a1", "--limit", "1", "--model", "gemma3-270m",
+             "--max-new-tokens", "8", "--mcp-url", knowledge_url, "--out", str(tmp_path / "eval")],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "ZHRAG_MCP_TOKEN": TOKEN},
+        )
+
+    def client() -> list[list[dict]]:
+        with KnowledgeClient(ServerConfig(url=knowledge_url)) as knowledge:
+            return [knowledge.find(QUESTION, 2) for _ in range(20)]
+
+    monkeypatch.setenv("ZHRAG_MCP_TOKEN", TOKEN)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        studio_run, eval_run, finds = pool.submit(studio), pool.submit(evaluation), pool.submit(client)
+        state, evaluated, found = studio_run.result(), eval_run.result(), finds.result()
+    assert any("吴沃尧" in passage["text"] for passage in state["contexts"]), state
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    (record,) = [json.loads(line) for line in (tmp_path / "eval" / "results.jsonl").read_text("utf-8").splitlines()]
+    assert record["variant"] == "a1" and record["contexts"]
+    assert all(passages and passages[0]["title"] == "九命奇冤" for passages in found)

@@ -80,3 +80,24 @@ def test_checking_a_new_output_folder_creates_nothing(tmp_path):
     assert writable_dir(target, create=False) == target
     assert not (tmp_path / "new").exists()
     assert writable_dir(target) == target and target.is_dir()
+
+
+def test_an_os_error_the_checks_could_not_foresee_is_one_line(monkeypatch, capsys):
+    """e.g. `eval --out /proc/x` as root: the folder looks creatable until mkdir fails."""
+    from zhrag import cli
+
+    def fails(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/proc/forbidden")
+
+    monkeypatch.setattr(cli, "_expand_multi_value_options", fails)
+    assert cli.main(["ask", "长江有多长？"]) == 2
+    assert capsys.readouterr().err == "error: No such file or directory (/proc/forbidden)\n"
+
+
+def test_a_lock_file_that_is_not_text_is_one_line(tmp_path, capsys):
+    from zhrag import cli
+
+    lock = tmp_path / "garbage.lock"
+    lock.write_bytes(b"\xff\xfe\x00binary")
+    assert cli.main(["doctor", "--lock", str(lock)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: lock file {lock} is not UTF-8 text"

@@ -12,7 +12,7 @@ import pytest
 from fakes import FakeLLM
 
 import zhrag
-from zhrag.errors import ConfigError
+from zhrag.errors import ConfigError, InputError
 from zhrag.graph import builder
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
@@ -251,6 +251,23 @@ def test_empty_question_fails_before_any_model_or_retrieval(
     with pytest.raises(ConfigError) as raised:
         build_graph(variant).invoke({"question": question}, context=Context())
     assert str(raised.value) == "question is empty"
+    assert kb.calls == []
+
+
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [(None, "question is empty"), (7, "question must be text, got int"), (["问"], "question must be text, got list"),
+     ("问" * 1001, "question is 1001 characters long; the limit is 1000")],
+)
+def test_unusable_questions_are_value_errors_that_servers_show(
+    monkeypatch: pytest.MonkeyPatch, knowledge: Callable[..., FakeKnowledge], question: Any, message: str
+) -> None:
+    """LangGraph servers hide the message of other exceptions ("An internal error occurred")."""
+    kb = knowledge(lambda q: [P_CITY])
+    monkeypatch.setattr(common, "load_llm", lambda *args, **kwargs: pytest.fail("a model was loaded"))
+    with pytest.raises(InputError) as raised:
+        build_graph("a1").invoke({"question": question}, context=Context())
+    assert str(raised.value) == message and isinstance(raised.value, ValueError)
     assert kb.calls == []
 
 

@@ -42,6 +42,12 @@ def test_missing_paths_name_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyP
         resolve_model_source(name)
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/x.gguf", "https://huggingface.co/Qwen/x/resolve/main/m.gguf"])
+def test_urls_are_refused_with_what_to_do_instead(url: str) -> None:
+    with pytest.raises(ModelLoadError, match="is a URL: download the file and pass its path"):
+        resolve_model_source(url)
+
+
 def test_other_files_are_rejected(tmp_path: Path) -> None:
     weights = tmp_path / "model.bin"
     weights.write_bytes(b"")

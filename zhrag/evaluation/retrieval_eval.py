@@ -2,7 +2,7 @@
 
 Each configuration (:class:`SearchConfig`) is one ablation row: sparse BM25 alone, dense alone, their
 fusion at a given dense weight, with or without a reranker. Every row runs through the same
-``KnowledgeStore.search`` that the MCP tool ``qdrant-find`` serves. A question's *first hit* is the rank
+``Retriever.search`` that the MCP tool ``qdrant-find`` serves. A question's *first hit* is the rank
 of the first retrieved chunk that counts (a chunk of a gold paragraph, or one mentioning the gold answer,
 per :class:`~zhrag.evaluation.retrieval_sets.QuerySet`); recall@k is the share of questions with a first
 hit under k, MRR the mean of 1 / (first hit + 1) over the top ``max(ks)`` (0 without a hit).

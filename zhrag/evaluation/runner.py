@@ -343,7 +343,7 @@ def _context_defaults() -> dict[str, Any]:
 
 def _start_run(out_dir: Path, run_settings: dict[str, Any]) -> None:
     """Move a previous run's files aside (if any) and write ``run.json`` atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    writable_dir(out_dir, "evaluation folder")  # a one-line error where the early check could not tell (e.g. /proc)
     old_files = [RUN_FILE, RESULTS_FILE, SUMMARY_FILE, REPORT_FILE, *PLOT_FILES.values()]
     present = [name for name in old_files if (out_dir / name).exists()]
     if present:

@@ -46,6 +46,10 @@ def resolve_model_source(model: str) -> ModelSource:
         raise ModelLoadError("model name is empty")
     if spec in PACKAGED_MODELS:
         return ModelSource("packaged", spec)
+    if "://" in spec:
+        raise ModelLoadError(
+            f"model {spec!r} is a URL: download the file and pass its path, or serve it and use --model-base-url"
+        )
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":

@@ -11,9 +11,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from zhrag.errors import ConfigError
+from zhrag.errors import InputError
 from zhrag.models import LocalLLM, load_endpoint_llm, load_llm
 from zhrag.models.endpoint import DEFAULT_API_KEY_ENV
+
+#: Longest question a graph accepts (Chinese-SimpleQA's are under 100 characters; qdrant-find takes 1,000).
+MAX_QUESTION_CHARS = 1000
 
 NodeFn = Callable[..., Mapping[str, Any] | None]
 
@@ -39,11 +42,20 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
 
 
 def require_question(state: Mapping[str, Any]) -> str:
-    """The stripped question of ``state``; raises ``ConfigError("question is empty")`` when blank or missing."""
+    """The stripped question of ``state``.
+
+    Raises:
+        InputError: the question is missing, not text, blank, or longer than ``MAX_QUESTION_CHARS``.
+    """
     question = state.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise ConfigError("question is empty")
-    return question.strip()
+    if question is not None and not isinstance(question, str):
+        raise InputError(f"question must be text, got {type(question).__name__}")
+    if not question or not question.strip():
+        raise InputError("question is empty")
+    question = question.strip()
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InputError(f"question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return question
 
 
 def judge_endpoint(context: Any) -> str | None:

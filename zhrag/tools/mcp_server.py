@@ -72,7 +72,7 @@ logger = logging.getLogger("zhrag.tools.mcp_server")
 
 
 class PassageStore(Protocol):
-    """What the tools need from a knowledge store (:class:`zhrag.tools.store.KnowledgeStore`)."""
+    """What the tools need from the knowledge base (:class:`KnowledgeService`)."""
 
     def search(self, query: str, top_k: int) -> list[Passage]:
         """Return the ``top_k`` best passages for ``query``."""
@@ -83,6 +83,28 @@ class PassageStore(Protocol):
     ) -> list[str]:
         """Store ``text`` and return the ids of its chunks."""
         ...
+
+
+class KnowledgeService:
+    """The knowledge store as the tools use it: reranked search (``qdrant-find``) and notes (``qdrant-store``)."""
+
+    def __init__(self, store: KnowledgeStore, reranker: str | None = None) -> None:
+        from zhrag.tools.retrieval import Retriever
+
+        self.store = store
+        self._retriever = Retriever(store, reranker)
+
+    def search(self, query: str, top_k: int) -> list[Passage]:
+        """The ``top_k`` best passages for ``query``."""
+        return self._retriever.search(query, top_k)
+
+    def add(
+        self, text: str, title: str = "", metadata: dict[str, Any] | None = None, doc_id: str | None = None
+    ) -> list[str]:
+        """Store ``text`` as a note; the ids of its chunks."""
+        from zhrag.tools.indexing import add_document
+
+        return add_document(self.store, text, title, metadata, doc_id)
 
 
 class FoundPassage(BaseModel):
@@ -316,8 +338,8 @@ def configure_logging() -> None:
 
 
 @contextlib.contextmanager
-def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeStore]:
-    """Open the knowledge store (and index the KB if asked); close it on exit.
+def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeService]:
+    """Open the knowledge store (and index the KB if asked) for the tools; close it on exit.
 
     Raises:
         QdrantUnavailableError: Qdrant cannot be opened.
@@ -338,7 +360,6 @@ def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeStore]:
                 url=url,
                 embedder=server_settings.embedder,
                 engine=server_settings.qdrant_engine,
-                reranker=server_settings.reranker,
             )
         except ZhragError:
             raise
@@ -355,7 +376,8 @@ def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeStore]:
                     where,
                 )
             store.embedder  # load the embedder now: fail at startup, not on the first search
-        yield store
+            service = KnowledgeService(store, server_settings.reranker)
+        yield service
 
 
 def serve(server_settings: ServerSettings) -> None:

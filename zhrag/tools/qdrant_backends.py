@@ -70,6 +70,10 @@ class Backend(Protocol):
         """Create the collection (dense cosine vectors of ``dimension``, IDF sparse vectors) with ``metadata``."""
         ...
 
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace zhrag's metadata of the existing collection."""
+        ...
+
     def upsert(self, points: Sequence[PointData]) -> None:
         """Insert or overwrite points (the collection exists)."""
         ...
@@ -161,6 +165,10 @@ class ClientBackend:
             sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata={_METADATA_KEY: metadata},
         )
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace zhrag's key of the collection's metadata (other keys are kept)."""
+        self._client.update_collection(self.collection, metadata={_METADATA_KEY: metadata})
 
     def upsert(self, points: Sequence[PointData]) -> None:
         """Upsert and wait until the points are applied."""

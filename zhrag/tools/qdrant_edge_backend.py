@@ -125,6 +125,10 @@ class EdgeBackend:
         _write_json_atomically(self.directory / METADATA_FILE, metadata)
         self._shard = self._new_shard(dimension)
 
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace ``zhrag_index.json`` atomically."""
+        _write_json_atomically(self.directory / METADATA_FILE, metadata)
+
     def upsert(self, points: Sequence[PointData]) -> None:
         """Upsert points; they are in the write-ahead log when this returns."""
         batch = [

@@ -1,4 +1,9 @@
-"""The knowledge base in Qdrant: hybrid (dense + BM25 sparse) indexing and retrieval.
+"""The knowledge base in Qdrant: one collection, its index metadata and its hybrid (dense + BM25) query.
+
+:class:`KnowledgeStore` owns the engine and the collection; around it, :mod:`zhrag.tools.indexing`
+chunks, encodes and writes documents (and tracks whether the knowledge base was fully indexed),
+:mod:`zhrag.tools.retrieval` reranks the store's candidates for ``qdrant-find``, and
+:mod:`zhrag.tools.migration` copies a collection between engines.
 
 A collection holds one point per chunk with two named vectors:
 
@@ -33,64 +38,34 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
 from zhrag.tools import lexical
-from zhrag.tools.chunking import CHUNK_OVERLAP, CHUNK_SIZE, Chunk, chunk_document
 from zhrag.tools.embeddings import embedding_dimension, load_embedder
 from zhrag.tools.passage import Passage
 from zhrag.tools.qdrant_backends import Backend, ClientBackend, PointData, local_collection_exists
 from zhrag.tools.qdrant_edge_backend import EdgeBackend
-from zhrag.tools.rerank import EVIDENCE_RERANKER, RERANK_DEPTH, Reranker, load_reranker
-from zhrag.tools.sources import Document, stable_id
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 #: Namespace of the uuid5 point ids derived from chunk ids (the URL is only a name, never fetched).
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/zhrag/chunk")
-#: ``source`` of documents stored through :meth:`KnowledgeStore.add`.
-ADDED_SOURCE = "added"
 #: Candidates each prefetch hands to the fusion: ``max(PREFETCH_MIN, PREFETCH_PER_RESULT * top_k)``.
 PREFETCH_MIN = 20
 PREFETCH_PER_RESULT = 5
 #: RRF weight of the dense list per embedder (BM25 weighs 1); embedders not listed weigh 1.
 DEFAULT_DENSE_WEIGHTS = {settings.PACKAGED_EMBEDDER: 0.2}
-#: What :meth:`KnowledgeStore.search` ranks by: fused BM25 + dense (default), dense only, BM25 only.
+#: What :meth:`KnowledgeStore.candidates` ranks by: fused BM25 + dense (default), dense only, BM25 only.
 SEARCH_MODES = ("hybrid", "dense", "sparse")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IndexReport:
-    """What an indexing run did.
-
-    Attributes:
-        documents: Documents read.
-        chunks: Chunks upserted (points written or overwritten).
-        seconds: Wall time of the whole run.
-        sparse_seconds: Time spent tokenising and building BM25 vectors.
-        dense_seconds: Time spent computing dense embeddings.
-        upsert_seconds: Time spent writing to Qdrant.
-    """
-
-    documents: int
-    chunks: int
-    seconds: float
-    sparse_seconds: float
-    dense_seconds: float
-    upsert_seconds: float
 
 
 def point_id(chunk_id: str) -> str:
@@ -99,7 +74,7 @@ def point_id(chunk_id: str) -> str:
 
 
 class KnowledgeStore:
-    """A Qdrant collection of knowledge-base chunks with hybrid search.
+    """A Qdrant collection of knowledge-base chunks: its metadata, its points and the hybrid query.
 
     Args:
         collection: Collection name.
@@ -113,12 +88,12 @@ class KnowledgeStore:
         engine: Embedded engine, ``edge`` (Qdrant Edge shard under ``<path>/edge/<collection>/``) or
             ``local`` (qdrant-client local mode in ``<path>``); ``None``: :func:`zhrag.settings.qdrant_engine`.
             Not used with a server.
-        reranker: ``evidence`` (default: the offline evidence-window reranker), ``none``, or a
-            sentence-transformers cross-encoder name or directory (:mod:`zhrag.tools.rerank`).
 
     Attributes:
         engine: ``edge``, ``local`` or ``server``.
         location: The embedded directory or the server URL.
+
+    Every method is safe to call from several threads (one lock around the engine).
 
     Raises:
         ConfigError: both ``path`` and ``url`` were given, a negative ``dense_weight``, or an
@@ -137,7 +112,6 @@ class KnowledgeStore:
         device: str | None = None,
         dense_weight: float | None = None,
         engine: str | None = None,
-        reranker: str | None = None,
     ) -> None:
         if path is not None and url is not None:
             raise ConfigError("give either a Qdrant path or a Qdrant URL, not both")
@@ -154,8 +128,6 @@ class KnowledgeStore:
         self.embedder_name = embedder
         self.device = device
         self.dense_weight = dense_weight
-        self.reranker_name = reranker or EVIDENCE_RERANKER
-        self._rerankers: dict[str, Reranker | None] = {}
         self._lock = threading.RLock()
         self._model: SentenceTransformer | None = None
         self._checked = False
@@ -188,9 +160,10 @@ class KnowledgeStore:
     @property
     def embedder(self) -> SentenceTransformer:
         """The dense embedder, loaded on first use."""
-        if self._model is None:
-            self._model = load_embedder(self.embedder_name, self.device)
-        return self._model
+        with self._lock:
+            if self._model is None:
+                self._model = load_embedder(self.embedder_name, self.device)
+            return self._model
 
     def exists(self) -> bool:
         """Whether the collection exists."""
@@ -203,7 +176,7 @@ class KnowledgeStore:
             return self._backend.count()
 
     def index_settings(self) -> dict[str, Any]:
-        """The collection's zhrag metadata: embedder, dimension and BM25 parameters.
+        """The collection's zhrag metadata: embedder, dimension, BM25 parameters (and indexing state).
 
         Raises:
             KnowledgeBaseError: the collection does not exist or was not created by zhrag.
@@ -220,51 +193,75 @@ class KnowledgeStore:
             )
         return stored
 
-    def search(
-        self,
-        query: str,
-        top_k: int = 3,
-        *,
-        mode: str = "hybrid",
-        dense_weight: float | None = None,
-        reranker: str | None = None,
+    def create(self, settings_: dict[str, Any], *, dimension: int | None = None) -> bool:
+        """Create the collection with ``settings_`` (BM25 parameters and any other keys) unless it exists.
+
+        The embedder's name and dimension (``dimension``, else the embedder's, which loads it) come
+        first in the metadata; keys of ``settings_`` override them. Returns whether it was created.
+        """
+        with self._lock:
+            if self._backend.exists():
+                return False
+            dimension = embedding_dimension(self.embedder) if dimension is None else dimension
+            self._backend.create(dimension, {"embedder": self.embedder_name, "dimension": dimension, **settings_})
+            self._checked = True
+            return True
+
+    def update_settings(self, **changes: Any) -> dict[str, Any]:
+        """Set top-level keys of the collection's zhrag metadata; returns the new metadata.
+
+        Raises:
+            KnowledgeBaseError: the collection does not exist or was not created by zhrag.
+        """
+        with self._lock:
+            stored = {**self.index_settings(), **changes}
+            self._backend.set_metadata(stored)
+            return stored
+
+    def upsert(self, points: Sequence[PointData]) -> None:
+        """Insert or overwrite points of the existing collection."""
+        with self._lock:
+            self._backend.upsert(points)
+
+    def flush(self, *, optimize: bool = False) -> None:
+        """Make the upserts durable (``optimize``: also merge segments after a bulk load)."""
+        with self._lock:
+            self._backend.flush(optimize=optimize)
+
+    def scroll(self, batch_size: int = 512) -> Iterator[list[PointData]]:
+        """Every point with its vectors and payload, in batches (the lock is held while a batch is read)."""
+        batches = self._backend.scroll(batch_size)
+        while True:
+            with self._lock:
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
+
+    def candidates(
+        self, query: str, top_k: int = 3, *, mode: str = "hybrid", dense_weight: float | None = None
     ) -> list[Passage]:
-        """The ``top_k`` chunks best matching ``query``.
+        """The engine's ``top_k`` chunks for ``query``, without reranking.
 
         ``hybrid``: BM25 and dense candidates fused with (weighted) RRF, scores are RRF scores;
         ``dense``: cosine similarity only; ``sparse``: BM25 only (the embedder is not needed, and a
-        query without content terms finds nothing). A reranker (``reranker``, default the store's:
-        ``evidence`` unless constructed otherwise; ``none`` turns it off) reorders the best
-        ``RERANK_DEPTH`` candidates and attaches each passage's evidence window. ``dense_weight``
-        overrides the store's RRF weight of the dense list for this call.
+        query without content terms finds nothing). ``dense_weight`` overrides the store's RRF weight
+        of the dense list for this call.
 
         Raises:
             ConfigError: empty query, ``top_k`` < 1, an unknown mode or a negative weight.
             KnowledgeBaseError: missing collection, or one indexed with another embedder.
-            ModelLoadError: a cross-encoder reranker cannot be loaded.
         """
-        ranker = self._reranker(reranker or self.reranker_name)
         weight = self.dense_weight if dense_weight is None else dense_weight
         if weight < 0:
             raise ConfigError(f"dense_weight must be >= 0, got {weight}")
-        candidates = self._fused(query, max(top_k, RERANK_DEPTH) if ranker else top_k, mode, weight)
-        return ranker.rerank(query, candidates)[:top_k] if ranker else candidates
-
-    def _reranker(self, name: str) -> Reranker | None:
-        """The reranker called ``name``, loaded once per store."""
-        if name not in self._rerankers:
-            self._rerankers[name] = load_reranker(name, self.device)
-        return self._rerankers[name]
-
-    def _fused(self, query: str, top_k: int, mode: str, dense_weight: float) -> list[Passage]:
-        """The engine's ``top_k`` candidates for ``query`` in ``mode`` (see :meth:`search`)."""
         if not query or not query.strip():
             raise ConfigError("empty query: give a question or keywords to search for")
         if top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {top_k}")
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}: use {', '.join(SEARCH_MODES)}")
-        self._check_embedder()
+        self.check_embedder()
         dense = None
         if mode != "sparse":
             dense = self.embedder.encode_query(query, normalize_embeddings=True, convert_to_numpy=True).tolist()
@@ -278,7 +275,7 @@ class KnowledgeStore:
                 sparse,
                 limit=top_k,
                 prefetch=max(PREFETCH_MIN, PREFETCH_PER_RESULT * top_k),
-                dense_weight=dense_weight,
+                dense_weight=weight,
             )
         return [
             Passage(
@@ -290,172 +287,12 @@ class KnowledgeStore:
             for hit in hits
         ]
 
-    def add(
-        self, text: str, title: str = "", metadata: dict[str, Any] | None = None, doc_id: str | None = None
-    ) -> list[str]:
-        """Chunk, embed and store one document; returns its chunk ids.
-
-        Without ``doc_id`` the id is derived from the text, so adding the same text twice stores it once.
+    def check_embedder(self) -> None:
+        """Fail clearly when the collection was indexed with a different embedder than this store's.
 
         Raises:
-            ConfigError: empty text.
+            KnowledgeBaseError: missing collection, or one indexed with another embedder.
         """
-        if not text or not text.strip():
-            raise ConfigError("empty text: nothing to store")
-        document = Document(
-            id=doc_id or stable_id(ADDED_SOURCE, text.strip()),
-            title=title,
-            text=text.strip(),
-            source=ADDED_SOURCE,
-            metadata=dict(metadata or {}),
-        )
-        chunks = chunk_document(document)
-        self._upsert_chunks(chunks, documents=1, batch_size=len(chunks), progress=False)
-        return [chunk.id for chunk in chunks]
-
-    def upsert_documents(
-        self,
-        documents: Iterable[Document],
-        *,
-        batch_size: int = 128,
-        progress: bool = False,
-        chunk_size: int = CHUNK_SIZE,
-        overlap: int = CHUNK_OVERLAP,
-    ) -> IndexReport:
-        """Chunk, encode and upsert documents in batches (stable ids: re-running is idempotent).
-
-        All documents are read and tokenised before anything is written, so a malformed source
-        leaves the collection untouched; a new collection takes its BM25 ``avgdl`` from them.
-
-        Raises:
-            ConfigError: bad ``batch_size`` or chunking parameters.
-            KnowledgeBaseError: no documents, a malformed source, or an embedder mismatch.
-        """
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-        start = time.perf_counter()
-        chunks: list[Chunk] = []
-        count = 0
-        for document in documents:
-            count += 1
-            chunks.extend(chunk_document(document, chunk_size, overlap))
-        if not chunks:
-            raise KnowledgeBaseError("empty corpus: no documents to index")
-        report = self._upsert_chunks(chunks, documents=count, batch_size=batch_size, progress=progress, bulk=True)
-        return IndexReport(
-            documents=count,
-            chunks=report.chunks,
-            seconds=time.perf_counter() - start,
-            sparse_seconds=report.sparse_seconds,
-            dense_seconds=report.dense_seconds,
-            upsert_seconds=report.upsert_seconds,
-        )
-
-    def copy_from(self, source: KnowledgeStore, *, batch_size: int = 512, progress: bool = False) -> int:
-        """Copy every point of ``source`` (another engine's collection) into this one, vectors as stored.
-
-        Nothing is re-embedded: this turns a qdrant-client local collection into an Edge shard in
-        seconds. The collection is created with ``source``'s metadata; if it exists, its metadata
-        must be the same. Returns the number of points copied.
-
-        Raises:
-            KnowledgeBaseError: ``source`` has no zhrag collection, was indexed with another embedder
-                than this store's, or this collection holds another index.
-        """
-        stored = source.index_settings()
-        if stored["embedder"] != self.embedder_name:
-            raise KnowledgeBaseError(
-                f"collection {source.collection!r} at {source.location} was indexed with embedder "
-                f"{stored['embedder']!r}, not {self.embedder_name!r}: open the target with that embedder"
-            )
-        with self._lock:
-            if not self._backend.exists():
-                self._backend.create(int(stored["dimension"]), stored)
-            elif self.index_settings() != stored:
-                raise KnowledgeBaseError(
-                    f"collection {self.collection!r} at {self.location} holds an index with other settings "
-                    f"than {source.collection!r} at {source.location}: copy into a new collection"
-                )
-            copied = 0
-            with tqdm(total=source.count(), desc="copying", unit="point", disable=not progress) as bar:
-                for batch in source._backend.scroll(batch_size):
-                    if batch:
-                        self._backend.upsert(batch)
-                    copied += len(batch)
-                    bar.update(len(batch))
-            self._backend.flush(optimize=True)
-        return copied
-
-    def _upsert_chunks(
-        self, chunks: Sequence[Chunk], *, documents: int, batch_size: int, progress: bool, bulk: bool = False
-    ) -> IndexReport:
-        """Encode chunks (BM25 with the collection's avgdl, dense in batches), upsert them, flush."""
-        start = time.perf_counter()
-        tokens = [lexical.tokenize(chunk.title) + lexical.tokenize(chunk.text) for chunk in chunks]
-        sparse_seconds = time.perf_counter() - start
-        bm25 = self._ensure_collection(lexical.average_length(tokens))
-        dense_seconds = upsert_seconds = 0.0
-        with tqdm(total=len(chunks), desc="indexing", unit="chunk", disable=not progress) as bar:
-            for first in range(0, len(chunks), batch_size):
-                batch = chunks[first : first + batch_size]
-                clock = time.perf_counter()
-                sparse = [
-                    lexical.document_vector(terms, bm25["avgdl"], k1=bm25["k1"], b=bm25["b"])
-                    for terms in tokens[first : first + batch_size]
-                ]
-                sparse_seconds += time.perf_counter() - clock
-                clock = time.perf_counter()
-                dense = self.embedder.encode_document(
-                    [_dense_text(chunk) for chunk in batch], normalize_embeddings=True, convert_to_numpy=True
-                )
-                dense_seconds += time.perf_counter() - clock
-                points = [
-                    PointData(
-                        id=point_id(chunk.id),
-                        dense=vector.tolist(),
-                        sparse_indices=list(sparse_vector.indices),
-                        sparse_values=list(sparse_vector.values),
-                        payload=_payload(chunk),
-                    )
-                    for chunk, vector, sparse_vector in zip(batch, dense, sparse, strict=True)
-                ]
-                clock = time.perf_counter()
-                with self._lock:
-                    self._backend.upsert(points)
-                upsert_seconds += time.perf_counter() - clock
-                bar.update(len(batch))
-        clock = time.perf_counter()
-        with self._lock:
-            self._backend.flush(optimize=bulk)
-        upsert_seconds += time.perf_counter() - clock
-        return IndexReport(
-            documents=documents,
-            chunks=len(chunks),
-            seconds=time.perf_counter() - start,
-            sparse_seconds=sparse_seconds,
-            dense_seconds=dense_seconds,
-            upsert_seconds=upsert_seconds,
-        )
-
-    def _ensure_collection(self, avgdl: float) -> dict[str, float]:
-        """Create the collection if missing (recording embedder and ``avgdl``); return its BM25 parameters."""
-        with self._lock:
-            if not self._backend.exists():
-                dimension = embedding_dimension(self.embedder)
-                self._backend.create(
-                    dimension,
-                    {
-                        "embedder": self.embedder_name,
-                        "dimension": dimension,
-                        "bm25": {"avgdl": avgdl, "k1": lexical.K1, "b": lexical.B},
-                    },
-                )
-                self._checked = True
-        self._check_embedder()
-        return self.index_settings()["bm25"]
-
-    def _check_embedder(self) -> None:
-        """Fail clearly when the collection was indexed with a different embedder than this store's."""
         if self._checked:
             return
         stored = self.index_settings()
@@ -473,20 +310,3 @@ def _open_backend(collection: str, path: Path | None, url: str | None, engine: s
     if url is None and engine == "edge":
         return EdgeBackend(path, collection)
     return ClientBackend(collection, path=None if url else str(path), url=url)
-
-
-def _dense_text(chunk: Chunk) -> str:
-    """The text embedded for a chunk: its title line, then its text."""
-    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
-
-
-def _payload(chunk: Chunk) -> dict[str, Any]:
-    """The payload stored with a chunk's point."""
-    return {
-        "doc_id": chunk.doc_id,
-        "chunk_id": chunk.id,
-        "title": chunk.title,
-        "text": chunk.text,
-        "source": chunk.source,
-        "metadata": chunk.metadata,
-    }

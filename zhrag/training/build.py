@@ -13,11 +13,12 @@ import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from zhrag.errors import ConfigError
 from zhrag.rc_pairs import load_rc_pairs
 from zhrag.tools.passage import Passage
+from zhrag.training.tool_traces import Check
 from zhrag.training.examples import (
     QA_EXCLUDED_FIRST,
     ExampleSplits,
@@ -30,7 +31,7 @@ from zhrag.training.examples import (
     load_documents,
 )
 
-#: ``--task`` values: one node's examples or both.
+#: ``--task`` values: one node's examples or both (``tools``: A3 tool-use traces, :func:`build_tool_data`).
 DATA_TASKS = ("answer", "judge", "both")
 
 T = TypeVar("T")
@@ -104,7 +105,7 @@ def select_task(splits: ExampleSplits, task: str) -> ExampleSplits:
 
 def _check(task: str, limit: int | None) -> None:
     if task not in DATA_TASKS:
-        raise ConfigError(f"unknown task {task!r}; use one of {list(DATA_TASKS)}")
+        raise ConfigError(f"unknown task {task!r}; use one of {[*DATA_TASKS, 'tools']}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
 
@@ -128,3 +129,32 @@ def _progress(retrieve: Retriever, total: int, enabled: bool) -> Iterator[Retrie
             return retrieve(query, k)
 
         yield counted
+
+
+def build_tool_data(
+    client: Any,
+    *,
+    source: str | Path | None = None,
+    kb: str | Path | None = None,
+    check: Check | None = None,
+    threshold: float = 0.5,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[ExampleSplits, list[dict[str, Any]]]:
+    """A3 tool-use traces (and the rejected ones) from the reading-comprehension pairs, searched through the
+    knowledge server of ``client`` (a :class:`~zhrag.tools.mcp_client.KnowledgeClient`); see
+    :mod:`zhrag.training.tool_traces`.
+
+    Raises:
+        TrainingDataError: unreadable pairs file; KnowledgeBaseError: unreadable KB; ConfigError: bad limit.
+    """
+    from zhrag.nodes.agent import find_tool_spec
+    from zhrag.training.tool_traces import build_tool_traces
+
+    _check("answer", limit)
+    pairs = _sample(load_rc_pairs(source), limit, seed)
+    return build_tool_traces(
+        pairs, load_documents(kb), client.find, find_tool_spec(client),
+        check=check, threshold=threshold, seed=seed, progress=progress,
+    )

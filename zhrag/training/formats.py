@@ -31,7 +31,7 @@ FORMATS = ("sharegpt", "alpaca")
 DATASET_INFO_FILE = "dataset_info.json"
 #: Task given to imported records that do not say theirs.
 DEFAULT_TASK = "answer"
-TASKS = ("answer", "judge")
+TASKS = ("answer", "judge", "tools")
 
 #: Speaker tags read from ShareGPT ``from`` (LLaMA-Factory's defaults) and OpenAI ``role`` fields.
 _SHAREGPT_TAGS = {
@@ -144,13 +144,19 @@ def import_examples(path: str | Path, *, format: str | None = None, default_task
 
 
 def write_splits(
-    splits: ExampleSplits, directory: str | Path, *, format: str = "sharegpt", name: str = "zhrag"
+    splits: ExampleSplits,
+    directory: str | Path,
+    *,
+    format: str = "sharegpt",
+    name: str = "zhrag",
+    rejected: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write the train and (when not empty) eval examples, their ``dataset_info.json`` entries and a manifest.
 
     Files in ``directory``: ``<name>_train.jsonl``, ``<name>_eval.jsonl``, ``dataset_info.json`` (entries
-    ``<name>_train`` / ``<name>_eval``) and ``<name>_manifest.json`` (example counts per split and task, the
-    held-out passage or question ids, the ids kept out of training, and the skip counts).
+    ``<name>_train`` / ``<name>_eval``), ``<name>_manifest.json`` (example counts per split and task, the
+    held-out passage or question ids, the ids kept out of training, and the skip counts) and, when given,
+    ``<name>_rejected.jsonl`` (candidates that failed a check, each with its ``reason``; never trained on).
     """
     if not splits.train and not splits.eval:
         raise TrainingDataError("no examples to write")
@@ -174,6 +180,12 @@ def write_splits(
         "excluded_ids": splits.excluded_ids,
         "skipped": dict(splits.skipped),
     }
+    if rejected:
+        written["rejected"] = directory / f"{name}_rejected.jsonl"
+        written["rejected"].write_text(
+            "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in rejected), encoding="utf-8"
+        )
+        manifest["rejected"] = dict(Counter(str(record.get("reason")) for record in rejected))
     written["manifest"] = directory / f"{name}_manifest.json"
     written["manifest"].write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return written

@@ -152,7 +152,7 @@ def train_adapter(
     """Train (or resume, or find already trained) the LoRA adapter of ``task`` on ``data`` into ``out``.
 
     Args:
-        task: ``answer`` or ``judge``; only the data's examples of this task are used.
+        task: ``answer``, ``judge`` or ``tools``; only the data's examples of this task are used.
         data: A ShareGPT / Alpaca file, or a ``zhrag build-data`` folder (its training split).
         out: Adapter folder (see the module docstring for its content).
         model: Base model (packaged alias, ``.gguf`` file, local directory or hub id).

@@ -94,11 +94,23 @@ def store_facts(path: Path) -> dict[str, Any]:
         return {"opens": False, "error": f"{type(error).__name__}: {error}"[:300]}
 
 
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path, what: str, timeout_s: float = 300) -> None:
+    """Return once ``url`` answers HTTP below 500; exit with the log's tail if ``process`` dies or times out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start: {log.read_text()[-1500:]}")
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def knowledge_server(path: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """``zhrag serve-mcp`` over streamable HTTP with a bearer token on ``path``."""
-    import httpx
-
     port = free_port()
     with log.open("a") as sink:
         process = subprocess.Popen(
@@ -108,15 +120,7 @@ def knowledge_server(path: Path, log: Path) -> Iterator[tuple[str, subprocess.Po
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            httpx.get(url, timeout=2)
-            break
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"knowledge server did not start: {log.read_text()[-1500:]}") from None
-            time.sleep(0.5)
+    wait_until_serving(url, process, log, "knowledge server")
     try:
         yield url, process
     finally:
@@ -522,16 +526,7 @@ def run_api_cases(knowledge_url: str, path: Path, log: Path) -> list[dict[str, A
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"langgraph dev did not start: {log.read_text()[-1500:]}")
-            time.sleep(1)
+        wait_until_serving(f"{url}/ok", server, log, "langgraph dev")
         for name, body in api_cases():
             clock = time.perf_counter()
             try:

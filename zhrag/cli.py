@@ -495,8 +495,9 @@ def _build_tool_data(
     model: str, name: str, judge_check: bool, judge_threshold: float | None,
 ) -> None:
     """``build-data --task tools``: A3 traces searched through qdrant-find, checked by the judge model."""
-    from zhrag.graph.context import DEFAULT_JUDGE_THRESHOLD
-    from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+    from zhrag.graph.context import DEFAULT_JUDGE_THRESHOLD, Context
+    from zhrag.nodes.retrieve import server_config
+    from zhrag.tools.mcp_client import KnowledgeClient
     from zhrag.training.build import build_tool_data
     from zhrag.training.formats import write_splits
 
@@ -505,22 +506,15 @@ def _build_tool_data(
     check = None
     if judge_check:
         from zhrag.models import load_llm
-        from zhrag.nodes.judge import judge_scores
-        from zhrag.prompts import build_judge_prompt
+        from zhrag.nodes.judge import score_passages
 
         llm = load_llm(model)
 
         def check(question: str, passages):
-            prompts = [build_judge_prompt(question, passage, chat=llm.is_chat) for passage in passages]
-            return [score for score, _ in judge_scores(llm, prompts)]
+            return [score for score, _ in score_passages(llm, question, passages)]
 
-    config = (
-        ServerConfig(url=options.mcp_url) if options.mcp_url else ServerConfig(
-            collection=options.collection, qdrant_path=str(options.qdrant_path) if options.qdrant_path else None,
-            qdrant_engine=options.qdrant_engine, qdrant_url=options.qdrant_url, embedder=options.embedder,
-        )
-    )
-    with KnowledgeClient(config) as client:
+    # The knowledge server the a3 graph would use with these store options (same reranker and evidence).
+    with KnowledgeClient(server_config(Context(**fields_of(options)))) as client:
         splits, rejected = build_tool_data(
             client, source=source.partition(":")[2] or None, kb=kb, check=check,
             threshold=DEFAULT_JUDGE_THRESHOLD if judge_threshold is None else judge_threshold,

@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.nodes import retrieve
 from zhrag.prompts.agent import agent_messages, format_passages
-from zhrag.tools.evidence import best_evidence, query_bigrams
+from zhrag.tools.evidence import query_bigrams, with_evidence
 from zhrag.tools.mcp_client import FIND_TOOL
 
 #: Generation budget of one agent turn (a tool call or a short final reply).
@@ -107,10 +107,7 @@ def tools(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
             content = "错误：qdrant-find 需要参数 query（检索词）。"
         else:
             query = query.strip()[:MAX_AGENT_QUERY_CHARS]
-            passages = [
-                {**passage, "evidence": best_evidence(wanted, passage.get("title", ""), passage["text"]).window}
-                for passage in client.find(query, context.top_k)
-            ]
+            passages = [with_evidence(wanted, passage) for passage in client.find(query, context.top_k)]
             queries.append(query)
             found.extend(passages)
             record["passages"] = [passage["id"] for passage in passages]

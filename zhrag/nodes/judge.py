@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 from zhrag.models import LocalLLM
 from zhrag.nodes.common import judge_llm, require_question, timed
 from zhrag.prompts import JUDGE_MAX_NEW_TOKENS, NO, YES, Prompt, build_judge_prompt, verdict_score, yes_score
+from zhrag.tools.passage import Passage
 
 
 def judge_scores(llm: LocalLLM, prompts: Sequence[Prompt]) -> list[tuple[float, str | None]]:
@@ -22,6 +23,11 @@ def judge_scores(llm: LocalLLM, prompts: Sequence[Prompt]) -> list[tuple[float, 
         return [(yes_score(p), None) for p in llm.next_token_probabilities(prompts, (YES, NO))]
     replies = llm.generate(prompts, max_new_tokens=JUDGE_MAX_NEW_TOKENS, stop=("\n",))
     return [(verdict_score(reply), reply) for reply in replies]
+
+
+def score_passages(llm: LocalLLM, question: str, passages: Sequence[Passage]) -> list[tuple[float, str | None]]:
+    """:func:`judge_scores` of each passage for ``question``, with the judge prompt in the model's form."""
+    return judge_scores(llm, [build_judge_prompt(question, passage, chat=llm.is_chat) for passage in passages])
 
 
 @timed("judge")
@@ -44,8 +50,7 @@ def judge(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
     best = state.get("best_rejected")
     if fresh:
         llm = judge_llm(context)
-        prompts = [build_judge_prompt(question, passage, chat=llm.is_chat) for passage in fresh]
-        for passage, (score, raw) in zip(fresh, judge_scores(llm, prompts), strict=True):
+        for passage, (score, raw) in zip(fresh, score_passages(llm, question, fresh), strict=True):
             relevant = score >= context.judge_threshold
             record: dict[str, Any] = {"id": passage["id"], "score": round(score, 4), "relevant": relevant}
             if raw is not None:

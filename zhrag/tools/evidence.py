@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from zhrag.tools import lexical
+from zhrag.tools.passage import Passage
 
 #: Longest evidence window in characters (a single longer sentence is kept whole).
 EVIDENCE_CHARS = 250
@@ -79,3 +80,14 @@ def best_evidence(question: str | set[str], title: str, text: str, max_chars: in
         if found > best.coverage:
             best = Evidence(window=window, coverage=found)
     return best
+
+
+def with_evidence(question: str | set[str], passage: Passage) -> Passage:
+    """``passage`` with its best evidence window for ``question``, as the store's default reranker attaches it.
+
+    Prompts show the window instead of the whole chunk, so training examples must carry it too, and the A3 agent
+    reads the window chosen for the question rather than for its own query. ``question`` may be its
+    :func:`query_bigrams`, to segment it once for several passages.
+    """
+    window = best_evidence(question, passage.get("title", ""), passage.get("text", "")).window
+    return Passage(**{**passage, "evidence": window})

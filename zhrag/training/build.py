@@ -106,6 +106,10 @@ def select_task(splits: ExampleSplits, task: str) -> ExampleSplits:
 def _check(task: str, limit: int | None) -> None:
     if task not in DATA_TASKS:
         raise ConfigError(f"unknown task {task!r}; use one of {[*DATA_TASKS, 'tools']}")
+    _check_limit(limit)
+
+
+def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
 
@@ -152,7 +156,7 @@ def build_tool_data(
     from zhrag.nodes.agent import find_tool_spec
     from zhrag.training.tool_traces import build_tool_traces
 
-    _check("answer", limit)
+    _check_limit(limit)
     pairs = _sample(load_rc_pairs(source), limit, seed)
     return build_tool_traces(
         pairs, load_documents(kb), client.find, find_tool_spec(client),

@@ -46,7 +46,7 @@ from zhrag.prompts.common import format_passage
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS, NO, YES
 from zhrag.rc_pairs import HELD_OUT_FRACTION, RCPair, held_out_groups
 from zhrag.tools.chunking import chunk_document
-from zhrag.tools.evidence import best_evidence, query_bigrams
+from zhrag.tools.evidence import query_bigrams, with_evidence
 from zhrag.tools.passage import Passage
 from zhrag.tools.sources import Document, iter_documents
 
@@ -182,16 +182,6 @@ class LexicalRetriever:
         return [with_evidence(wanted, Passage(**{**self._passages[index], "score": score})) for index, score in best]
 
 
-def with_evidence(question: str | set[str], passage: Passage) -> Passage:
-    """``passage`` with its best evidence window for ``question``, as the store's default reranker attaches it.
-
-    Prompts show the window instead of the whole chunk, so training examples must carry it too. ``question`` may
-    be its :func:`~zhrag.tools.evidence.query_bigrams`, to segment it once for several passages.
-    """
-    window = best_evidence(question, passage.get("title", ""), passage.get("text", "")).window
-    return Passage(**{**passage, "evidence": window})
-
-
 def _bigrams(text: str) -> set[str]:
     key = normalize_text(text)
     return {key[i : i + 2] for i in range(len(key) - 1)}
@@ -305,7 +295,7 @@ def build_rc_examples(
         distractors = [
             p
             for p in candidates
-            if _document_id(p) != pair.passage_id and not any(mentions(a, _full(p)) for a in pair.answers)
+            if document_id(p) != pair.passage_id and not any(mentions(a, _full(p)) for a in pair.answers)
         ][: n_passages - 1]
         split = "eval" if pair.passage_id in held_out else "train"
         base_meta = {
@@ -425,5 +415,6 @@ def _full(passage: Passage) -> str:
     return f"{passage.get('title', '')}\n{passage.get('text', '')}"
 
 
-def _document_id(passage: Passage) -> str:
+def document_id(passage: Passage) -> str:
+    """The id of the KB document a chunk comes from (chunk ids are ``<document id>#<n>``)."""
     return passage["id"].rsplit("#", 1)[0]

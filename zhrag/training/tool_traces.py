@@ -14,7 +14,8 @@ deterministic keyword rewrites (:func:`zhrag.nodes.requery.fallback_queries`).
 
 Checks, cheapest first; the first failed one is the trace's reason and the trace is kept among the rejected ones:
 
-- ``answer_not_visible``: the pair's answer is in no chunk of its paragraph as the prompts show it;
+- ``answer_not_visible``: the pair's answer is in no chunk of its paragraph as the prompts show it (checked
+  before any search; its record holds only the system and question turns);
 - ``answer_not_retrieved``: no search within ``max_rounds`` returned the paragraph with the answer in view;
 - ``judge_rejected``: the judge model (``check``) scores that passage below the threshold for the question.
 
@@ -30,14 +31,21 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from zhrag.errors import TrainingDataError
-from zhrag.nodes.agent import find_tool_spec
 from zhrag.nodes.requery import next_query
 from zhrag.prompts.agent import AGENT_SYSTEM, PASSAGE_CHARS, format_passages
 from zhrag.rc_pairs import RCPair, held_out_groups
-from zhrag.tools.evidence import best_evidence, query_bigrams
+from zhrag.tools.evidence import query_bigrams, with_evidence
 from zhrag.tools.mcp_client import FIND_TOOL
 from zhrag.tools.sources import Document
-from zhrag.training.examples import DEFAULT_EVAL_FRACTION, Example, ExampleSplits, Turn, mentions
+from zhrag.training.examples import (
+    DEFAULT_EVAL_FRACTION,
+    Example,
+    ExampleSplits,
+    Turn,
+    document_id,
+    document_passages,
+    mentions,
+)
 
 #: Task name of tool-use examples.
 TOOLS_TASK = "tools"
@@ -45,8 +53,6 @@ TOOLS_TASK = "tools"
 DEFAULT_ROUNDS = 2
 #: Passages per search (the graphs' default ``top_k``).
 DEFAULT_TOP_K = 3
-#: Reasons a trace is rejected, in the order they are checked.
-REASONS = ("answer_not_visible", "answer_not_retrieved", "judge_rejected")
 
 #: ``search(query, top_k) -> passages`` (``KnowledgeClient.find``).
 Search = Callable[[str, int], Sequence[Mapping[str, Any]]]
@@ -93,12 +99,17 @@ def build_tool_traces(
         split = "eval" if pair.passage_id in held_out else "train"
         meta: dict[str, Any] = {"source": f"rc:{pair.source}" if pair.source else "rc", "question_id": pair.id,
                                 "passage_id": pair.passage_id, "split": split, "answers": list(pair.answers)}
-        turns, found, queries = _search_rounds(pair, search, max_rounds, top_k)
+        wanted = query_bigrams(pair.question)
+        chunks = document_passages(documents[pair.passage_id])
+        if not any(mentions(pair.answers[0], _shown(with_evidence(wanted, chunk))) for chunk in chunks):
+            turns = [{"from": "system", "value": AGENT_SYSTEM}, {"from": "human", "value": pair.question}]
+            rejected.append({"id": f"{pair.id}/tools", "reason": "answer_not_visible", "conversations": turns,
+                             "meta": meta})
+            continue  # no search can show the answer
+        turns, found, queries = _search_rounds(pair, wanted, search, max_rounds, top_k)
         meta["queries"] = queries
         reason = None
-        if not any(mentions(pair.answers[0], _shown(chunk)) for chunk in _chunks(documents[pair.passage_id], pair)):
-            reason = "answer_not_visible"
-        elif found is None:
+        if found is None:
             reason = "answer_not_retrieved"
         elif check is not None:
             score = float(check(pair.question, [found])[0])
@@ -122,40 +133,28 @@ def build_tool_traces(
 
 
 def _search_rounds(
-    pair: RCPair, search: Search, max_rounds: int, top_k: int
+    pair: RCPair, wanted: set[str], search: Search, max_rounds: int, top_k: int
 ) -> tuple[list[Turn], dict[str, Any] | None, list[str]]:
-    """The conversation up to the last search, the passage that shows the answer (or ``None``), the queries."""
+    """The conversation up to the last search, the passage that shows the answer (or ``None``), the queries.
+
+    ``wanted``: the question's bigrams, which choose each passage's evidence window as the a3 tools node does.
+    """
     turns: list[Turn] = [{"from": "system", "value": AGENT_SYSTEM}, {"from": "human", "value": pair.question}]
-    wanted = query_bigrams(pair.question)
     queries: list[str] = []
     for _ in range(max_rounds):
         query = next_query(pair.question, pair.question if not queries else "", queries)
         queries.append(query)
-        passages = [
-            {**passage, "evidence": best_evidence(wanted, passage.get("title", ""), passage["text"]).window}
-            for passage in search(query, top_k)
-        ]
+        passages = [with_evidence(wanted, passage) for passage in search(query, top_k)]
         call = {"name": FIND_TOOL, "arguments": {"query": query}}
         turns += [{"from": "function_call", "value": json.dumps(call, ensure_ascii=False)},
                   {"from": "tool", "value": format_passages(passages)}]
         found = next(
-            (p for p in passages
-             if str(p["id"]).rsplit("#", 1)[0] == pair.passage_id and mentions(pair.answers[0], _shown(p))),
+            (p for p in passages if document_id(p) == pair.passage_id and mentions(pair.answers[0], _shown(p))),
             None,
         )
         if found is not None:
             return turns, found, queries
     return turns, None, queries
-
-
-def _chunks(document: Document, pair: RCPair) -> list[dict[str, Any]]:
-    from zhrag.training.examples import document_passages
-
-    wanted = query_bigrams(pair.question)
-    return [
-        {**chunk, "evidence": best_evidence(wanted, chunk["title"], chunk["text"]).window}
-        for chunk in document_passages(document)
-    ]
 
 
 def _shown(passage: Mapping[str, Any]) -> str:

@@ -84,7 +84,7 @@ def timed(call: Callable[[Any], Any], queries: Sequence[Any], desc: str) -> dict
 
 def encode_queries(embedder: Any, questions: Sequence[str]) -> list[tuple[list[float], tuple[list[int], list[float]]]]:
     """Questions encoded as the store encodes them: (dense vector, (sparse indices, values))."""
-    dense = embedder.encode_query(list(questions), normalize_embeddings=True, convert_to_numpy=True).tolist()
+    dense = embedder.queries(questions).tolist()
     sparse = [lexical.query_vector(question) for question in questions]
     return [(d, (list(s.indices), list(s.values))) for d, s in zip(dense, sparse, strict=True)]
 

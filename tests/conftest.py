@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,18 @@ from zhrag import settings
 #: The KB passage that answers the issue's acceptance question (《九命奇冤》 → 吴沃尧).
 ANSWER_PASSAGE_ID = "cmrc2018-140"
 KB_SUBSET_SIZE = 200
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests (and the processes they start) share one embedding cache of their own, not the user's."""
+    previous = os.environ.get("ZHRAG_EMBEDDING_CACHE")
+    os.environ["ZHRAG_EMBEDDING_CACHE"] = str(tmp_path_factory.mktemp("embedding_cache") / "embeddings.sqlite")
+    yield
+    if previous is None:
+        os.environ.pop("ZHRAG_EMBEDDING_CACHE", None)
+    else:
+        os.environ["ZHRAG_EMBEDDING_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

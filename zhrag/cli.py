@@ -241,7 +241,8 @@ def index(
     with _open_store(options) as store:
         report = index_sources(store, sources, batch_size=batch_size, progress=True)
         typer.echo(
-            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s; "
+            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s "
+            f"({report.embedded} embedded, {report.chunks - report.embedded} from the embedding cache); "
             f"collection {collection!r} now holds {store.count()} chunks"
         )
 

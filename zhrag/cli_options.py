@@ -93,7 +93,13 @@ class StoreOptions:
         Optional[str],
         typer.Option(help="Embedded engine: edge (Qdrant Edge, default) or local (qdrant-client; env ZHRAG_QDRANT_ENGINE)."),
     ] = None
-    embedder: Annotated[str, typer.Option(help="Dense embedder: packaged alias, local path or hub id.")] = settings.PACKAGED_EMBEDDER
+    embedder: Annotated[
+        str,
+        typer.Option(
+            help="Dense embedder: all-minilm-l6-v2, multilingual-e5-small or use-multilingual (packaged), a local "
+            "sentence-transformers path or a hub id."
+        ),
+    ] = settings.PACKAGED_EMBEDDER
     mcp_url: Annotated[
         Optional[str],
         typer.Option(

@@ -31,6 +31,7 @@ from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
 from zhrag.tools import lexical
 from zhrag.tools.chunking import CHUNK_OVERLAP, CHUNK_SIZE, Chunk, chunk_document
+from zhrag.tools.embedding_cache import EmbeddingCache, default_cache_path, embed_documents
 from zhrag.tools.qdrant_backends import PointData
 from zhrag.tools.sources import Document, iter_documents, stable_id
 from zhrag.tools.store import KnowledgeStore, point_id
@@ -54,6 +55,7 @@ class IndexReport:
         sparse_seconds: Time spent tokenising and building BM25 vectors.
         dense_seconds: Time spent computing dense embeddings.
         upsert_seconds: Time spent writing to Qdrant.
+        embedded: Chunks whose dense vector was computed (the others came from the embedding cache).
     """
 
     documents: int
@@ -62,6 +64,7 @@ class IndexReport:
     sparse_seconds: float
     dense_seconds: float
     upsert_seconds: float
+    embedded: int = 0
 
 
 def index_sources(
@@ -139,8 +142,13 @@ def index_documents(
     chunk_size: int = CHUNK_SIZE,
     overlap: int = CHUNK_OVERLAP,
     sources: list[str] | None = None,
+    cache: EmbeddingCache | bool = True,
 ) -> IndexReport:
     """Chunk, encode and upsert documents in batches (stable ids: re-running is idempotent).
+
+    Dense vectors come from the embedding cache when it has them (``cache``: ``True`` the default cache,
+    see :mod:`zhrag.tools.embedding_cache`, ``False`` none), so an interrupted or repeated run embeds only
+    what it has not embedded before.
 
     All documents are read and tokenised before anything is written, so a malformed source leaves the
     collection untouched. A new collection, or one holding only notes, takes its BM25 ``avgdl`` from
@@ -172,7 +180,7 @@ def index_documents(
         else:
             bm25 = stored["bm25"]
         store.update_settings(bm25=bm25, **run)
-    timings = _write(store, chunks, tokens, bm25, batch_size=batch_size, progress=progress)
+    timings = _write(store, chunks, tokens, bm25, batch_size=batch_size, progress=progress, cache=cache)
     clock = time.perf_counter()
     store.flush(optimize=True)
     done = store.index_settings().get("sources") or []
@@ -186,6 +194,7 @@ def index_documents(
         sparse_seconds=sparse_seconds + timings[0],
         dense_seconds=timings[1],
         upsert_seconds=timings[2] + time.perf_counter() - clock,
+        embedded=timings[3],
     )
 
 
@@ -232,9 +241,15 @@ def _write(
     *,
     batch_size: int,
     progress: bool,
-) -> tuple[float, float, float]:
-    """Encode (BM25 with ``bm25``, dense in batches) and upsert chunks; returns sparse/dense/upsert seconds."""
+    cache: EmbeddingCache | bool = True,
+) -> tuple[float, float, float, int]:
+    """Encode (BM25 with ``bm25``, dense in batches) and upsert chunks.
+
+    Returns sparse / dense / upsert seconds and how many chunks were embedded (not found in ``cache``).
+    """
     sparse_seconds = dense_seconds = upsert_seconds = 0.0
+    embedded = 0
+    vectors = _cache(cache)
     with tqdm(total=len(chunks), desc="indexing", unit="chunk", disable=not progress) as bar:
         for first in range(0, len(chunks), batch_size):
             batch = chunks[first : first + batch_size]
@@ -242,9 +257,8 @@ def _write(
             sparse = [_sparse(terms, bm25) for terms in tokens[first : first + batch_size]]
             sparse_seconds += time.perf_counter() - clock
             clock = time.perf_counter()
-            dense = store.embedder.encode_document(
-                [_dense_text(chunk) for chunk in batch], normalize_embeddings=True, convert_to_numpy=True
-            )
+            dense, fresh = embed_documents(store.embedder, [_dense_text(chunk) for chunk in batch], vectors)
+            embedded += fresh
             dense_seconds += time.perf_counter() - clock
             points = [
                 PointData(
@@ -260,7 +274,15 @@ def _write(
             store.upsert(points)
             upsert_seconds += time.perf_counter() - clock
             bar.update(len(batch))
-    return sparse_seconds, dense_seconds, upsert_seconds
+    return sparse_seconds, dense_seconds, upsert_seconds, embedded
+
+
+def _cache(cache: EmbeddingCache | bool) -> EmbeddingCache | None:
+    """The cache an indexing run uses: the one given, the default one (``True``), or none."""
+    if isinstance(cache, EmbeddingCache):
+        return cache
+    path = default_cache_path() if cache else None
+    return EmbeddingCache(path) if path is not None else None
 
 
 def _reweight(store: KnowledgeStore, bm25: dict[str, float]) -> None:

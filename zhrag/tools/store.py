@@ -42,18 +42,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
 from zhrag.tools import lexical
-from zhrag.tools.embeddings import embedding_dimension, load_embedder
+from zhrag.tools.embeddings import Embedder, embedding_dimension, load_embedder
 from zhrag.tools.passage import Passage
 from zhrag.tools.qdrant_backends import Backend, ClientBackend, PointData, local_collection_exists
 from zhrag.tools.qdrant_edge_backend import EdgeBackend
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
 
 #: Namespace of the uuid5 point ids derived from chunk ids (the URL is only a name, never fetched).
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/zhrag/chunk")
@@ -129,7 +126,7 @@ class KnowledgeStore:
         self.device = device
         self.dense_weight = dense_weight
         self._lock = threading.RLock()
-        self._model: SentenceTransformer | None = None
+        self._model: Embedder | None = None
         self._checked = False
         self._backend = _open_backend(
             collection, None if url else Path(path or settings.qdrant_path()).expanduser(), url, engine
@@ -158,7 +155,7 @@ class KnowledgeStore:
             self._backend.close()
 
     @property
-    def embedder(self) -> SentenceTransformer:
+    def embedder(self) -> Embedder:
         """The dense embedder, loaded on first use."""
         with self._lock:
             if self._model is None:
@@ -264,7 +261,7 @@ class KnowledgeStore:
         self.check_embedder()
         dense = None
         if mode != "sparse":
-            dense = self.embedder.encode_query(query, normalize_embeddings=True, convert_to_numpy=True).tolist()
+            dense = self.embedder.query(query)
         sparse = None
         if mode != "dense":
             vector = lexical.query_vector(query)

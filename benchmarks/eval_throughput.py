@@ -10,6 +10,10 @@ runs: graph wall time minus the sum of the node times (``timings_ms``), as a per
 
 A1 retrieves from a private copy of the default store (embedded storage admits one process).
 
+Both sides send the same prompts, so llama.cpp's prompt cache in RAM (which would hand the second side every
+prompt's KV for free) is turned off for the benchmark (``ZHRAG_LLAMA_CACHE_MIB=0`` unless set), and the warm-up
+question is one outside the measured set.
+
 ``python benchmarks/eval_throughput.py [--questions N] [--concurrency C]`` writes
 ``benchmarks/results/eval_throughput.json``; ``--smoke`` uses a tiny random model, a 60-passage index and
 4 questions (for tests).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -61,10 +66,12 @@ def graph_overhead(records: list[dict]) -> dict[str, float]:
             "overhead_pct": round(100.0 * (wall - nodes) / wall, 2) if wall > 0 else None}
 
 
-def measure_variant(variant: str, questions: list[Any], context: Context, workers: int) -> dict[str, Any]:
+def measure_variant(
+    variant: str, questions: list[Any], context: Context, workers: int, warm_up: Any
+) -> dict[str, Any]:
     """Sequential vs batched questions/s for one variant, answer agreement and graph overhead."""
     graph = build_graph(variant, terminal_nodes=metric_terminal_nodes(list(METRICS)))
-    evaluate_one(graph, variant, questions[0], context, METRICS, None)  # warm-up (model, MCP session)
+    evaluate_one(graph, variant, warm_up, context, METRICS, None)  # loads the model, starts the MCP session
     sequential_s, sequential = run_side(graph, variant, questions, context, 1)
     batched_s, batched = run_side(graph, variant, questions, context, workers)
     by_id = {record["id"]: record["answer"] for record in sequential}
@@ -92,19 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     count = 4 if args.smoke else args.questions
-    questions = load_questions(None, limit=count)
+    os.environ.setdefault("ZHRAG_LLAMA_CACHE_MIB", "0")
+    *questions, warm_up = load_questions(None, limit=count + 1)
     with tempfile.TemporaryDirectory() as workdir:
         model = str(tiny_model_dir(Path(workdir) / "tiny")) if args.smoke else args.model
         store = prepare_store(Path(workdir), args.smoke, settings.qdrant_engine()) if set(args.variants) - {"a0"} else None
         context = Context(model=model, device=args.device, qdrant_path=str(store) if store else None, qdrant_url=None)
         llm = answer_llm(context)
         workers = 2 if args.smoke and args.concurrency is None else (args.concurrency or llm.batch_size)
-        variants = {variant: measure_variant(variant, questions, context, workers) for variant in args.variants}
+        variants = {
+            variant: measure_variant(variant, questions, context, workers, warm_up) for variant in args.variants
+        }
     body = {
         "model": "tiny-random-llama" if args.smoke else args.model,
         "questions": len(questions),
         "concurrency": workers,
         "max_batch": llm.batch_size,
+        "llama_prompt_cache_mib": os.environ["ZHRAG_LLAMA_CACHE_MIB"],
         "variants": variants,
     }
     machine = machine_info(llm.load_info["device"], llm.load_info["dtype"], args.note)

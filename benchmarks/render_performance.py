@@ -170,7 +170,8 @@ def indexing(document: dict[str, Any]) -> list[str]:
     """Seconds and chunks/s of each indexing part (sparse, dense, upsert) and of the whole run."""
     intro = (
         f"{document['documents']:,} documents → {document['chunks']:,} chunks into the `{document['engine']}` engine, "
-        f"embedder `{document['embedder']}` on {document['machine'].get('device')}, batches of {document['batch_size']}."
+        f"embedder `{document['embedder']}` on {document['machine'].get('device')}, batches of {document['batch_size']}"
+        + (f"; {document['embedded']:,} chunks embedded (cold cache)." if "embedded" in document else ".")
     )
     rows = [[name, part["seconds"], part["chunks_per_s"]] for name, part in document["parts"].items()]
     met = "met" if document["sparse_target_met"] else "**not met**"
@@ -260,7 +261,11 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 
 def render(results_dir: Path) -> str:
     """The Markdown page for every ``*.json`` in ``results_dir``."""
-    files = sorted(results_dir.glob("*.json"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
+    def place(path: Path) -> tuple[int, str]:  # indexing_<embedder>.json sorts with indexing
+        ranks = [rank for rank, name in enumerate(ORDER) if path.stem == name or path.stem.startswith(f"{name}_")]
+        return (max(ranks) if ranks else len(ORDER), path.stem)
+
+    files = sorted(results_dir.glob("*.json"), key=place)
     lines = [
         "# Performance",
         "",
@@ -271,6 +276,8 @@ def render(results_dir: Path) -> str:
         document = json.loads(path.read_text(encoding="utf-8"))
         name = str(document.get("benchmark") or path.stem)
         title = TITLES.get(name, name.replace("_", " ").capitalize())
+        if name == "indexing" and document.get("embedder"):
+            title += f" ({document['embedder']})"
         lines += ["", f"## {title}", "", f"From `{path.name}`. " + machine_line(document), ""]
         lines += RENDERERS.get(name, generic)(document)
     return "\n".join(lines) + "\n"

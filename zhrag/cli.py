@@ -216,9 +216,20 @@ def index(
             "its Edge shard (vectors as stored, no re-embedding).",
         ),
     ] = False,
+    dense: Annotated[
+        bool,
+        typer.Option(
+            "--dense",
+            help="Without SOURCES: embed the chunks of a sparse-only collection (the first use indexes BM25 alone "
+            "unless the embedding cache holds the vectors); resumable.",
+        ),
+    ] = False,
+    sparse_only: Annotated[
+        bool, typer.Option("--sparse-only", help="Index the BM25 half only (add the dense half later with --dense).")
+    ] = False,
 ) -> None:
     """Index SOURCES into the Qdrant collection (idempotent: re-indexing updates in place)."""
-    from zhrag.tools.indexing import index_sources
+    from zhrag.tools.indexing import build_dense, index_sources
     from zhrag.tools.migration import copy_collection
     from zhrag.tools.store import KnowledgeStore
 
@@ -236,13 +247,26 @@ def index(
             copied = copy_collection(local, store, progress=True)
             typer.echo(f"copied {copied} points of collection {collection!r} from local mode into Edge in {path}")
         return
-    if not sources:
-        raise ConfigError("nothing to index: give one or more sources (or --from-local)")
+    if dense and (sources or sparse_only):
+        raise ConfigError("--dense embeds an indexed collection: give no sources and no --sparse-only")
+    if not sources and not dense:
+        raise ConfigError("nothing to index: give one or more sources (or --dense, or --from-local)")
     with _open_store(options) as store:
-        report = index_sources(store, sources, batch_size=batch_size, progress=True)
+        if dense:
+            built = build_dense(store, batch_size=batch_size, progress=True)
+            if built is None:
+                typer.echo(f"collection {collection!r}: every chunk already has its dense vector")
+                return
+            report = built
+        else:
+            report = index_sources(store, sources or [], batch_size=batch_size, progress=True, dense=not sparse_only)
+        vectors = (
+            f"{report.embedded} embedded, {report.chunks - report.embedded} from the embedding cache"
+            if report.dense
+            else "BM25 only: `zhrag index --dense` adds the dense half"
+        )
         typer.echo(
-            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s "
-            f"({report.embedded} embedded, {report.chunks - report.embedded} from the embedding cache); "
+            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s ({vectors}); "
             f"collection {collection!r} now holds {store.count()} chunks"
         )
 
@@ -357,7 +381,10 @@ def eval_retrieval(
     store_options: StoreOptions,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; re-running resumes it.")] = Path("runs/retrieval"),
     sets: Annotated[
-        list[str], typer.Option("--sets", help="Query sets: rc, dev-verified, dev-covered (default: all three).")
+        list[str],
+        typer.Option(
+            "--sets", help="Query sets: rc, rc-train, rc-heldout, dev-verified, dev-covered (default: rc, dev-verified, dev-covered)."
+        ),
     ] = ["rc", "dev-verified", "dev-covered"],
     rc_limit: Annotated[Optional[int], typer.Option(help="A seeded sample of N reading-comprehension pairs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --rc-limit.")] = 0,
@@ -365,16 +392,26 @@ def eval_retrieval(
     ablation: Annotated[
         bool, typer.Option("--ablation/--no-ablation", help="All ablation rows, or only the store's configuration.")
     ] = True,
+    dense_weights: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--dense-weights",
+            help="Dense RRF weights of the hybrid ablation rows, e.g. 0.2 0.5 1 (default: 1 0.2); given, each weight "
+            "also gets a row with the evidence reranker (for tuning).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,
 ) -> None:
     """Recall@1/3/5/10 and MRR of retrieval configurations on query sets with known gold; writes retrieval.md."""
-    from zhrag.evaluation.retrieval_eval import ABLATION, SearchConfig, run_retrieval_eval
+    from zhrag.evaluation.retrieval_eval import ABLATION_WEIGHTS, SearchConfig, run_retrieval_eval
+    from zhrag.evaluation.retrieval_eval import ablation as ablation_rows
     from zhrag.evaluation.retrieval_report import write_retrieval_report
     from zhrag.evaluation.retrieval_sets import load_query_sets
     from zhrag.tools.indexing import ensure_index
 
+    weights = _weights(dense_weights) if dense_weights else ABLATION_WEIGHTS
     query_sets = load_query_sets(
         _split_values(sets), rc_limit=rc_limit, dataset=data, kb_sources=list(kb) if kb else None, seed=seed
     )
@@ -383,9 +420,9 @@ def eval_retrieval(
     from zhrag.tools.retrieval import Retriever
 
     with _open_store(options) as store:
-        ensure_index(store, source=list(kb) if kb else None)
+        ensure_index(store, source=list(kb) if kb else None, dense=True)  # the dense rows need every vector
         retriever = Retriever(store, reranker)
-        configs = ABLATION if ablation else (SearchConfig("store default"),)
+        configs = ablation_rows(weights, reranked=bool(dense_weights)) if ablation else (SearchConfig("store default"),)
         store_settings = {
             "collection": options.collection, "location": store.location, "engine": store.engine,
             "embedder": options.embedder,
@@ -772,13 +809,31 @@ def doctor(
     typer.echo("transformers and peft are a compatible pair")
 
 
+def _weights(values: list[str]) -> tuple[float, ...]:
+    """``--dense-weights``: non-negative numbers (space- or comma-separated).
+
+    Raises:
+        ConfigError: a value that is not a number, or a negative one.
+    """
+    weights = []
+    for value in _split_values(values):
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ConfigError(f"--dense-weights takes numbers, got {value!r}") from None
+        if not weight >= 0:
+            raise ConfigError(f"--dense-weights must be >= 0, got {value}")
+        weights.append(weight)
+    return tuple(weights)
+
+
 def _split_values(values: list[str]) -> list[str]:
     """Flatten repeated and comma-separated option values: ["a0,a1", "a2"] -> ["a0", "a1", "a2"]."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 #: Options that take several space-separated values (``--variants a0 a1 a2``).
-MULTI_VALUE_OPTIONS = frozenset({"--variants", "--metrics"})
+MULTI_VALUE_OPTIONS = frozenset({"--variants", "--metrics", "--sets", "--dense-weights"})
 
 
 def _expand_multi_value_options(argv: list[str]) -> list[str]:

@@ -99,7 +99,7 @@ class StoreOptions:
             help="Dense embedder: all-minilm-l6-v2, multilingual-e5-small or use-multilingual (packaged), a local "
             "sentence-transformers path or a hub id."
         ),
-    ] = settings.PACKAGED_EMBEDDER
+    ] = settings.DEFAULT_EMBEDDER
     mcp_url: Annotated[
         Optional[str],
         typer.Option(

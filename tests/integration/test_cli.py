@@ -141,3 +141,22 @@ def test_eval_retrieval_writes_a_resumable_report(indexed_path: Path, tmp_path: 
     other = zhrag(*other_args, "--qdrant-path", str(indexed_path))
     assert other.returncode == 2 and "--force" in other.stderr
     assert json.loads((tmp_path / "retrieval.json").read_text("utf-8")) == document
+
+
+def test_index_sparse_only_then_dense_adds_the_dense_half(tmp_path: Path):
+    from test_store import TINY_KB
+
+    source = tmp_path / "tiny.jsonl"
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in TINY_KB), encoding="utf-8")
+    path = str(tmp_path / "q")
+    sparse = zhrag("index", str(source), "--sparse-only", "--qdrant-path", path)
+    assert sparse.returncode == 0, sparse.stderr
+    assert "(BM25 only: `zhrag index --dense` adds the dense half)" in sparse.stdout
+    dense = zhrag("index", "--dense", "--qdrant-path", path)
+    assert dense.returncode == 0, dense.stderr
+    assert f"as {len(TINY_KB)} chunks" in dense.stdout and "embedded" in dense.stdout
+    done = zhrag("index", "--dense", "--qdrant-path", path)
+    assert done.returncode == 0 and "already has its dense vector" in done.stdout
+    both = zhrag("index", str(source), "--dense", "--qdrant-path", path)
+    assert both.returncode == 2 and "--dense embeds an indexed collection" in both.stderr
+    assert "Traceback" not in both.stderr

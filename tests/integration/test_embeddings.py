@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zhrag.errors import ModelLoadError
+from zhrag.errors import ConfigError, KnowledgeBaseError, ModelLoadError
 from zhrag.tools.embedding_cache import EmbeddingCache, embed_documents, text_key
 from zhrag.tools.embeddings import E5_EMBEDDER, USE_EMBEDDER, load_embedder
-from zhrag.tools.indexing import index_documents, index_sources
+from zhrag.tools import indexing
+from zhrag.tools.indexing import build_dense, ensure_index, index_documents, index_sources
 from zhrag.tools.retrieval import Retriever
 from zhrag.tools.sources import Document
 from zhrag.tools.store import KnowledgeStore
@@ -114,3 +115,48 @@ def test_the_cache_can_be_turned_off(tmp_path, monkeypatch):
 
 def _documents(rows: list[dict]) -> list[Document]:
     return [Document(id=row["id"], title=row["title"], text=row["text"], source="tiny") for row in rows]
+
+
+def test_a_slow_first_use_indexes_bm25_alone_until_index_dense_embeds_every_chunk(tmp_path, kb_file, monkeypatch):
+    monkeypatch.setenv("ZHRAG_EMBEDDING_CACHE", str(tmp_path / "cold.sqlite"))
+    monkeypatch.delenv("ZHRAG_FIRST_USE_DENSE", raising=False)
+    # the tiny KB embeds in ~1.4 s at e5's measured rate: a smaller budget stands for the real KB's 19 minutes
+    monkeypatch.setattr(indexing, "FIRST_USE_BUDGET_S", len(TINY_KB) / indexing.EMBEDDING_RATES[E5_EMBEDDER] / 2)
+    with KnowledgeStore("tiny", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
+        report = ensure_index(store, kb_file, progress=False)
+        assert report.embedded == 0 and store.count() == len(TINY_KB)
+        assert not store.dense_ready()
+        assert Retriever(store).search(QUESTION, 3, reranker="none")[0]["id"].startswith("jiuming")  # BM25 alone
+        with pytest.raises(KnowledgeBaseError, match="zhrag index --dense"):
+            store.candidates(QUESTION, 3, mode="dense")
+        assert ensure_index(store, kb_file, progress=False) is None  # first use is done
+        built = build_dense(store, progress=False)
+        assert built.embedded == len(TINY_KB) and store.dense_ready()
+        assert store.index_settings()["dense"] == "complete"
+        assert store.candidates(QUESTION, 3, mode="dense")[0]["id"].startswith("jiuming")
+        assert build_dense(store, progress=False) is None
+    with KnowledgeStore("again", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
+        # the cache now holds every vector: the next first use embeds at once, for free
+        report = ensure_index(store, kb_file, progress=False)
+        assert report.embedded == 0 and store.dense_ready()
+        assert store.candidates(QUESTION, 3, mode="dense")[0]["id"].startswith("jiuming")
+
+
+def test_first_use_dense_can_be_refused_or_forced_and_a_bad_value_is_named(tmp_path, kb_file, monkeypatch):
+    monkeypatch.setenv("ZHRAG_EMBEDDING_CACHE", str(tmp_path / "cold.sqlite"))
+    monkeypatch.setenv("ZHRAG_FIRST_USE_DENSE", "never")
+    with KnowledgeStore("never", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
+        assert ensure_index(store, kb_file, progress=False).embedded == 0 and not store.dense_ready()
+    monkeypatch.setenv("ZHRAG_FIRST_USE_DENSE", "auto")
+    with KnowledgeStore("quick", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
+        # a cold cache, but ~1.4 s of embedding at e5's measured rate: within the budget
+        assert ensure_index(store, kb_file, progress=False).embedded == len(TINY_KB) and store.dense_ready()
+    monkeypatch.setenv("ZHRAG_FIRST_USE_DENSE", "always")
+    monkeypatch.setenv("ZHRAG_EMBEDDING_CACHE", str(tmp_path / "another_cold.sqlite"))
+    monkeypatch.setattr(indexing, "FIRST_USE_BUDGET_S", 0.0)  # auto would index BM25 alone now
+    with KnowledgeStore("always", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
+        assert ensure_index(store, kb_file, progress=False).embedded == len(TINY_KB) and store.dense_ready()
+    monkeypatch.setenv("ZHRAG_FIRST_USE_DENSE", "sometimes")
+    with KnowledgeStore("bad", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
+        with pytest.raises(ConfigError, match="ZHRAG_FIRST_USE_DENSE must be one of auto, always, never"):
+            ensure_index(store, kb_file, progress=False)

@@ -245,6 +245,7 @@ def test_collections_without_a_recorded_state_count_as_indexed_when_they_hold_po
         legacy = {key: value for key, value in store.index_settings().items() if key not in ("state", "sources", INDEXING)}
         store._backend.set_metadata(legacy)  # as written before the indexing state existed
         assert index_state(store) == INDEXED and ensure_index(store, kb_file, progress=False) is None
+        assert ensure_index(store, kb_file, progress=False, dense=True) is None  # its vectors are all there
 
 
 def test_malformed_source_writes_nothing(tmp_path, kb_file):

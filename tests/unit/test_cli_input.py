@@ -22,6 +22,10 @@ from zhrag.jsonl import writable_dir
         (["ask", "--variant", "a0", "--engine", "vllm", "问题"], "unknown engine 'vllm'"),
         (["ask", "--variant", "a0", "--max-new-tokens", "100000", "问题"], "max_new_tokens must be between 1 and 512"),
         (["eval", "--data", "/nonexistent/q.jsonl", "--out", "/tmp/x"], "question file not found: /nonexistent/q.jsonl"),
+        (["eval-retrieval", "--dense-weights", "0.5,-1", "--out", "/tmp/x"], "--dense-weights must be >= 0, got -1"),
+        (["eval-retrieval", "--dense-weights", "0.5,x", "--out", "/tmp/x"], "--dense-weights takes numbers, got 'x'"),
+        (["eval-retrieval", "--sets", "rc-test", "--out", "/tmp/x"], "unknown retrieval set 'rc-test'"),
+        (["index", "--dense", "--sparse-only"], "--dense embeds an indexed collection"),
     ],
 )
 def test_bad_ask_input_gives_one_line_error(argv, message, capsys):

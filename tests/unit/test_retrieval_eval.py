@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from zhrag.errors import ConfigError, DatasetError
 from zhrag.evaluation.retrieval_eval import (
     SearchConfig,
+    ablation,
     document_id,
     first_hit,
     run_retrieval_eval,
@@ -110,3 +112,39 @@ def test_requery_second_round_skips_seen_passages_and_counts_recovered_misses() 
     # q2 rewritten to its longest terms → p3 seen, p2 found; q3 → p1 seen, p2 (miss)
     assert longest["round2_recall"] == pytest.approx(2 / 3)
     assert longest["misses_recovered"] == pytest.approx(1 / 2)
+
+
+def test_ablation_rows_have_one_hybrid_row_per_distinct_weight_and_end_with_the_store_default() -> None:
+    rows = ablation((1.0, 0.5, 0.2, 0.5))
+    assert [row.name for row in rows] == [
+        "BM25 (jieba, cleaned query)",
+        "dense (embedder only)",
+        "hybrid RRF, equal weights",
+        "hybrid RRF, dense weight 0.5",
+        "hybrid RRF, dense weight 0.2",
+        "+ evidence reranker (default)",
+    ]
+    assert [row.dense_weight for row in rows[2:5]] == [1.0, 0.5, 0.2]
+    assert rows[-1].dense_weight is None and rows[-1].reranker == "evidence"
+    tuning = ablation((0.5, 1.0), reranked=True)
+    assert [(row.name, row.dense_weight, row.reranker) for row in tuning[4:6]] == [
+        ("hybrid RRF, dense weight 0.5 + evidence reranker", 0.5, "evidence"),
+        ("hybrid RRF, equal weights + evidence reranker", 1.0, "evidence"),
+    ]
+
+
+def test_rc_train_and_heldout_split_the_pairs_by_paragraph_as_eval_does(shared_kb) -> None:
+    from zhrag.evaluation.datasets import load_questions
+    from zhrag.rc_pairs import default_rc_source
+
+    if not Path(default_rc_source()).is_file():
+        pytest.skip(f"shared reading-comprehension pairs not found at {default_rc_source()}")
+
+    train, heldout, everything = load_query_sets(["rc-train", "rc-heldout", "rc"])
+    assert (train.name, heldout.name) == ("rc-train", "rc-heldout")
+    assert len(train.queries) + len(heldout.queries) == len(everything.queries)
+    train_paragraphs = set().union(*(query.passage_ids for query in train.queries))
+    heldout_paragraphs = set().union(*(query.passage_ids for query in heldout.queries))
+    assert not train_paragraphs & heldout_paragraphs
+    asked_by_eval = {question.id for question in load_questions("rc")}
+    assert {query.id for query in heldout.queries} == asked_by_eval

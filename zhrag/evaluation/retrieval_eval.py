@@ -56,14 +56,35 @@ class SearchConfig:
     reranker: str | None = None
 
 
+#: Dense weights of the default ablation's hybrid rows (1.0: BM25 and dense ranked as equals).
+ABLATION_WEIGHTS = (1.0, 0.2)
+
+
+def ablation(weights: Sequence[float] = ABLATION_WEIGHTS, *, reranked: bool = False) -> tuple[SearchConfig, ...]:
+    """The ablation rows in report order: BM25, dense, one unreranked hybrid row per dense weight (``reranked``:
+    and one with the evidence reranker), and the store's default configuration (its own dense weight, the evidence
+    reranker)."""
+    hybrids = tuple(
+        SearchConfig("hybrid RRF, equal weights" if weight == 1.0 else f"hybrid RRF, dense weight {weight:g}",
+                     dense_weight=weight, reranker="none")
+        for weight in dict.fromkeys(weights)
+    )
+    with_reranker = tuple(
+        SearchConfig(f"{row.name} + evidence reranker", dense_weight=row.dense_weight, reranker="evidence")
+        for row in hybrids
+        if reranked
+    )
+    return (
+        SearchConfig("BM25 (jieba, cleaned query)", mode="sparse", reranker="none"),
+        SearchConfig("dense (embedder only)", mode="dense", reranker="none"),
+        *hybrids,
+        *with_reranker,
+        SearchConfig("+ evidence reranker (default)", reranker="evidence"),
+    )
+
+
 #: The rows of the default ablation, in the order the report shows them.
-ABLATION = (
-    SearchConfig("BM25 (jieba, cleaned query)", mode="sparse", reranker="none"),
-    SearchConfig("dense (embedder only)", mode="dense", reranker="none"),
-    SearchConfig("hybrid RRF, equal weights", dense_weight=1.0, reranker="none"),
-    SearchConfig("hybrid RRF, dense weight 0.2", dense_weight=0.2, reranker="none"),
-    SearchConfig("+ evidence reranker (default)", dense_weight=0.2, reranker="evidence"),
-)
+ABLATION = ablation()
 
 
 def document_id(chunk_id: str) -> str:

@@ -12,6 +12,10 @@ REPORT_FILE = "retrieval.md"
 PLOT_FILE = "retrieval.png"
 _SET_NOTES = {
     "rc": "reading-comprehension pairs; hit = a chunk of the paragraph the question was written on",
+    "rc-train": "reading-comprehension pairs of the training paragraphs (retrieval settings are tuned here); hit = a "
+    "chunk of the paragraph the question was written on",
+    "rc-heldout": "reading-comprehension pairs of the held-out paragraphs (the ones zhrag eval --data rc asks); hit = a "
+    "chunk of the paragraph the question was written on",
     "dev-verified": "dev questions the KB answers, checked by hand; hit = a chunk of the answering paragraph",
     "dev-covered": "dev questions the loose automatic criterion calls covered; hit = a chunk mentioning the gold "
     "answer (mostly coincidental matches, see zhrag/evaluation/retrieval_sets.py)",

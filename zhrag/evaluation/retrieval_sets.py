@@ -2,6 +2,9 @@
 
 - ``rc``: the human-written reading-comprehension pairs over the shared KB; gold is the paragraph the
   question was written on (``passage_id``), so a hit is a retrieved chunk of that paragraph.
+- ``rc-train`` / ``rc-heldout``: the same pairs split by paragraph as ``zhrag build-data`` and ``zhrag eval --data rc``
+  split them (:func:`zhrag.rc_pairs.held_out_pairs`: 5 % of the paragraphs held out, seed 0). Retrieval settings are tuned
+  on ``rc-train`` and reported on ``rc-heldout``.
 - ``dev-verified``: the Chinese-SimpleQA dev questions whose answer the KB states, checked by hand
   (``data/dev_kb_answerable.json``: ids and paragraph ids only); a hit is a chunk of that paragraph.
 - ``dev-covered``: every dev question the automatic criterion calls KB-covered
@@ -26,11 +29,12 @@ from zhrag import settings
 from zhrag.errors import DatasetError
 from zhrag.evaluation.datasets import load_questions
 from zhrag.evaluation.kb_coverage import KBCoverage
-from zhrag.rc_pairs import default_rc_source, load_rc_pairs
+from zhrag.rc_pairs import HELD_OUT_FRACTION, HELD_OUT_SEED, default_rc_source, held_out_groups, load_rc_pairs
+from zhrag.tools.sources import iter_documents
 
 Match = Literal["passage", "answer"]
 #: Names of the query sets ``load_query_sets`` knows.
-SET_NAMES = ("rc", "dev-verified", "dev-covered")
+SET_NAMES = ("rc", "rc-train", "rc-heldout", "dev-verified", "dev-covered")
 VERIFIED_FILE = "dev_kb_answerable.json"
 
 
@@ -60,13 +64,24 @@ class QuerySet:
     queries: tuple[RetrievalQuery, ...]
 
 
-def rc_set(path: str | Path | None = None, *, limit: int | None = None, seed: int = 0) -> QuerySet:
+def rc_set(
+    path: str | Path | None = None, *, limit: int | None = None, seed: int = 0, split: str | None = None
+) -> QuerySet:
     """The reading-comprehension pairs (a seeded sample of ``limit`` of them when given).
+
+    ``split``: ``None`` all pairs, ``"heldout"`` the pairs of the held-out paragraphs, ``"train"`` the others.
 
     Raises:
         TrainingDataError: the pairs file is missing or malformed.
+        KnowledgeBaseError: the KB (whose paragraphs define the split) cannot be read.
     """
     pairs = load_rc_pairs(path or default_rc_source())
+    if split is not None:
+        known = {document.id for document in iter_documents(settings.default_kb_source())}
+        held_out = held_out_groups(
+            (pair.passage_id for pair in pairs if pair.passage_id in known), HELD_OUT_FRACTION, HELD_OUT_SEED
+        )
+        pairs = [pair for pair in pairs if (pair.passage_id in held_out) == (split == "heldout")]
     if limit is not None and limit < len(pairs):
         pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda pair: pair.id)
     queries = tuple(
@@ -74,7 +89,7 @@ def rc_set(path: str | Path | None = None, *, limit: int | None = None, seed: in
         for pair in pairs
         if pair.question
     )
-    return QuerySet(name="rc", match="passage", queries=queries)
+    return QuerySet(name=f"rc-{split}" if split else "rc", match="passage", queries=queries)
 
 
 def dev_verified_set(dataset: str | Path | None = None) -> QuerySet:
@@ -137,8 +152,9 @@ def load_query_sets(
         raise DatasetError(f"unknown retrieval set {unknown[0]!r}: choose from {', '.join(SET_NAMES)}")
     sets = []
     for name in names:
-        if name == "rc":
-            query_set = rc_set(rc_path, limit=rc_limit, seed=seed)
+        if name.startswith("rc"):
+            split = name.removeprefix("rc").removeprefix("-") or None
+            query_set = rc_set(rc_path, limit=rc_limit, seed=seed, split=split)
         elif name == "dev-verified":
             query_set = dev_verified_set(dataset)
         else:

@@ -78,7 +78,7 @@ class Context:
             e.g. ``http://127.0.0.1:8765/mcp``; default ``ZHRAG_MCP_URL``), shared with other processes; its
             bearer token comes from ``ZHRAG_MCP_TOKEN``. ``None`` spawns a stdio server for the location above;
             with a URL, that server's own collection, store and embedder are used.
-        embedder: Dense embedder for the knowledge base (packaged MiniLM by default).
+        embedder: Dense embedder for the knowledge base (default: settings.DEFAULT_EMBEDDER).
         reranker: Reranker of the retrieved candidates: ``evidence`` (offline evidence windows,
             default), ``none``, or a sentence-transformers cross-encoder name or directory.
         grader: Evaluation only: ``rules`` (offline normalised string matching, default) or
@@ -115,7 +115,7 @@ class Context:
     qdrant_path: str | None = None
     qdrant_engine: Literal["edge", "local"] = field(default_factory=settings.qdrant_engine)  # type: ignore[assignment]
     mcp_url: str | None = field(default_factory=settings.mcp_url)
-    embedder: str = settings.PACKAGED_EMBEDDER
+    embedder: str = settings.DEFAULT_EMBEDDER
     reranker: str = "evidence"
     grader: Literal["rules", "official"] = "rules"
     eval_model: str | None = None

@@ -48,12 +48,14 @@ class Embedder:
     Attributes:
         name: The name it was loaded by (recorded in the collection's metadata).
         dimension: Length of its vectors.
+        device: Where it runs (``cpu`` for the packaged e5 and USE engines).
     """
 
     name: str
     dimension: int
     _queries: Callable[[list[str]], Any] = field(repr=False)
     _documents: Callable[[list[str]], Any] = field(repr=False)
+    device: str = "cpu"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -88,7 +90,7 @@ def resolve_embedder(name_or_path: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def load_embedder(name_or_path: str = settings.PACKAGED_EMBEDDER, device: str | None = None) -> Embedder:
+def load_embedder(name_or_path: str = settings.DEFAULT_EMBEDDER, device: str | None = None) -> Embedder:
     """Load an embedder once per process.
 
     Args:
@@ -167,4 +169,4 @@ def _sentence_transformer(name_or_path: str, device: str | None) -> Embedder:
     def documents(texts: list[str]) -> Any:
         return model.encode_document(texts, normalize_embeddings=True, convert_to_numpy=True)
 
-    return Embedder(name_or_path, int(dimension), queries, documents)
+    return Embedder(name_or_path, int(dimension), queries, documents, device=str(model.device))

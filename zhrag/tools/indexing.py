@@ -14,11 +14,19 @@ The collection's metadata records how far indexing got (``state``):
 
 Collections written before this field existed count as indexed when they hold points. The first bulk
 run into a ``notes`` collection takes ``avgdl`` from the knowledge base and re-weights the notes.
+
+The dense half can come later (``dense`` in the metadata is ``missing`` then): embedding the 6,318-chunk KB with
+multilingual-e5-small takes 19 minutes on two CPU cores, so the first use (:func:`ensure_index`) indexes the sparse
+half alone when embedding would take longer than :data:`FIRST_USE_BUDGET_S` and the embedding cache does not already
+hold the vectors (``ZHRAG_FIRST_USE_DENSE``: ``auto``, the default, ``always`` or ``never``); the store then searches
+BM25 alone until ``zhrag index --dense`` (:func:`build_dense`) has embedded every chunk. That run goes through the
+embedding cache batch by batch, so a killed one resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,15 +39,22 @@ from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
 from zhrag.tools import lexical
 from zhrag.tools.chunking import CHUNK_OVERLAP, CHUNK_SIZE, Chunk, chunk_document
-from zhrag.tools.embedding_cache import EmbeddingCache, default_cache_path, embed_documents
+from zhrag.tools.embedding_cache import EmbeddingCache, default_cache_path, embed_documents, text_key
 from zhrag.tools.qdrant_backends import PointData
 from zhrag.tools.sources import Document, iter_documents, stable_id
-from zhrag.tools.store import KnowledgeStore, point_id
+from zhrag.tools.store import DENSE_MISSING, KnowledgeStore, point_id
 
 #: ``source`` of documents stored through :func:`add_document`.
 ADDED_SOURCE = "added"
 #: Values of ``state`` in a collection's metadata (see the module docstring).
 NOTES, INDEXING, INDEXED = "notes", "indexing", "indexed"
+#: Share of a first-use run's chunks the embedding cache must hold for ``auto`` to embed them all at once.
+FIRST_USE_CACHED_SHARE = 0.95
+#: Seconds of embedding a first-use run may spend before it indexes the sparse half alone (``auto``).
+FIRST_USE_BUDGET_S = 300.0
+#: Passages per second of the packaged embedders on 2 CPU cores (benchmarks/results/indexing_*.json), to estimate.
+EMBEDDING_RATES = {"all-minilm-l6-v2": 26.0, "use-multilingual": 134.0, "multilingual-e5-small": 5.7}
+FIRST_USE_MODES = ("auto", "always", "never")
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +71,7 @@ class IndexReport:
         dense_seconds: Time spent computing dense embeddings.
         upsert_seconds: Time spent writing to Qdrant.
         embedded: Chunks whose dense vector was computed (the others came from the embedding cache).
+        dense: Whether the run wrote dense vectors (``False``: the sparse half only).
     """
 
     documents: int
@@ -65,20 +81,53 @@ class IndexReport:
     dense_seconds: float
     upsert_seconds: float
     embedded: int = 0
+    dense: bool = True
 
 
 def index_sources(
-    store: KnowledgeStore, paths: Sequence[str | Path], batch_size: int = 128, progress: bool = True
+    store: KnowledgeStore,
+    paths: Sequence[str | Path],
+    batch_size: int = 128,
+    progress: bool = True,
+    *,
+    dense: bool | None = True,
 ) -> IndexReport:
     """Read every source (see :func:`zhrag.tools.sources.iter_documents`) and upsert its chunks.
 
-    Re-indexing the same sources is idempotent: chunk point ids are derived from document ids.
+    Re-indexing the same sources is idempotent: chunk point ids are derived from document ids. ``dense``: see
+    :func:`index_documents`.
 
     Raises:
         KnowledgeBaseError: a missing, malformed or empty source (nothing is written then).
     """
     documents = (document for path in paths for document in iter_documents(path))
-    return index_documents(store, documents, batch_size=batch_size, progress=progress, sources=source_names(paths))
+    return index_documents(
+        store, documents, batch_size=batch_size, progress=progress, sources=source_names(paths), dense=dense
+    )
+
+
+def dense_ready(store: KnowledgeStore) -> bool:
+    """Whether every chunk of the collection has its dense vector (``False`` after a sparse-only run)."""
+    return store.index_settings().get("dense") != DENSE_MISSING
+
+
+def build_dense(store: KnowledgeStore, *, batch_size: int = 128, progress: bool = True) -> IndexReport | None:
+    """Embed the chunks a sparse-only run left without dense vectors (``zhrag index --dense``).
+
+    Re-indexes the collection's recorded sources with dense vectors (the sparse half is recomputed, which is
+    cheap); vectors already in the embedding cache are not computed again, so a killed run resumes. Returns
+    ``None`` when there was nothing to do.
+
+    Raises:
+        KnowledgeBaseError: no indexed knowledge base, or a recorded source is gone.
+    """
+    stored = store.index_settings()
+    sources = stored.get("sources") or stored.get(INDEXING) or []
+    if dense_ready(store) and index_state(store) == INDEXED:  # also a collection from before the state was kept
+        return None
+    if not sources:
+        raise KnowledgeBaseError(f"collection {store.collection!r} records no indexed sources: run zhrag index SOURCES")
+    return index_sources(store, sources, batch_size=batch_size, progress=progress, dense=True)
 
 
 def ensure_index(
@@ -86,6 +135,7 @@ def ensure_index(
     source: str | Path | Sequence[str | Path] | None = None,
     *,
     progress: bool = True,
+    dense: bool | None = None,
 ) -> IndexReport | None:
     """Index ``source`` (one path or several; default :func:`zhrag.settings.default_kb_source`) unless the
     collection already holds a complete knowledge base.
@@ -94,7 +144,12 @@ def ensure_index(
     indexing of these same sources was interrupted. An interrupted run of other sources is left
     alone with a warning (re-run ``zhrag index`` with them). Returns the indexing report, or ``None``
     when nothing was indexed.
+
+    ``dense``: ``None`` follows ``ZHRAG_FIRST_USE_DENSE`` (see the module docstring); ``True`` also embeds the
+    chunks of an indexed collection whose dense half is missing (what benchmarks of dense retrieval need).
     """
+    if dense is None:
+        dense = _first_use_mode()
     if source is None:
         sources: list[str | Path] = [settings.default_kb_source()]
     elif isinstance(source, (str, Path)):
@@ -103,7 +158,7 @@ def ensure_index(
         sources = list(source)
     state = index_state(store)
     if state == INDEXED:
-        return None
+        return build_dense(store, progress=progress) if dense is True else None
     if state == INDEXING:
         interrupted = store.index_settings().get(INDEXING)
         if interrupted != source_names(sources):
@@ -115,7 +170,19 @@ def ensure_index(
             )
             return None
         logger.warning("collection %r: finishing an interrupted indexing run", store.collection)
-    return index_sources(store, sources, progress=progress)
+    return index_sources(store, sources, progress=progress, dense=dense)
+
+
+def _first_use_mode() -> bool | None:
+    """``ZHRAG_FIRST_USE_DENSE`` as :func:`index_documents`' ``dense``: ``always`` True, ``never`` False, ``auto`` None.
+
+    Raises:
+        ConfigError: another value.
+    """
+    mode = os.environ.get("ZHRAG_FIRST_USE_DENSE", "").strip().lower() or "auto"
+    if mode not in FIRST_USE_MODES:
+        raise ConfigError(f"ZHRAG_FIRST_USE_DENSE must be one of {', '.join(FIRST_USE_MODES)}, got {mode!r}")
+    return {"always": True, "never": False}.get(mode)
 
 
 def index_state(store: KnowledgeStore) -> str | None:
@@ -143,8 +210,13 @@ def index_documents(
     overlap: int = CHUNK_OVERLAP,
     sources: list[str] | None = None,
     cache: EmbeddingCache | bool = True,
+    dense: bool | None = True,
 ) -> IndexReport:
     """Chunk, encode and upsert documents in batches (stable ids: re-running is idempotent).
+
+    ``dense``: ``True`` embeds every chunk; ``False`` writes the sparse half only and marks the collection's dense
+    half missing (searches use BM25 until :func:`build_dense`); ``None`` decides as the first use does (see the
+    module docstring).
 
     Dense vectors come from the embedding cache when it has them (``cache``: ``True`` the default cache,
     see :mod:`zhrag.tools.embedding_cache`, ``False`` none), so an interrupted or repeated run embeds only
@@ -171,7 +243,12 @@ def index_documents(
     tokens = [_terms(chunk.title, chunk.text) for chunk in chunks]
     sparse_seconds = time.perf_counter() - start
     bm25 = _bm25(lexical.average_length(tokens))
-    run = {"state": INDEXING, INDEXING: sources or []}
+    vectors = _cache(cache)
+    if dense is None:
+        dense = _dense_on_first_use(store, chunks, vectors)
+    run: dict[str, Any] = {"state": INDEXING, INDEXING: sources or []}
+    if not dense:
+        run["dense"] = DENSE_MISSING
     if not store.create({"bm25": bm25, **run}):
         store.check_embedder()
         stored = store.index_settings()
@@ -180,13 +257,25 @@ def index_documents(
         else:
             bm25 = stored["bm25"]
         store.update_settings(bm25=bm25, **run)
-    timings = _write(store, chunks, tokens, bm25, batch_size=batch_size, progress=progress, cache=cache)
+    timings = _write(
+        store, chunks, tokens, bm25, batch_size=batch_size, progress=progress, cache=vectors, dense=dense
+    )
     clock = time.perf_counter()
     store.flush(optimize=True)
-    done = store.index_settings().get("sources") or []
-    store.update_settings(
-        state=INDEXED, sources=done + [name for name in sources or [] if name not in done], **{INDEXING: []}
-    )
+    stored = store.index_settings()
+    done = stored.get("sources") or []
+    finished: dict[str, Any] = {"state": INDEXED, "sources": done + [n for n in sources or [] if n not in done]}
+    if dense and stored.get("dense") == DENSE_MISSING and set(done) <= set(sources or []):
+        finished["dense"] = "complete"  # this run re-embedded every source the collection holds
+    store.update_settings(**finished, **{INDEXING: []})
+    if not dense:
+        logger.warning(
+            "collection %r: indexed the sparse half (BM25) only; searches use BM25 until `zhrag index --dense` "
+            "embeds the %d chunks with %s (once: the vectors are cached)",
+            store.collection,
+            store.count(),
+            store.embedder_name,
+        )
     return IndexReport(
         documents=count,
         chunks=len(chunks),
@@ -195,6 +284,7 @@ def index_documents(
         dense_seconds=timings[1],
         upsert_seconds=timings[2] + time.perf_counter() - clock,
         embedded=timings[3],
+        dense=bool(dense),
     )
 
 
@@ -242,8 +332,9 @@ def _write(
     batch_size: int,
     progress: bool,
     cache: EmbeddingCache | bool = True,
+    dense: bool = True,
 ) -> tuple[float, float, float, int]:
-    """Encode (BM25 with ``bm25``, dense in batches) and upsert chunks.
+    """Encode (BM25 with ``bm25``, dense in batches unless ``dense`` is false) and upsert chunks.
 
     Returns sparse / dense / upsert seconds and how many chunks were embedded (not found in ``cache``).
     """
@@ -257,18 +348,20 @@ def _write(
             sparse = [_sparse(terms, bm25) for terms in tokens[first : first + batch_size]]
             sparse_seconds += time.perf_counter() - clock
             clock = time.perf_counter()
-            dense, fresh = embed_documents(store.embedder, [_dense_text(chunk) for chunk in batch], vectors)
-            embedded += fresh
+            rows: Any = [None] * len(batch)
+            if dense:
+                rows, fresh = embed_documents(store.embedder, [_dense_text(chunk) for chunk in batch], vectors)
+                embedded += fresh
             dense_seconds += time.perf_counter() - clock
             points = [
                 PointData(
                     id=point_id(chunk.id),
-                    dense=vector.tolist(),
+                    dense=vector.tolist() if vector is not None else None,
                     sparse_indices=indices,
                     sparse_values=values,
                     payload=_payload(chunk),
                 )
-                for chunk, vector, (indices, values) in zip(batch, dense, sparse, strict=True)
+                for chunk, vector, (indices, values) in zip(batch, rows, sparse, strict=True)
             ]
             clock = time.perf_counter()
             store.upsert(points)
@@ -277,12 +370,24 @@ def _write(
     return sparse_seconds, dense_seconds, upsert_seconds, embedded
 
 
-def _cache(cache: EmbeddingCache | bool) -> EmbeddingCache | None:
-    """The cache an indexing run uses: the one given, the default one (``True``), or none."""
+def _cache(cache: EmbeddingCache | bool | None) -> EmbeddingCache | None:
+    """The cache an indexing run uses: the one given, the default one (``True``), or none (``False``, ``None``)."""
     if isinstance(cache, EmbeddingCache):
         return cache
     path = default_cache_path() if cache else None
     return EmbeddingCache(path) if path is not None else None
+
+
+def _dense_on_first_use(store: KnowledgeStore, chunks: Sequence[Chunk], cache: EmbeddingCache | None) -> bool:
+    """Whether a first-use run embeds its chunks now: when the embedding cache holds at least
+    :data:`FIRST_USE_CACHED_SHARE` of them, or when embedding the rest is expected to take at most
+    :data:`FIRST_USE_BUDGET_S` at the embedder's measured rate (unknown embedders: yes, as before)."""
+    keys = {text_key(_dense_text(chunk)) for chunk in chunks}
+    cached = len(cache.get(store.embedder, list(keys))) if cache is not None and keys else 0
+    if cached >= FIRST_USE_CACHED_SHARE * len(keys):
+        return True
+    rate = EMBEDDING_RATES.get(store.embedder_name)
+    return rate is None or (len(keys) - cached) / rate <= FIRST_USE_BUDGET_S
 
 
 def _reweight(store: KnowledgeStore, bm25: dict[str, float]) -> None:

@@ -103,7 +103,7 @@ class ServerConfig:
     qdrant_path: str | None = None
     qdrant_url: str | None = None
     qdrant_engine: str | None = None
-    embedder: str = settings.PACKAGED_EMBEDDER
+    embedder: str = settings.DEFAULT_EMBEDDER
     reranker: str = "evidence"
     ensure_index: bool = False
     kb_source: str | None = None

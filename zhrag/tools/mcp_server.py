@@ -152,7 +152,7 @@ class ServerSettings:
     qdrant_path: str | None = None
     qdrant_url: str | None = None
     qdrant_engine: str = settings.QDRANT_ENGINES[0]
-    embedder: str = settings.PACKAGED_EMBEDDER
+    embedder: str = settings.DEFAULT_EMBEDDER
     reranker: str = "evidence"
     transport: Transport = "stdio"
     host: str = "127.0.0.1"

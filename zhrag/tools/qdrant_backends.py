@@ -29,10 +29,11 @@ _METADATA_KEY = "zhrag"
 
 @dataclass(frozen=True)
 class PointData:
-    """One chunk as stored: point id (uuid string), dense vector, BM25 sparse vector, payload."""
+    """One chunk as stored: point id (uuid string), dense vector (``None``: not embedded yet), BM25 sparse vector,
+    payload."""
 
     id: str
-    dense: list[float]
+    dense: list[float] | None
     sparse_indices: list[int]
     sparse_values: list[float]
     payload: dict[str, Any]
@@ -176,8 +177,8 @@ class ClientBackend:
             models.PointStruct(
                 id=point.id,
                 vector={
-                    DENSE_VECTOR: point.dense,
                     SPARSE_VECTOR: models.SparseVector(indices=point.sparse_indices, values=point.sparse_values),
+                    **({DENSE_VECTOR: point.dense} if point.dense is not None else {}),
                 },
                 payload=point.payload,
             )
@@ -257,7 +258,7 @@ def point_data(record: Any) -> PointData:
     sparse = vectors.get(SPARSE_VECTOR)
     return PointData(
         id=str(record.id),
-        dense=list(vectors[DENSE_VECTOR]),
+        dense=list(vectors[DENSE_VECTOR]) if vectors.get(DENSE_VECTOR) is not None else None,
         sparse_indices=list(sparse.indices) if sparse is not None else [],
         sparse_values=list(sparse.values) if sparse is not None else [],
         payload=dict(record.payload or {}),

@@ -135,8 +135,8 @@ class EdgeBackend:
             edge.Point(
                 id=uuid.UUID(point.id),
                 vector={
-                    DENSE_VECTOR: point.dense,
                     SPARSE_VECTOR: edge.SparseVector(indices=point.sparse_indices, values=point.sparse_values),
+                    **({DENSE_VECTOR: point.dense} if point.dense is not None else {}),
                 },
                 payload=point.payload,
             )

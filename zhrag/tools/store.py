@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -57,8 +58,18 @@ POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/zhrag/chunk
 #: Candidates each prefetch hands to the fusion: ``max(PREFETCH_MIN, PREFETCH_PER_RESULT * top_k)``.
 PREFETCH_MIN = 20
 PREFETCH_PER_RESULT = 5
+#: Value of the collection metadata's ``dense`` while chunks lack their dense vector (a sparse-only first use).
+DENSE_MISSING = "missing"
+#: Seconds a store trusts "dense vectors missing" before reading the metadata again (another process may build them).
+DENSE_RECHECK_SECONDS = 10.0
 #: RRF weight of the dense list per embedder (BM25 weighs 1); embedders not listed weigh 1.
-DEFAULT_DENSE_WEIGHTS = {settings.PACKAGED_EMBEDDER: 0.2}
+DEFAULT_DENSE_WEIGHTS = {
+    # the weight of best MRR with the evidence reranker on 1,000 seeded pairs of training paragraphs
+    # (zhrag eval-retrieval --sets rc-train --rc-limit 1000 --dense-weights 0.2 0.5 1 2; docs/results/embedders)
+    settings.PACKAGED_EMBEDDER: 0.2,
+    "multilingual-e5-small": 2.0,
+    "use-multilingual": 0.2,
+}
 #: What :meth:`KnowledgeStore.candidates` ranks by: fused BM25 + dense (default), dense only, BM25 only.
 SEARCH_MODES = ("hybrid", "dense", "sparse")
 
@@ -105,7 +116,7 @@ class KnowledgeStore:
         *,
         path: str | Path | None = None,
         url: str | None = None,
-        embedder: str = settings.PACKAGED_EMBEDDER,
+        embedder: str = settings.DEFAULT_EMBEDDER,
         device: str | None = None,
         dense_weight: float | None = None,
         engine: str | None = None,
@@ -128,6 +139,8 @@ class KnowledgeStore:
         self._lock = threading.RLock()
         self._model: Embedder | None = None
         self._checked = False
+        self._dense_ready = False  # once every chunk has its dense vector, the collection stays that way
+        self._dense_checked: float | None = None  # monotonic time of the last "dense missing" reading
         self._backend = _open_backend(
             collection, None if url else Path(path or settings.qdrant_path()).expanduser(), url, engine
         )
@@ -213,6 +226,8 @@ class KnowledgeStore:
         with self._lock:
             stored = {**self.index_settings(), **changes}
             self._backend.set_metadata(stored)
+            if "dense" in changes:
+                self._dense_ready, self._dense_checked = False, None
             return stored
 
     def upsert(self, points: Sequence[PointData]) -> None:
@@ -259,6 +274,12 @@ class KnowledgeStore:
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}: use {', '.join(SEARCH_MODES)}")
         self.check_embedder()
+        if mode != "sparse" and not self.dense_ready():
+            if mode == "dense":
+                raise KnowledgeBaseError(
+                    f"collection {self.collection!r} has no dense vectors yet: run `zhrag index --dense`"
+                )
+            mode = "sparse"  # the hybrid's dense half is not built: BM25 alone
         dense = None
         if mode != "sparse":
             dense = self.embedder.query(query)
@@ -283,6 +304,24 @@ class KnowledgeStore:
             )
             for hit in hits
         ]
+
+    def dense_ready(self) -> bool:
+        """Whether every chunk has its dense vector (not after a sparse-only first use until ``zhrag index --dense``).
+
+        A "missing" reading is trusted for :data:`DENSE_RECHECK_SECONDS`, so a server notices the vectors
+        another process built.
+        """
+        with self._lock:
+            if self._dense_ready:
+                return True
+            now = time.monotonic()
+            if self._dense_checked is not None and now - self._dense_checked < DENSE_RECHECK_SECONDS:
+                return False
+            if self.index_settings().get("dense") == DENSE_MISSING:
+                self._dense_checked = now
+                return False
+            self._dense_ready = True
+            return True
 
     def check_embedder(self) -> None:
         """Fail clearly when the collection was indexed with a different embedder than this store's.

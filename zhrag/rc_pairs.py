@@ -70,13 +70,17 @@ def held_out_groups(groups: Iterable[str], fraction: float, seed: int) -> set[st
     return set(random.Random(f"{seed}:holdout").sample(distinct, count))
 
 
-def held_out_pairs(pairs: Iterable[RCPair], paragraph_ids: Iterable[str]) -> list[RCPair]:
-    """The pairs of the held-out paragraphs: :data:`HELD_OUT_FRACTION` of the paragraphs in ``paragraph_ids`` that
-    have pairs, chosen with :data:`HELD_OUT_SEED` (the split ``zhrag build-data --source rc`` makes without
-    ``--limit``), keeping pairs with a question and an answer."""
-    pairs = list(pairs)
+def held_out_paragraphs(pairs: Iterable[RCPair], paragraph_ids: Iterable[str]) -> set[str]:
+    """:data:`HELD_OUT_FRACTION` of the paragraphs in ``paragraph_ids`` that have pairs, chosen with
+    :data:`HELD_OUT_SEED` (the split ``zhrag build-data --source rc`` makes without ``--limit``)."""
     known = set(paragraph_ids)
-    held_out = held_out_groups((p.passage_id for p in pairs if p.passage_id in known), HELD_OUT_FRACTION, HELD_OUT_SEED)
+    return held_out_groups((p.passage_id for p in pairs if p.passage_id in known), HELD_OUT_FRACTION, HELD_OUT_SEED)
+
+
+def held_out_pairs(pairs: Iterable[RCPair], paragraph_ids: Iterable[str]) -> list[RCPair]:
+    """The pairs of the held-out paragraphs (:func:`held_out_paragraphs`) with a question and an answer."""
+    pairs = list(pairs)
+    held_out = held_out_paragraphs(pairs, paragraph_ids)
     return [p for p in pairs if p.passage_id in held_out and p.question and p.answers]
 
 

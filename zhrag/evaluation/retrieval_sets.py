@@ -3,8 +3,8 @@
 - ``rc``: the human-written reading-comprehension pairs over the shared KB; gold is the paragraph the
   question was written on (``passage_id``), so a hit is a retrieved chunk of that paragraph.
 - ``rc-train`` / ``rc-heldout``: the same pairs split by paragraph as ``zhrag build-data`` and ``zhrag eval --data rc``
-  split them (:func:`zhrag.rc_pairs.held_out_pairs`: 5 % of the paragraphs held out, seed 0). Retrieval settings are tuned
-  on ``rc-train`` and reported on ``rc-heldout``.
+  split them (:func:`zhrag.rc_pairs.held_out_paragraphs`: 5 % of the paragraphs held out, seed 0). Retrieval
+  settings are tuned on ``rc-train`` and reported on ``rc-heldout``.
 - ``dev-verified``: the Chinese-SimpleQA dev questions whose answer the KB states, checked by hand
   (``data/dev_kb_answerable.json``: ids and paragraph ids only); a hit is a chunk of that paragraph.
 - ``dev-covered``: every dev question the automatic criterion calls KB-covered
@@ -29,7 +29,7 @@ from zhrag import settings
 from zhrag.errors import DatasetError
 from zhrag.evaluation.datasets import load_questions
 from zhrag.evaluation.kb_coverage import KBCoverage
-from zhrag.rc_pairs import HELD_OUT_FRACTION, HELD_OUT_SEED, default_rc_source, held_out_groups, load_rc_pairs
+from zhrag.rc_pairs import default_rc_source, held_out_paragraphs, load_rc_pairs
 from zhrag.tools.sources import iter_documents
 
 Match = Literal["passage", "answer"]
@@ -77,10 +77,8 @@ def rc_set(
     """
     pairs = load_rc_pairs(path or default_rc_source())
     if split is not None:
-        known = {document.id for document in iter_documents(settings.default_kb_source())}
-        held_out = held_out_groups(
-            (pair.passage_id for pair in pairs if pair.passage_id in known), HELD_OUT_FRACTION, HELD_OUT_SEED
-        )
+        paragraphs = (document.id for document in iter_documents(settings.default_kb_source()))
+        held_out = held_out_paragraphs(pairs, paragraphs)
         pairs = [pair for pair in pairs if (pair.passage_id in held_out) == (split == "heldout")]
     if limit is not None and limit < len(pairs):
         pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda pair: pair.id)

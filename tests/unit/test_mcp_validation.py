@@ -116,6 +116,31 @@ def test_settings_layer_cli_over_official_env_over_zhrag_env():
     assert parse_args([], {"ZHRAG_QDRANT_PATH": "/zh"}).qdrant_path == "/zh"
 
 
+def test_each_embedder_has_its_own_default_collection_everywhere():
+    from zhrag import settings
+    from zhrag.cli_options import StoreOptions
+    from zhrag.graph.context import Context
+
+    assert settings.DEFAULT_EMBEDDER == settings.E5_EMBEDDER
+    assert [settings.default_collection(name) for name in (settings.E5_EMBEDDER, "all-minilm-l6-v2", "use-multilingual")] == [
+        "zhrag_kb_e5", "zhrag_kb", "zhrag_kb_use"]
+    assert settings.default_collection("/models/My-BGE.v2/") == "zhrag_kb_my_bge_v2"
+    assert settings.default_collection("BAAI/bge-small-zh") == "zhrag_kb_bge_small_zh"
+    # The server: the collection follows the embedder given last, unless a collection is named.
+    assert parse_args([], {}).collection == "zhrag_kb_e5"
+    assert parse_args(["--embedder", "all-minilm-l6-v2"], {}).collection == "zhrag_kb"
+    assert parse_args([], {"EMBEDDING_MODEL": "use-multilingual"}).collection == "zhrag_kb_use"
+    assert parse_args(["--embedder", "all-minilm-l6-v2"], {"COLLECTION_NAME": "mine"}).collection == "mine"
+    assert parse_args(["--embedder", "all-minilm-l6-v2", "--collection", "kb"], {}).collection == "kb"
+    # The client, the run context and the CLI options agree.
+    assert ServerConfig(embedder="use-multilingual").collection == "zhrag_kb_use"
+    assert ServerConfig(embedder="use-multilingual").launch_command()[3:5] == ["--collection", "zhrag_kb_use"]
+    assert Context(embedder="all-minilm-l6-v2").collection == "zhrag_kb"
+    assert Context(embedder="all-minilm-l6-v2", collection="x").collection == "x"
+    assert StoreOptions(embedder="all-minilm-l6-v2").resolved().collection == "zhrag_kb"
+    assert StoreOptions().resolved().collection == "zhrag_kb_e5"
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [

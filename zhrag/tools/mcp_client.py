@@ -80,7 +80,8 @@ class ServerConfig:
     """How to launch the knowledge server; equal configs share one server (see :func:`get_knowledge_client`).
 
     Attributes:
-        collection: Qdrant collection of the knowledge base.
+        collection: Qdrant collection of the knowledge base; ``None`` means the embedder's
+            (:func:`zhrag.settings.default_collection`).
         qdrant_path: Embedded Qdrant directory; ``None`` means :func:`zhrag.settings.qdrant_path`.
         qdrant_url: Qdrant server URL (takes precedence over ``qdrant_path``).
         qdrant_engine: Engine of the embedded storage (``edge`` or ``local``); ``None`` means
@@ -99,7 +100,7 @@ class ServerConfig:
             and the location fields above are the server's business (it serves its own collection).
     """
 
-    collection: str = settings.DEFAULT_COLLECTION
+    collection: str | None = None
     qdrant_path: str | None = None
     qdrant_url: str | None = None
     qdrant_engine: str | None = None
@@ -113,6 +114,10 @@ class ServerConfig:
     startup_timeout_s: float | None = None
     call_timeout_s: float = 120.0
     url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.collection is None:
+            object.__setattr__(self, "collection", settings.default_collection(self.embedder))
 
     @property
     def startup_timeout(self) -> float:

@@ -148,7 +148,7 @@ class ServerSettings:
         token: Bearer token every HTTP request must carry (``ZHRAG_MCP_TOKEN``); ``None``: loopback only.
     """
 
-    collection: str = settings.DEFAULT_COLLECTION
+    collection: str | None = None
     qdrant_path: str | None = None
     qdrant_url: str | None = None
     qdrant_engine: str = settings.QDRANT_ENGINES[0]
@@ -166,6 +166,8 @@ class ServerSettings:
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.collection is None:  # one collection per embedder (settings.default_collection)
+            object.__setattr__(self, "collection", settings.default_collection(self.embedder))
         if not self.collection.strip():
             raise ConfigError("the Qdrant collection name must not be empty")
         if self.qdrant_path and self.qdrant_url:
@@ -192,7 +194,7 @@ class ServerSettings:
             url = None if path else env.get("ZHRAG_QDRANT_URL") or None
         defaults = cls()
         return cls(
-            collection=env.get("COLLECTION_NAME") or defaults.collection,
+            collection=env.get("COLLECTION_NAME") or None,
             qdrant_path=path,
             qdrant_url=url,
             qdrant_engine=env.get("ZHRAG_QDRANT_ENGINE", "").strip().lower() or defaults.qdrant_engine,
@@ -256,6 +258,9 @@ def parse_args(
     if args.qdrant_path or args.qdrant_url:
         base = replace(base, qdrant_path=None, qdrant_url=None)
     overrides = {name: value for name, value in vars(args).items() if value is not None}
+    env = os.environ if environ is None else environ
+    if args.collection is None and not env.get("COLLECTION_NAME"):  # the collection of the embedder chosen last
+        overrides["collection"] = settings.default_collection(overrides.get("embedder", base.embedder))
     return replace(base, **overrides)
 
 

@@ -112,7 +112,7 @@ class KnowledgeStore:
 
     def __init__(
         self,
-        collection: str = settings.DEFAULT_COLLECTION,
+        collection: str | None = None,
         *,
         path: str | Path | None = None,
         url: str | None = None,
@@ -132,7 +132,7 @@ class KnowledgeStore:
             raise ConfigError(f"unknown Qdrant engine {engine!r}: use {' or '.join(settings.QDRANT_ENGINES)}")
         if path is None and url is None:
             url = settings.qdrant_url()
-        self.collection = collection
+        self.collection = collection = settings.default_collection(embedder) if collection is None else collection
         self.embedder_name = embedder
         self.device = device
         self.dense_weight = dense_weight
@@ -217,14 +217,17 @@ class KnowledgeStore:
             self._checked = True
             return True
 
-    def update_settings(self, **changes: Any) -> dict[str, Any]:
+    def update_settings(self, base: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
         """Set top-level keys of the collection's zhrag metadata; returns the new metadata.
+
+        ``base``: the metadata as the caller last had it (what this method returned), to save reading it again when
+        the caller is its only writer (an indexing run checkpointing every batch).
 
         Raises:
             KnowledgeBaseError: the collection does not exist or was not created by zhrag.
         """
         with self._lock:
-            stored = {**self.index_settings(), **changes}
+            stored = {**(self.index_settings() if base is None else base), **changes}
             self._backend.set_metadata(stored)
             if "dense" in changes:
                 self._dense_ready, self._dense_checked = False, None

@@ -115,14 +115,14 @@ def prepare_kb(args: argparse.Namespace, work: Path) -> Path:
     """A private copy of the KB store holding the collection in both engines; returns its path."""
     store_path = work / "kb"
     if args.kb_source:
-        with KnowledgeStore(args.collection, path=store_path, engine="local") as local:
+        with KnowledgeStore(args.collection, path=store_path, engine="local", embedder=args.embedder) as local:
             index_sources(local, [args.kb_source], progress=True)
     else:
         source = Path(args.qdrant_path).expanduser()
         shutil.copytree(source, store_path, ignore=shutil.ignore_patterns(".lock"))
     with (
-        KnowledgeStore(args.collection, path=store_path, engine="local") as local,
-        KnowledgeStore(args.collection, path=store_path, engine="edge") as edge,
+        KnowledgeStore(args.collection, path=store_path, engine="local", embedder=args.embedder) as local,
+        KnowledgeStore(args.collection, path=store_path, engine="edge", embedder=args.embedder) as edge,
     ):
         if not local.exists() and not edge.exists():
             raise SystemExit(f"no collection {args.collection!r} in {args.qdrant_path}: run `zhrag index` first")
@@ -141,7 +141,7 @@ def kb_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     rankings: dict[str, list[list[str]]] = {}
     for engine in ENGINES:
-        with KnowledgeStore(args.collection, path=store_path, engine=engine) as store:
+        with KnowledgeStore(args.collection, path=store_path, engine=engine, embedder=args.embedder) as store:
             points, dense_weight, embedder = store.count(), store.dense_weight, store.embedder
             retriever = Retriever(store)
             rankings[engine] = [[p["id"] for p in retriever.search(q, args.top_k)] for q in questions]
@@ -253,7 +253,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON file")
     parser.add_argument("--qdrant-path", default=str(settings.qdrant_path()), help="store holding the KB (copied)")
-    parser.add_argument("--collection", default=settings.DEFAULT_COLLECTION)
+    parser.add_argument("--embedder", default=settings.PACKAGED_EMBEDDER, help="dense embedder of the KB collection")
+    parser.add_argument("--collection", default=None, help="default: the embedder's (zhrag_kb for MiniLM)")
     parser.add_argument("--kb-source", type=Path, help="index this KB source afresh instead of copying a store")
     parser.add_argument(
         "--questions", type=Path, default=settings.shared_data_dir() / "rc" / "reading_comprehension.jsonl"
@@ -267,6 +268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-kb", action="store_true", help="only the synthetic collection")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a few KB passages indexed afresh")
     args = parser.parse_args(argv)
+    args.collection = args.collection or settings.default_collection(args.embedder)
     if args.smoke:
         args.queries, args.local_queries, args.synthetic_points, args.batch = 5, 5, 300, 100
     return args

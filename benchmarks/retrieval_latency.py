@@ -35,30 +35,41 @@ RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_latency.json"
 TOP_K = 5
 
 
-def prepare_store(workdir: Path, smoke: bool, engine: str) -> Path:
+def prepare_store(workdir: Path, smoke: bool, engine: str, embedder: str = settings.DEFAULT_EMBEDDER) -> Path:
     """A private copy of the default store, or (smoke) a few KB passages indexed afresh."""
     target = workdir / "qdrant"
     if smoke:
         documents = list(iter_documents(settings.default_kb_source()))[:60]
-        with KnowledgeStore(path=target, engine=engine) as store:
+        with KnowledgeStore(path=target, engine=engine, embedder=embedder) as store:
             index_documents(store, documents)
         return target
     source = settings.qdrant_path()
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(".lock"))
-    with KnowledgeStore(path=target, engine=engine) as store:
-        if not store.count():
-            raise SystemExit(f"no indexed collection at {source} for engine {engine}: run `zhrag index` first")
+    with KnowledgeStore(path=target, engine=engine, embedder=embedder) as store:
+        if not store.count() or not store.dense_ready():
+            raise SystemExit(
+                f"no collection {store.collection!r} with dense vectors at {source} for engine {engine}: run "
+                f"`zhrag index --embedder {embedder} --dense` first"
+            )
     return target
 
 
 def direct_and_mcp(
-    path: Path, engine: str, queries: list[str], collection: str = settings.DEFAULT_COLLECTION, label: str = ""
+    path: Path,
+    engine: str,
+    queries: list[str],
+    collection: str | None = None,
+    label: str = "",
+    embedder: str = settings.DEFAULT_EMBEDDER,
 ) -> dict[str, dict[str, float]]:
-    """Latency of the reranked search (``Retriever.search``) called directly, then of ``qdrant-find`` over MCP."""
-    with KnowledgeStore(collection, path=path, engine=engine) as store:
+    """Latency of the reranked search (``Retriever.search``) called directly, then of ``qdrant-find`` over MCP
+    (``collection``: default the embedder's)."""
+    with KnowledgeStore(collection, path=path, engine=engine, embedder=embedder) as store:
         retriever = Retriever(store)
         direct = timed(lambda query: retriever.search(query, TOP_K), queries, f"{label}direct store")
-    client = KnowledgeClient(ServerConfig(collection=collection, qdrant_path=str(path), qdrant_engine=engine))
+    client = KnowledgeClient(
+        ServerConfig(collection=collection, qdrant_path=str(path), qdrant_engine=engine, embedder=embedder)
+    )
     try:
         through_mcp = timed(lambda query: client.find(query, TOP_K), queries, f"{label}qdrant-find over MCP")
     finally:
@@ -71,20 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=200, help="reading-comprehension questions to send")
     parser.add_argument("--engine", default=settings.qdrant_engine(), help="embedded engine (edge or local)")
+    parser.add_argument("--embedder", default=settings.DEFAULT_EMBEDDER, help="dense embedder (its default collection)")
     parser.add_argument("--smoke", action="store_true", help="tiny fresh index and a few queries")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     count = 8 if args.smoke else args.queries
     queries = [query.question for query in rc_set(limit=count, seed=1).queries]
     with tempfile.TemporaryDirectory() as workdir:
-        path = prepare_store(Path(workdir), args.smoke, args.engine)
-        cells = direct_and_mcp(path, args.engine, queries)
+        path = prepare_store(Path(workdir), args.smoke, args.engine, args.embedder)
+        cells = direct_and_mcp(path, args.engine, queries, embedder=args.embedder)
     direct, through_mcp = cells["direct_store"], cells["mcp_one_session"]
     document = {
         "benchmark": "retrieval_latency",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "engine": args.engine,
+        "embedder": args.embedder,
         "smoke": args.smoke,
         "top_k": TOP_K,
         "direct_store": direct,

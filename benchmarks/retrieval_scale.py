@@ -156,9 +156,9 @@ def grow(root: Path, vocabulary: KbVocabulary, size: int, seed: int, batch: int)
 
 def measure(root: Path, questions: Sequence[str], encoded: Sequence[Any]) -> dict[str, Any]:
     """Direct store, MCP and engine-only latencies on the collection at ``root``."""
-    with KnowledgeStore(COLLECTION, path=root, engine="edge") as store:
+    with KnowledgeStore(COLLECTION, path=root, engine="edge", embedder=settings.PACKAGED_EMBEDDER) as store:
         points, dense_weight = store.count(), store.dense_weight
-    cells = direct_and_mcp(root, "edge", list(questions), COLLECTION, f"{points:,} ")
+    cells = direct_and_mcp(root, "edge", list(questions), COLLECTION, f"{points:,} ", settings.PACKAGED_EMBEDDER)
     direct, through_mcp = cells["direct_store"], cells["mcp_one_session"]
     backend = EdgeBackend(root, COLLECTION)
     try:

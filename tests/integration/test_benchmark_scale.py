@@ -129,3 +129,21 @@ def test_performance_page_renders_indexing_and_scale(tmp_path: Path) -> None:
     assert "| sparse | 0.01 | 2,000.0 |" in text
     assert "target ≥ 1,000 chunks/s for the sparse part: met" in text
     assert "| 1,000 | 1.5 + 2.5 | 12.5 / 20.0 | 22.5 / 20.0 | 76.9 | 10.0 |" in text
+
+
+def test_ingestion_scale_smoke_streams_and_resumes(tmp_path: Path, shared_kb: Path) -> None:
+    out = tmp_path / "ingestion.json"
+    run_script("ingestion_scale.py", "--smoke", "--out", str(out))
+    document = json.loads(out.read_text("utf-8"))
+    assert document["benchmark"] == "ingestion_scale" and document["smoke"] is True
+    small, large = document["sizes"]
+    assert (small["articles"], large["articles"]) == (300, 1200) and large["chunks"] > small["chunks"] > 300
+    for row in (small, large):
+        assert row["pipeline"]["chunks_per_s"] > 0 and row["index"]["chunks_per_s"] > 0
+        assert 0 < row["pipeline"]["peak_rss_mib"] <= row["index"]["peak_rss_mib"]
+    resume = document["kill_and_resume"]
+    assert 0 < resume["checkpoint_documents"] == resume["skipped_documents"] < 1200
+    assert resume["resumed_documents"] == 1200 - resume["skipped_documents"]
+    projection = document["projection"]
+    assert projection["chunks"] == round(1_000_000 * large["chunks"] / 1200)
+    assert projection["sparse_hours"] > 0 and out.with_suffix(".png").stat().st_size > 0

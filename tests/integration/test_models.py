@@ -80,7 +80,7 @@ def test_lora_adapter_on_the_packaged_model(gemma: LocalLLM, tmp_path: Path) -> 
             return model(**tokenizer(PROMPTS[1], return_tensors="pt")).logits
 
     before = logits(gemma)
-    tuned = load_llm(settings.SMALL_LLM, adapter=str(tmp_path / "lora"))
+    tuned = load_llm(settings.SMALL_LLM, adapter=str(tmp_path / "lora"), engine="transformers")
     assert tuned.load_info["shared_base"]
     adapted = logits(tuned)
     assert adapted.shape == before.shape

@@ -96,7 +96,7 @@ def test_interrupted_training_resumes_and_the_adapter_loads(data_dir: Path, tmp_
     assert json.loads((out / "training_card.json").read_text(encoding="utf-8")) == card
 
     prompt = import_examples(data_dir / "zhrag_eval.jsonl")[0]["conversations"][0]["value"]
-    base, tuned = load_llm("gemma3-270m", engine="transformers"), load_llm("gemma3-270m", adapter=str(out))
+    base, tuned = load_llm("gemma3-270m", engine="transformers"), load_llm("gemma3-270m", adapter=str(out), engine="transformers")
     assert tuned.load_info["shared_base"] and tuned.load_info["adapter"] == str(out)
     logits = []
     for llm in (base, tuned):

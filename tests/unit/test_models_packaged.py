@@ -99,12 +99,12 @@ def test_every_alias_is_a_packaged_source_with_a_recorded_hash(alias: str) -> No
 def test_engine_rules() -> None:
     gguf, directory = ModelSource("packaged", "gemma3-270m"), ModelSource("dir", "/models/x")
     assert resolve_engine("auto", gguf, None) == "llama.cpp"
-    assert resolve_engine("auto", gguf, "/adapters/a") == "transformers"
+    assert resolve_engine("auto", gguf, "/adapters/a") == "llama.cpp"  # converted to a GGUF LoRA
     assert resolve_engine("auto", directory, None) == "transformers"
     assert resolve_engine("transformers", gguf, None) == "transformers"
     with pytest.raises(ConfigError, match="the llama.cpp engine runs GGUF models"):
         resolve_engine("llama.cpp", directory, None)
-    with pytest.raises(ConfigError, match="LoRA adapters run on the transformers engine"):
-        resolve_engine("llama.cpp", gguf, "/adapters/a")
+    assert resolve_engine("llama.cpp", gguf, "/adapters/a") == "llama.cpp"
+    assert resolve_engine("transformers", gguf, "/adapters/a") == "transformers"
     with pytest.raises(ConfigError, match="unknown engine 'vllm'"):
         resolve_engine("vllm", gguf, None)

@@ -138,9 +138,11 @@ class LlamaCppRuntime:
         port: int = 0,
         api_key: str | None = None,
         alias: str | None = None,
+        lora: Path | None = None,
     ) -> None:
-        """Load ``path``; its HTTP server listens on ``host:port`` (0: any free port) and requires ``api_key``
-        (default: a random one, so that only this process can use it), serving the model as ``alias``."""
+        """Load ``path`` (with the GGUF LoRA adapter ``lora`` applied at scale 1); its HTTP server listens on
+        ``host:port`` (0: any free port) and requires ``api_key`` (default: a random one, so that only this process
+        can use it), serving the model as ``alias``."""
         try:
             import xllamacpp
         except ImportError:
@@ -165,6 +167,9 @@ class LlamaCppRuntime:
         params.port = port
         if alias:
             params.model_alias = {alias}
+        if lora is not None:
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(lora), 1.0)]
+        self.lora = lora
         try:
             self._server = xllamacpp.Server(params)
         except Exception as error:  # llama.cpp reports load failures as generic runtime errors
@@ -322,11 +327,21 @@ class LlamaCppLLM(LocalLLM):
 
 
 _lock = threading.Lock()
-_runtimes: dict[tuple[str, LlamaCppSettings], LlamaCppRuntime] = {}
+_runtimes: dict[tuple[str, LlamaCppSettings, str | None], LlamaCppRuntime] = {}
 
 
-def load_llamacpp(path: Path, *, model: str, kind: str, device: str | None, cache_hit: bool | None) -> LlamaCppLLM:
-    """The llama.cpp model of the GGUF file ``path``, loaded once per process and settings.
+def load_llamacpp(
+    path: Path,
+    *,
+    model: str,
+    kind: str,
+    device: str | None,
+    cache_hit: bool | None,
+    adapter: str | None = None,
+    lora: Path | None = None,
+) -> LlamaCppLLM:
+    """The llama.cpp model of the GGUF file ``path`` (with the GGUF LoRA ``lora``, converted from the PEFT adapter
+    ``adapter``), loaded once per process, settings and adapter.
 
     ``model`` and ``kind`` are recorded in ``load_info`` (the argument as given and its source kind).
 
@@ -335,12 +350,12 @@ def load_llamacpp(path: Path, *, model: str, kind: str, device: str | None, cach
         ConfigError: xllamacpp is not installed, or a ``ZHRAG_LLAMA_*`` variable is invalid.
     """
     settings = LlamaCppSettings.from_env(device)
-    key = (str(path), settings)
+    key = (str(path), settings, str(lora) if lora else None)
     start = time.perf_counter()
     with _lock:
         shared = key in _runtimes
         if not shared:
-            _runtimes[key] = LlamaCppRuntime(path, settings)
+            _runtimes[key] = LlamaCppRuntime(path, settings, lora=lora)
         runtime = _runtimes[key]
     info = {
         "model": model,
@@ -352,7 +367,8 @@ def load_llamacpp(path: Path, *, model: str, kind: str, device: str | None, cach
         "load_s": round(time.perf_counter() - start, 3),
         "device": ", ".join(runtime.devices) or "cpu",
         "dtype": "q4_k_m" if "q4_k_m" in path.name.lower() else None,
-        "adapter": None,
+        "adapter": adapter,
+        "gguf_lora": str(lora) if lora else None,
         "threads": settings.n_threads,
         "parallel_slots": settings.n_parallel,
         "n_ctx": settings.n_ctx,

@@ -75,7 +75,9 @@ def load_llm(
     source = resolve_model_source(model)
     adapter_path = resolve_adapter(adapter)
     if resolve_engine(engine, source, adapter_path) == "llama.cpp":
-        return _load_llamacpp(model, source, device)
+        served = _load_llamacpp(model, source, device, adapter_path, fallback=(engine or "auto").strip().lower() == "auto")
+        if served is not None:
+            return served
     device_name = resolve_device(device)
     dtype_name = resolve_dtype(dtype, device_name)
     key = (source, adapter_path, device_name, dtype_name)
@@ -121,20 +123,28 @@ def resolve_engine(engine: str, source: ModelSource, adapter: str | None) -> str
         raise ConfigError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
     gguf = source.kind in ("packaged", "gguf")
     if name == "auto":
-        return "llama.cpp" if gguf and adapter is None else "transformers"
+        return "llama.cpp" if gguf else "transformers"
     if name == "llama.cpp" and not gguf:
         raise ConfigError(f"the llama.cpp engine runs GGUF models; {source.location} is not one (use --engine transformers)")
-    if name == "llama.cpp" and adapter is not None:
-        raise ConfigError("LoRA adapters run on the transformers engine: use --engine transformers (or auto)")
     return name
 
 
-def _load_llamacpp(model: str, source: ModelSource, device: str | None) -> LocalLLM:
-    """The llama.cpp model of a packaged alias or GGUF file, loaded once per process."""
+def _load_llamacpp(
+    model: str, source: ModelSource, device: str | None, adapter: str | None = None, *, fallback: bool = False
+) -> LocalLLM | None:
+    """The llama.cpp model of a packaged alias or GGUF file (with the PEFT ``adapter`` converted to a GGUF LoRA,
+    :mod:`zhrag.models.gguf_lora`), loaded once per process.
+
+    Returns ``None`` when the adapter cannot be converted and ``fallback`` (engine ``auto``) lets the transformers
+    engine run it instead (a warning says why).
+
+    Raises:
+        ModelLoadError: the adapter cannot be converted and there is no fallback; llama.cpp cannot load the file.
+    """
     if device is not None and not _DEVICE_NAME.match(device.strip().lower()):
         raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps")
     device_name = device.strip().lower() if device else None
-    key = (source, None, f"llama.cpp:{device_name}", "gguf")
+    key = (source, adapter, f"llama.cpp:{device_name}", "gguf")
     with _lock:
         if key in _llms:
             return _llms[key]
@@ -143,7 +153,20 @@ def _load_llamacpp(model: str, source: ModelSource, device: str | None) -> Local
             path, cache_hit = packaged_gguf(source.location)
         else:
             path = Path(source.location)
-        llm = load_llamacpp(path, model=model, kind=source.kind, device=device_name, cache_hit=cache_hit)
+        lora = None
+        if adapter is not None:
+            from zhrag.models.gguf_lora import gguf_adapter
+
+            try:
+                lora = gguf_adapter(adapter, path)
+            except ModelLoadError as error:
+                if not fallback:
+                    raise
+                logger.warning("%s; running the adapter on the transformers engine instead", error)
+                return None
+        llm = load_llamacpp(
+            path, model=model, kind=source.kind, device=device_name, cache_hit=cache_hit, adapter=adapter, lora=lora
+        )
         _llms[key] = llm
         logger.info("loaded %s on llama.cpp from %s in %.1f s", model, path, llm.load_info["load_s"])
         return llm

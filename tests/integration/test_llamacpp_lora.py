@@ -1,0 +1,91 @@
+"""PEFT LoRA adapters on llama.cpp: converted to GGUF LoRA files and applied to the packaged GGUF base, with the
+same effect as on the transformers engine (real Gemma-3-270M, real llama.cpp)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from zhrag import settings
+from zhrag.errors import ModelLoadError
+from zhrag.models import load_llm
+from zhrag.models.gguf_lora import gguf_adapter
+from zhrag.models.packaged import packaged_gguf
+
+pytestmark = pytest.mark.integration
+PROMPT = "问题：中国的首都是哪里？\n答案："
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random (non-zero) LoRA on the attention and MLP projections of the dequantized Gemma-3-270M."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    source = load_llm(settings.SMALL_LLM, engine="transformers").load_info["source"]
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(source)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+                        init_lora_weights=False)
+    path = tmp_path_factory.mktemp("lora") / "random"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        get_peft_model(base, config).save_pretrained(path)
+    return path
+
+
+def test_a_converted_adapter_moves_llama_cpp_as_it_moves_transformers(adapter: Path):
+    base = load_llm(settings.SMALL_LLM)
+    served = load_llm(settings.SMALL_LLM, adapter=str(adapter))  # engine auto: llama.cpp with the GGUF LoRA
+    reference = load_llm(settings.SMALL_LLM, adapter=str(adapter), engine="transformers")
+    assert served.load_info["engine"] == "llama.cpp" and served.load_info["adapter"] == str(adapter.resolve())
+    assert Path(served.load_info["gguf_lora"]).is_file()
+    first = [llm.generate_scored([PROMPT], max_new_tokens=3)[0] for llm in (base, served, reference)]
+    assert first[1].tokens[0] != first[0].tokens[0]  # the adapter changes the next token on llama.cpp ...
+    assert first[1].tokens[0] == first[2].tokens[0]  # ... to the one transformers + peft chooses
+    # Converted once: the cached file is reused, and a fresh load of the base is untouched by the adapter.
+    assert gguf_adapter(adapter, packaged_gguf(settings.SMALL_LLM)[0]) == Path(served.load_info["gguf_lora"])
+    assert base.generate_scored([PROMPT], max_new_tokens=3)[0].tokens == first[0].tokens
+
+
+def test_adapters_llama_cpp_cannot_apply_are_refused_or_run_on_transformers(
+    adapter: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    gguf = packaged_gguf(settings.SMALL_LLM)[0]
+    dora = tmp_path / "dora"
+    dora.mkdir()
+    for file in adapter.iterdir():
+        (dora / file.name).write_bytes(file.read_bytes())
+    config = json.loads((adapter / "adapter_config.json").read_text("utf-8"))
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}), "utf-8")
+    with pytest.raises(ModelLoadError, match="uses DoRA, which llama.cpp cannot apply"):
+        gguf_adapter(dora, gguf)
+    with pytest.raises(ModelLoadError, match="uses DoRA"):
+        load_llm(settings.SMALL_LLM, adapter=str(dora), engine="llama.cpp")
+    with caplog.at_level(logging.WARNING, logger="zhrag.models.loader"):
+        fallback = load_llm(settings.SMALL_LLM, adapter=str(dora))  # auto: transformers runs it
+    assert fallback.load_info["engine"] == "transformers" and "transformers engine instead" in caplog.text
+    other = tmp_path / "other"
+    other.mkdir()
+    for file in adapter.iterdir():
+        (other / file.name).write_bytes(file.read_bytes())
+    (other / "adapter_config.json").write_text(json.dumps({**config, "modules_to_save": ["lm_head"]}), "utf-8")
+    with pytest.raises(ModelLoadError, match="modules_to_save"):
+        gguf_adapter(other, gguf)
+    qwen = packaged_gguf("qwen2.5-coder-0.5b")[0] if _has_qwen() else None
+    if qwen is not None:
+        with pytest.raises(ModelLoadError, match="not this model's adapter"):
+            gguf_adapter(adapter, qwen)  # Gemma's layers are not the Qwen model's
+
+
+def _has_qwen() -> bool:
+    try:
+        packaged_gguf("qwen2.5-coder-0.5b")
+    except ModelLoadError:
+        return False
+    return True

@@ -1,0 +1,140 @@
+"""PEFT LoRA adapters as GGUF LoRA files, so llama.cpp serves a trained adapter on the quantized GGUF base.
+
+``zhrag train`` writes a PEFT adapter (``adapter_config.json`` + ``adapter_model.safetensors``) trained on the
+transformers engine. llama.cpp applies LoRA adapters stored as GGUF (``general.type = adapter``, ``adapter.type =
+lora``, ``adapter.lora.alpha``, tensors ``blk.N.<name>.weight.lora_a`` / ``.lora_b``), as llama.cpp's
+``convert_lora_to_gguf.py`` writes them. :func:`gguf_adapter` converts once and caches the file under
+``<ZHRAG_CACHE>/gguf-lora/`` keyed by the adapter's files and the base model, so a served adapter loads in about a
+second where the transformers engine first dequantizes the whole base (tens of seconds, several GB).
+
+Supported: plain LoRA (``r``, ``lora_alpha``, rsLoRA) on the linear layers of architectures whose GGUF weights keep
+the Hugging Face layout (Qwen2, Gemma 3 and most others). Refused with a clear error: DoRA, adapters that train or
+resize embeddings (``modules_to_save``), and LoRA on q/k projections of ``llama``-architecture models (their GGUF
+conversion permutes those weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from zhrag import settings
+from zhrag.errors import ModelLoadError
+
+#: Prefix PEFT puts before the base model's own module names.
+_PEFT_PREFIX = "base_model.model."
+#: GGUF architectures whose converter permutes the q/k projection weights (a LoRA on them would need the same).
+_PERMUTED_QK = {"llama"}
+
+
+def gguf_adapter(adapter_dir: str | Path, base_gguf: str | Path) -> Path:
+    """The GGUF LoRA file of the PEFT adapter ``adapter_dir`` for the GGUF model ``base_gguf`` (converted once, cached).
+
+    Raises:
+        ModelLoadError: not a PEFT LoRA adapter, a kind of adapter llama.cpp cannot apply (see the module docstring),
+            or an adapter whose layers the base model does not have.
+    """
+    adapter = Path(adapter_dir).expanduser().resolve()
+    base = Path(base_gguf).expanduser().resolve()
+    config = _adapter_config(adapter)
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ModelLoadError(f"adapter {adapter} has no adapter_model.safetensors (only safetensors adapters convert)")
+    digest = hashlib.sha256()
+    for part in (adapter / "adapter_config.json", weights):
+        stat = part.stat()
+        digest.update(f"{part}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    stat = base.stat()
+    digest.update(f"{base}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    target = settings.cache_dir() / "gguf-lora" / f"{adapter.name}-{digest.hexdigest()[:16]}.gguf"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        try:
+            _convert(config, weights, base, partial)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return target
+
+
+def _adapter_config(adapter: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"adapter {adapter}: adapter_config.json cannot be read ({error})") from None
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise ModelLoadError(f"adapter {adapter} is a {config.get('peft_type')!r} adapter; llama.cpp applies LoRA only")
+    if config.get("use_dora"):
+        raise ModelLoadError(f"adapter {adapter} uses DoRA, which llama.cpp cannot apply: use --engine transformers")
+    if config.get("modules_to_save"):
+        raise ModelLoadError(
+            f"adapter {adapter} also trains {config['modules_to_save']} (modules_to_save), which a GGUF LoRA cannot "
+            "hold: use --engine transformers"
+        )
+    return config
+
+
+def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) -> None:
+    """Write the GGUF LoRA of the PEFT ``weights`` for ``base`` to ``target``."""
+    import gguf
+    from safetensors.numpy import load_file
+
+    reader = gguf.GGUFReader(str(base))
+    architecture = _field(reader, "general.architecture")
+    blocks = int(_field(reader, f"{architecture}.block_count"))
+    by_name = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
+    if architecture not in by_name:
+        raise ModelLoadError(f"{base}: unknown GGUF architecture {architecture!r}")
+    names = gguf.get_tensor_name_map(by_name[architecture], blocks)
+    base_tensors = {tensor.name: [int(n) for n in tensor.shape] for tensor in reader.tensors}  # [in, out]
+    rank = int(config.get("r", 8))
+    alpha = float(config.get("lora_alpha", rank))
+    if config.get("use_rslora"):
+        alpha *= math.sqrt(rank)  # llama.cpp scales by alpha / r; rsLoRA means alpha / sqrt(r)
+    writer = gguf.GGUFWriter(str(target), architecture)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    count = 0
+    for name, array in sorted(load_file(str(weights)).items()):
+        module, _, part = name.partition(".lora_")
+        if part not in ("A.weight", "B.weight"):
+            raise ModelLoadError(f"{weights}: tensor {name!r} is not a LoRA A/B matrix: use --engine transformers")
+        hf_name = module.removeprefix(_PEFT_PREFIX) + ".weight"
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight",))
+        if gguf_name is None or gguf_name not in base_tensors:
+            raise ModelLoadError(f"{weights}: layer {hf_name!r} has no tensor in {base.name} (not this model's adapter)")
+        if architecture in _PERMUTED_QK and gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
+            raise ModelLoadError(
+                f"LoRA on {hf_name} of a {architecture} model cannot be converted (its GGUF permutes q/k): use "
+                "--engine transformers"
+            )
+        suffix = "lora_a" if part.startswith("A") else "lora_b"
+        inputs, outputs = base_tensors[gguf_name][:2]
+        if array.shape[1 if suffix == "lora_a" else 0] != (inputs if suffix == "lora_a" else outputs):
+            raise ModelLoadError(
+                f"{weights}: {name} has shape {list(array.shape)}, which does not fit {gguf_name} {[outputs, inputs]} "
+                f"of {base.name} (not this model's adapter)"
+            )
+        writer.add_tensor(f"{gguf_name}.{suffix}", array.astype("float32"))
+        count += 1
+    if count == 0:
+        raise ModelLoadError(f"{weights}: no LoRA tensors")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _field(reader: Any, key: str) -> Any:
+    """A scalar or string field of a GGUF file."""
+    field = reader.fields.get(key)
+    if field is None:
+        raise ModelLoadError(f"GGUF file has no {key!r}")
+    value = field.parts[field.data[0]]
+    return bytes(value).decode("utf-8") if field.types and field.types[0].name == "STRING" else value[0]

@@ -84,7 +84,7 @@ def test_scale_smoke_grows_and_resumes(tmp_path: Path, shared_kb: Path, rc_quest
     from zhrag.tools.retrieval import Retriever
     from zhrag.tools.store import KnowledgeStore
 
-    with KnowledgeStore("synthetic_scale", path=work, engine="edge") as store:
+    with KnowledgeStore("synthetic_scale", path=work, engine="edge", embedder=settings.PACKAGED_EMBEDDER) as store:
         assert store.count() == 600
         hits = Retriever(store).search("《红楼梦》的作者是谁？", top_k=3)
     assert hits and all(hit["id"].startswith("synthetic-") for hit in hits)

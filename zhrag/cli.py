@@ -228,7 +228,8 @@ def index(
         bool, typer.Option("--sparse-only", help="Index the BM25 half only (add the dense half later with --dense).")
     ] = False,
 ) -> None:
-    """Index SOURCES into the Qdrant collection (idempotent: re-indexing updates in place)."""
+    """Index SOURCES into the Qdrant collection (idempotent: re-indexing updates in place; a killed run of the same,
+    unchanged sources resumes after the last batch it wrote)."""
     from zhrag.tools.indexing import build_dense, index_sources
     from zhrag.tools.migration import copy_collection
     from zhrag.tools.store import KnowledgeStore

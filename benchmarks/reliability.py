@@ -204,9 +204,12 @@ def kill_during_indexing(kb: Path, work: Path, fractions: list[float]) -> dict[s
     from zhrag.tools.indexing import ensure_index, index_sources
     from zhrag.tools.store import KnowledgeStore
 
+    # Every run starts from an empty embedding cache of its own (a killed run and its re-run share one), so the runs
+    # embed as a first indexing does and the kill lands while they work.
     reference = work / "reference"
     clock = time.perf_counter()
-    done = zhrag("index", str(kb), "--collection", COLLECTION, "--embedder", EMBEDDER, "--qdrant-path", str(reference))
+    done = zhrag("index", str(kb), "--collection", COLLECTION, "--embedder", EMBEDDER, "--qdrant-path", str(reference),
+                 env={"ZHRAG_EMBEDDING_CACHE": str(work / "cache-reference.sqlite")})
     full_s = time.perf_counter() - clock
     if done.returncode:
         raise SystemExit(f"reference indexing failed: {done.stderr[-1500:]}")
@@ -214,18 +217,28 @@ def kill_during_indexing(kb: Path, work: Path, fractions: list[float]) -> dict[s
     trials = []
     for kind, fraction in [("zhrag index", f) for f in fractions] + [("first use (ensure_index)", fractions[len(fractions) // 2])]:
         path = work / f"killed-{len(trials)}"
+        cache = {"ZHRAG_EMBEDDING_CACHE": str(work / f"cache-{len(trials)}.sqlite")}
         process = subprocess.Popen(
-            index_command(kind, kb, path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            index_command(kind, kb, path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **cache},
         )
         time.sleep(fraction * full_s)
         running = kill9(process)
         after = store_facts(path)
+        previous_cache = os.environ.get("ZHRAG_EMBEDDING_CACHE")
+        os.environ.update(cache)
         clock = time.perf_counter()
-        with KnowledgeStore(COLLECTION, path=path, embedder=EMBEDDER) as store:
-            if kind == "zhrag index":
-                index_sources(store, [kb], progress=False)
+        try:
+            with KnowledgeStore(COLLECTION, path=path, embedder=EMBEDDER) as store:
+                if kind == "zhrag index":
+                    index_sources(store, [kb], progress=False)
+                else:
+                    ensure_index(store, kb, progress=False)
+        finally:
+            if previous_cache is None:
+                os.environ.pop("ZHRAG_EMBEDDING_CACHE", None)
             else:
-                ensure_index(store, kb, progress=False)
+                os.environ["ZHRAG_EMBEDDING_CACHE"] = previous_cache
         rerun_s = time.perf_counter() - clock
         final = store_facts(path)
         trials.append({

@@ -100,22 +100,62 @@ def accelerators() -> list[str]:
     ]
 
 
+#: Byte sizes of the fixed-size GGUF metadata value types (by type id); 8 is a string, 9 an array.
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
 def gguf_chat_template(path: Path) -> str | None:
     """The chat template stored in a GGUF file's metadata, or ``None`` (a base model).
+
+    Reads the metadata header only, stepping over the other values without decoding them (the tokenizer's
+    vocabulary arrays made a full ``gguf.GGUFReader`` parse take 8 s for Gemma-3-270M).
 
     Raises:
         ModelLoadError: the file is not a readable GGUF file.
     """
-    from gguf import GGUFReader
+    import mmap
+    import struct
 
     try:
-        reader = GGUFReader(str(path))
-    except Exception as error:  # a corrupt or foreign file fails in struct, value or memory-map errors
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:4] != b"GGUF":
+                raise ValueError("no GGUF magic number")
+            version, _, count = struct.unpack_from("<IQQ", data, 4)
+            if version < 2:
+                raise ValueError(f"GGUF version {version} is not supported")
+            offset = 24
+            for _ in range(count):
+                (length,) = struct.unpack_from("<Q", data, offset)
+                key = bytes(data[offset + 8 : offset + 8 + length])
+                (kind,) = struct.unpack_from("<I", data, offset + 8 + length)
+                offset += 12 + length
+                if key == b"tokenizer.chat_template" and kind == _GGUF_STRING:
+                    (size,) = struct.unpack_from("<Q", data, offset)
+                    return bytes(data[offset + 8 : offset + 8 + size]).decode("utf-8", errors="replace") or None
+                offset = _skip_gguf_value(data, offset, kind)
+    except (OSError, ValueError, struct.error) as error:
         raise ModelLoadError(f"cannot read GGUF file {path}: {first_line(error)}") from error
-    field = reader.fields.get("tokenizer.chat_template")
-    if field is None or not field.data:
-        return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace") or None
+    return None
+
+
+def _skip_gguf_value(data: Any, offset: int, kind: int) -> int:
+    """The offset after the GGUF metadata value of type ``kind`` at ``offset``."""
+    import struct
+
+    if kind in _GGUF_SIZES:
+        return offset + _GGUF_SIZES[kind]
+    if kind == _GGUF_STRING:
+        return offset + 8 + struct.unpack_from("<Q", data, offset)[0]
+    if kind != _GGUF_ARRAY:
+        raise ValueError(f"unknown GGUF value type {kind}")
+    item, items = struct.unpack_from("<IQ", data, offset)
+    offset += 12
+    if item in _GGUF_SIZES:
+        return offset + items * _GGUF_SIZES[item]
+    for _ in range(items):
+        offset = _skip_gguf_value(data, offset, item)
+    return offset
 
 
 class LlamaCppRuntime:

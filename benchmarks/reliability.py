@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from bench_common import RESULTS_DIR, machine_info, write_result
 
@@ -225,20 +226,12 @@ def kill_during_indexing(kb: Path, work: Path, fractions: list[float]) -> dict[s
         time.sleep(fraction * full_s)
         running = kill9(process)
         after = store_facts(path)
-        previous_cache = os.environ.get("ZHRAG_EMBEDDING_CACHE")
-        os.environ.update(cache)
         clock = time.perf_counter()
-        try:
-            with KnowledgeStore(COLLECTION, path=path, embedder=EMBEDDER) as store:
-                if kind == "zhrag index":
-                    index_sources(store, [kb], progress=False)
-                else:
-                    ensure_index(store, kb, progress=False)
-        finally:
-            if previous_cache is None:
-                os.environ.pop("ZHRAG_EMBEDDING_CACHE", None)
+        with mock.patch.dict(os.environ, cache), KnowledgeStore(COLLECTION, path=path, embedder=EMBEDDER) as store:
+            if kind == "zhrag index":
+                index_sources(store, [kb], progress=False)
             else:
-                os.environ["ZHRAG_EMBEDDING_CACHE"] = previous_cache
+                ensure_index(store, kb, progress=False)
         rerun_s = time.perf_counter() - clock
         final = store_facts(path)
         trials.append({

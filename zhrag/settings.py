@@ -31,6 +31,21 @@ EMBEDDER_COLLECTIONS = {PACKAGED_EMBEDDER: DEFAULT_COLLECTION, E5_EMBEDDER: "zhr
 QDRANT_ENGINES = ("edge", "local")
 
 
+def positive_env_int(name: str, default: int) -> int:
+    """The positive integer in environment variable ``name``, or ``default`` when it is unset or blank.
+
+    Raises:
+        ConfigError: the variable holds anything else.
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        from zhrag.errors import ConfigError
+
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
 
 def default_collection(embedder: str = DEFAULT_EMBEDDER) -> str:
     """The knowledge base's collection for ``embedder`` when none is named: ``zhrag_kb_e5`` for the default e5,

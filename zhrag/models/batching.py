@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from zhrag import settings
 from zhrag.errors import ConfigError
 
 #: Prompts per forward pass by device type, when ``ZHRAG_GENERATION_BATCH`` does not set it.
@@ -50,12 +51,9 @@ def max_batch_for(device: str) -> int:
     Raises:
         ConfigError: ``ZHRAG_GENERATION_BATCH`` is not a positive integer.
     """
-    value = os.environ.get("ZHRAG_GENERATION_BATCH", "").strip()
-    if not value:
-        return DEFAULT_MAX_BATCH.get(device.partition(":")[0], DEFAULT_MAX_BATCH["cpu"])
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"ZHRAG_GENERATION_BATCH must be a positive integer, got {value!r}")
-    return int(value)
+    return settings.positive_env_int(
+        "ZHRAG_GENERATION_BATCH", DEFAULT_MAX_BATCH.get(device.partition(":")[0], DEFAULT_MAX_BATCH["cpu"])
+    )
 
 
 def default_concurrency(device: str) -> int:

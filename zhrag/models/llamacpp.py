@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import secrets
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -114,9 +116,6 @@ def gguf_chat_template(path: Path) -> str | None:
     Raises:
         ModelLoadError: the file is not a readable GGUF file.
     """
-    import mmap
-    import struct
-
     try:
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             if data[:4] != b"GGUF":
@@ -141,8 +140,6 @@ def gguf_chat_template(path: Path) -> str | None:
 
 def _skip_gguf_value(data: Any, offset: int, kind: int) -> int:
     """The offset after the GGUF metadata value of type ``kind`` at ``offset``."""
-    import struct
-
     if kind in _GGUF_SIZES:
         return offset + _GGUF_SIZES[kind]
     if kind == _GGUF_STRING:

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 from qdrant_client import QdrantClient, models
 
-from zhrag.errors import ConfigError, QdrantUnavailableError
+from zhrag import settings
+from zhrag.errors import QdrantUnavailableError
 
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
@@ -166,16 +167,9 @@ def collection_config(dimension: int, *, server: bool = False) -> dict[str, Any]
         "on_disk_payload": True,
         "hnsw_config": SERVER_HNSW,
         "quantization_config": SERVER_QUANTIZATION,
-        "shard_number": _positive_env(SHARDS_ENV),
-        "replication_factor": _positive_env(REPLICAS_ENV),
+        "shard_number": settings.positive_env_int(SHARDS_ENV, 1),
+        "replication_factor": settings.positive_env_int(REPLICAS_ENV, 1),
     }
-
-
-def _positive_env(name: str) -> int:
-    value = os.environ.get(name, "").strip() or "1"
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class ClientBackend:

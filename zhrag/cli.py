@@ -456,6 +456,24 @@ def report(
     typer.echo(f"report: {rebuild_report(run_dir, abstention=abstention)}")
 
 
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Run directories of zhrag eval, each DIR or DIR=LABEL (its variants become LABEL:variant).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the combined report.md, summary.json and plots.")],
+) -> None:
+    """One report over several eval runs (e.g. a variant with and without an adapter), compared on shared questions."""
+    from zhrag.evaluation.report import merged_results, write_report
+
+    parsed = []
+    for run in runs:
+        path, _, label = run.partition("=")
+        if not Path(path).is_dir():
+            raise ConfigError(f"run directory not found: {path}")
+        parsed.append((Path(path), label.strip() or None))
+    writable_dir(out, "--out")
+    typer.echo(f"report: {write_report(merged_results(parsed), out)}")
+
+
 @app.command("tune-abstention")
 def tune_abstention(
     run_dir: Annotated[Path, typer.Argument(help="Tuning run written by zhrag eval (questions outside the evaluation sample).")],
@@ -646,6 +664,38 @@ def eval_reading(
     typer.echo(
         f"{overall['n']} examples: exact {overall['exact_pct']} %, contains {overall['contains_pct']} %, "
         f"abstained {overall['abstained_pct']} %; report: {out / 'report.md'}"
+    )
+
+
+@app.command("eval-tools")
+def eval_tools(
+    data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data --task tools.")],
+    out: RunOutOpt,
+    model: Annotated[str, typer.Option(help="Agent model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter of the agent model.")] = None,
+    engine: EngineOpt = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N traces.")] = None,
+    device: DeviceOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Tool-call validity of the agent model on held-out tool traces, turn by turn (base vs adapter); resumable."""
+    from zhrag.models import load_llm
+    from zhrag.training.reading import adapter_identity
+    from zhrag.training.tool_eval import evaluate_tools
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be >= 1, got {limit}")
+    writable_dir(out, "tool-use run folder", create=False)  # before the model loads; the run creates it
+    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
+    model_record = {"model": model, "adapter": adapter_identity(adapter)}
+    if engine != "auto":
+        model_record["engine"] = engine
+    summary = evaluate_tools(llm, data, out, model=model_record, limit=limit, force=force)
+    calls, answers = summary["call_steps"], summary["answer_steps"]
+    typer.echo(
+        f"{summary['traces']} traces: well-formed calls {calls['well_formed']['pct']} % of {calls['well_formed']['n']}, "
+        f"stopped to answer {answers['stopped']['pct']} %, answer in reply {answers['contains']['pct']} %; "
+        f"report: {out / 'report.md'}"
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -90,3 +91,17 @@ def writable_dir(path: str | Path, what: str = "output folder", *, create: bool 
     except OSError as error:
         raise ZhragError(f"cannot write the {what} {folder}: {error.strerror or error}") from None
     return folder
+
+
+def stat_digest(files: Iterable[Path]) -> str:
+    """SHA-256 (hex) of the files' paths (as given), sizes and modification times, in the order given: a cheap key
+    that changes when a file is replaced or edited. Files that cannot be stat'ed are left out (reading them
+    reports the error)."""
+    digest = hashlib.sha256()
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

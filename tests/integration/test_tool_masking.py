@@ -83,3 +83,34 @@ def test_tool_examples_carry_their_specs_and_bad_calls_are_named(qwen_tokenizer:
     broken = [*TRACE[:2], {"from": "function_call", "value": "qdrant-find(九命奇冤)"}, TRACE[-1]]
     with pytest.raises(TrainingDataError, match="function_call turn is not JSON"):
         tokenize_conversation(broken, qwen_tokenizer, max_length=2048, tools=TOOLS)
+
+
+@pytest.fixture(scope="module")
+def gemma_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    from zhrag.models.packaged import packaged_gguf
+
+    path, _ = packaged_gguf("gemma3-270m")
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def test_a_base_model_learns_the_chatml_turns_the_agent_sends_it(gemma_tokenizer: Any) -> None:
+    """Gemma-3-270M has no chat template: the trace is the ChatML text of tool_chat_prompt, its assistant turns
+    (calls, answer, end markers) learned and nothing else."""
+    from zhrag.prompts.agent import TURN_END, tool_chat_prompt
+
+    assert not gemma_tokenizer.chat_template
+    result = tokenize_conversation(TRACE, gemma_tokenizer, max_length=2048, tools=TOOLS)
+    assert result is not None
+    spans = learned_spans(gemma_tokenizer, result["input_ids"], result["labels"])
+    assert spans == [
+        '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "九命奇冤 作者"}}\n</tool_call>' + TURN_END,
+        '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "吴沃尧"}}\n</tool_call>' + TURN_END,
+        "吴沃尧" + TURN_END,
+    ]
+    # What precedes the first learned token is exactly the prompt the agent sends the model for its first turn.
+    first = result["labels"].index(next(label for label in result["labels"] if label != IGNORE_INDEX))
+    history = [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": TRACE[1]["value"]}]
+    assert gemma_tokenizer.decode(result["input_ids"][:first], skip_special_tokens=True) == tool_chat_prompt(
+        history, TOOLS)

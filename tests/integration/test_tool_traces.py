@@ -130,3 +130,37 @@ def test_cli_build_data_tools_writes_llama_factory_files(knowledge, tmp_path: Pa
     manifest = json.loads((out / "agent_manifest.json").read_text(encoding="utf-8"))
     assert manifest["rejected"] == {"answer_not_visible": 1}
     assert "tool traces, 1 rejected (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["qwen2.5-coder-0.5b", "gemma3-270m"])
+def test_eval_tools_replays_held_out_traces_on_a_real_model_and_resumes(knowledge, tmp_path: Path, capsys, model):
+    """The chat model calls through its own template (llama.cpp), the base model through ChatML text; every
+    held-out turn is scored from what the model wrote, and a second run resumes with nothing left to do."""
+    from zhrag.prompts.agent import parse_tool_calls
+
+    kb, pairs, config = knowledge
+    data = tmp_path / "tools"
+    assert cli.main(["build-data", "--task", "tools", "--source", f"rc:{pairs}", "--kb", str(kb), "--out", str(data),
+                     "--collection", config.collection, "--qdrant-path", config.qdrant_path, "--no-judge-check"]) == 0
+    held_out = [json.loads(line) for line in (data / "zhrag_eval.jsonl").read_text(encoding="utf-8").splitlines()]
+    out = tmp_path / "run"
+    argv = ["eval-tools", "--data", str(data), "--model", model, "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["trace_id"], r["kind"]) for r in records] == [
+        (trace["id"], kind) for trace in held_out for kind in ("call", "answer")]
+    for record in records:
+        if record["kind"] == "call":
+            tagged = [c for c in record["calls"] if c["well_formed"]]
+            assert record["well_formed"] == bool(
+                tagged and len(tagged) == len(record["calls"]) and tagged[0]["name"] == "qdrant-find"
+                and str(tagged[0]["arguments"].get("query") or "").strip())
+        else:
+            assert record["stopped"] == (not record["calls"])
+        if model == "gemma3-270m":  # the text path: what was parsed is what the model wrote
+            assert [c["name"] for c in record["calls"]] == [c.name for c in parse_tool_calls(record["raw"])]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["traces"] == len(held_out) and summary["call_steps"]["well_formed"]["n"] == len(held_out)
+    assert "# Tool use on held-out traces" in (out / "report.md").read_text(encoding="utf-8")
+    assert cli.main(argv) == 0  # resumes: every turn is done
+    assert len((out / "results.jsonl").read_text(encoding="utf-8").splitlines()) == len(records)

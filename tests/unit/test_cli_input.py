@@ -26,6 +26,8 @@ from zhrag.jsonl import writable_dir
         (["eval-retrieval", "--dense-weights", "0.5,x", "--out", "/tmp/x"], "--dense-weights takes numbers, got 'x'"),
         (["eval-retrieval", "--sets", "rc-test", "--out", "/tmp/x"], "unknown retrieval set 'rc-test'"),
         (["index", "--dense", "--sparse-only"], "--dense embeds an indexed collection"),
+        (["compare", "/nonexistent/run", "--out", "/tmp/x"], "run directory not found: /nonexistent/run"),
+        (["eval-tools", "--data", "/nonexistent/d", "--out", "/tmp/x", "--limit", "0"], "limit must be >= 1, got 0"),
     ],
 )
 def test_bad_ask_input_gives_one_line_error(argv, message, capsys):

@@ -239,3 +239,31 @@ def test_tool_turns_are_rendered_in_the_hermes_format_for_plain_chat_engines() -
     assert rendered[0]["content"].endswith("这一步必须调用一个函数。")
     assert rendered[2]["content"] == '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "甲"}}\n</tool_call>'
     assert rendered[3]["content"] == "<tool_response>\n[1] 甲城：……\n</tool_response>"
+
+
+def test_a_base_model_gets_the_tool_conversation_as_chatml_text_and_a_required_call_is_prefilled() -> None:
+    from langchain_core.language_models.fake import FakeListLLM
+
+    from zhrag.models.llm import LocalLLM
+    from zhrag.prompts.agent import TURN_END, TURN_START, agent_messages, tool_chat_prompt, tool_chat_segments
+
+    tool = {"type": "function", "function": {"name": "qdrant-find", "parameters": {}}}
+    history = [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "qdrant-find", "arguments": {"query": "甲"}}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "[1] 甲城"},
+    ]
+    segments = tool_chat_segments(agent_messages("问题？", history), [tool])
+    assert [text for text, learned in segments if learned] == [
+        '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "甲"}}\n</tool_call>' + TURN_END]
+    prompt = tool_chat_prompt(agent_messages("问题？", []), [tool])
+    assert prompt.startswith(f"{TURN_START}system\n") and prompt.endswith(
+        f"{TURN_START}user\n问题？{TURN_END}\n{TURN_START}assistant\n")
+
+    fake = FakeListLLM(responses=['query": "九命奇冤"}}\n</tool_call>', "吴沃尧"])
+    llm = LocalLLM.from_langchain(fake, is_chat=False)
+    reply = llm.call_tools(agent_messages("问题？", []), [tool], tool_choice="required")
+    [call] = reply.calls
+    assert (call.name, call.arguments, call.well_formed) == ("qdrant-find", {"query": "九命奇冤"}, True)
+    final = llm.call_tools(agent_messages("问题？", history), [tool])
+    assert final.calls == () and final.content == "吴沃尧"

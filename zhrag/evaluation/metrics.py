@@ -11,6 +11,7 @@ A zero denominator gives 0, as in the benchmark's own scoring code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -115,3 +116,17 @@ def paired_difference(
     result["only_first_correct"] = sum(x is Grade.CORRECT and y is not Grade.CORRECT for x, y in zip(a, b))
     result["only_second_correct"] = sum(y is Grade.CORRECT and x is not Grade.CORRECT for x, y in zip(a, b))
     return result
+
+
+#: z of a two-sided 95 % interval.
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(count: int, n: int) -> tuple[float, float] | None:
+    """95 % Wilson score interval of a proportion, in percent (``None`` for ``n == 0``)."""
+    if n == 0:
+        return None
+    p = count / n
+    centre = (p + _Z95**2 / (2 * n)) / (1 + _Z95**2 / n)
+    half = _Z95 * math.sqrt(p * (1 - p) / n + _Z95**2 / (4 * n * n)) / (1 + _Z95**2 / n)
+    return round(100.0 * max(0.0, centre - half), 1), round(100.0 * min(1.0, centre + half), 1)

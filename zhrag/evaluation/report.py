@@ -27,7 +27,14 @@ import numpy as np
 
 from zhrag.errors import DatasetError
 from zhrag.evaluation.abstention import read_thresholds, with_abstention
-from zhrag.evaluation.metrics import Grade, bootstrap_intervals, compute_metrics, metrics_by, paired_difference
+from zhrag.evaluation.metrics import (
+    Grade,
+    bootstrap_intervals,
+    compute_metrics,
+    metrics_by,
+    paired_difference,
+    wilson_interval,
+)
 from zhrag.jsonl import iter_jsonl
 
 RESULTS_FILE = "results.jsonl"
@@ -111,6 +118,7 @@ def summarize(records: Sequence[Record], score_names: Sequence[str], node_names:
             "p95": float(np.percentile(totals, 95)) if totals else None,
             "n": len(totals),
         },
+        "tool_use": tool_use(records),
         "node_ms": {
             node: float(np.mean([float(_field(record, "timings_ms", node) or 0.0) for record in records]))
             if records
@@ -118,6 +126,54 @@ def summarize(records: Sequence[Record], score_names: Sequence[str], node_names:
             for node in node_names
         },
     }
+
+
+def tool_use(records: Sequence[Record]) -> dict[str, Any] | None:
+    """How an agent variant used its tool (records with ``tool_calls``, i.e. A3): calls per question, share of
+    well-formed calls (with a 95 % Wilson interval), questions with no call, and questions where the agent
+    stopped by itself (a final reply) rather than at its round budget. ``None`` when no record has tool calls."""
+    agent = [record for record in records if isinstance(record.get("tool_calls"), list)]
+    if not agent:
+        return None
+    calls = [call for record in agent for call in record["tool_calls"]]
+    well_formed = sum(bool(call.get("well_formed")) and not call.get("error") for call in calls)
+    stopped = sum(record.get("agent_reply") is not None for record in agent)
+    rounds = [int(record.get("tool_rounds") or 0) for record in agent]
+    return {
+        "n": len(agent),
+        "calls": len(calls),
+        "calls_per_question": len(calls) / len(agent),
+        "well_formed": well_formed,
+        "well_formed_pct": 100.0 * well_formed / len(calls) if calls else None,
+        "well_formed_ci95": wilson_interval(well_formed, len(calls)),
+        "no_call": sum(not record["tool_calls"] for record in agent),
+        "stopped_by_agent_pct": 100.0 * stopped / len(agent),
+        "rounds": {str(value): rounds.count(value) for value in sorted(set(rounds))},
+    }
+
+
+def _tool_use_section(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    rows = {variant: stats["tool_use"] for variant, stats in summaries.items() if stats.get("tool_use")}
+    if not rows:
+        return []
+    lines = [
+        "## Tool use (agent variants)",
+        "",
+        "Calls of qdrant-find the agent made; well-formed: in the chat template's own format with a known tool and a "
+        "query ([low, high]: 95 % Wilson interval); stopped by itself: the agent gave a final reply before its round "
+        "budget ran out; rounds: questions by the number of tool rounds run.",
+        "",
+        "| variant | n | calls / question | well-formed calls % | questions without a call | stopped by itself % "
+        "| rounds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, use in rows.items():
+        interval = use["well_formed_ci95"]
+        well = f"{_pct(use['well_formed_pct'])} [{interval[0]}, {interval[1]}]" if interval else "–"
+        spread = ", ".join(f"{rounds}: {count}" for rounds, count in use["rounds"].items())
+        lines.append(f"| {variant} | {use['n']} | {use['calls_per_question']:.2f} | {well} | {use['no_call']} "
+                     f"| {_pct(use['stopped_by_agent_pct'])} | {spread} |")
+    return [*lines, ""]
 
 
 def _by_variant(records: Sequence[Record]) -> dict[str, list[Record]]:
@@ -247,6 +303,7 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
         "",
         *_main_table(summary["variants"], score_names),
         "",
+        *_tool_use_section(summary["variants"]),
         *_paired_section(summary.get("paired") or []),
         *_abstention_section(summary.get("abstention")),
         "## By primary category",
@@ -449,6 +506,26 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     for where, record in iter_jsonl(path, DatasetError):
         _validate(record, where)
         records.append(record)
+    return records
+
+
+def merged_results(runs: Sequence[tuple[Path, str | None]]) -> list[dict[str, Any]]:
+    """The result records of several run folders for one report: each run's variants renamed ``LABEL:variant``
+    when it has a label (runs of the same variant with other models or adapters stay apart).
+
+    Raises:
+        DatasetError: a run without results, or two runs giving the same variant name.
+    """
+    records: list[dict[str, Any]] = []
+    owners: dict[str, Path] = {}
+    for run_dir, label in runs:
+        run_records = read_results(Path(run_dir) / RESULTS_FILE)
+        for record in run_records:
+            record["variant"] = f"{label}:{record['variant']}" if label else record["variant"]
+        for variant in {record["variant"] for record in run_records}:
+            if owners.setdefault(variant, Path(run_dir)) != Path(run_dir):
+                raise DatasetError(f"variant {variant!r} is in {owners[variant]} and {run_dir}: label one run (DIR=LABEL)")
+        records += run_records
     return records
 
 

@@ -15,7 +15,6 @@ conversion permutes those weights).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -24,6 +23,7 @@ from typing import Any
 
 from zhrag import settings
 from zhrag.errors import ModelLoadError
+from zhrag.jsonl import stat_digest
 
 #: Prefix PEFT puts before the base model's own module names.
 _PEFT_PREFIX = "base_model.model."
@@ -44,13 +44,8 @@ def gguf_adapter(adapter_dir: str | Path, base_gguf: str | Path) -> Path:
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
         raise ModelLoadError(f"adapter {adapter} has no adapter_model.safetensors (only safetensors adapters convert)")
-    digest = hashlib.sha256()
-    for part in (adapter / "adapter_config.json", weights):
-        stat = part.stat()
-        digest.update(f"{part}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    stat = base.stat()
-    digest.update(f"{base}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    target = settings.cache_dir() / "gguf-lora" / f"{adapter.name}-{digest.hexdigest()[:16]}.gguf"
+    digest = stat_digest([adapter / "adapter_config.json", weights, base])
+    target = settings.cache_dir() / "gguf-lora" / f"{adapter.name}-{digest[:16]}.gguf"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.partial")

@@ -40,7 +40,7 @@ from typing import Any
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
-from zhrag.prompts.agent import ToolReply, parse_tool_calls, tool_call
+from zhrag.prompts.agent import ToolReply, call_opening, parse_tool_calls, tool_call
 
 #: Defaults of the runtime settings (see the module doc for their environment variables).
 DEFAULT_PARALLEL = 4
@@ -321,14 +321,14 @@ class LlamaCppLLM(LocalLLM):
         """One assistant turn with ``tools`` formatted by the model's own chat template (llama.cpp's jinja); calls
         llama.cpp parses are well-formed; a call it could not parse is recovered from the text when possible.
         ``tool_choice="required"`` with one tool prefills the opening of a call to it (the model writes the
-        arguments)."""
+        arguments). A model without a chat template takes the ChatML text of :meth:`LocalLLM.call_tools`."""
         if not self.is_chat:
-            raise ConfigError(f"{self.runtime.path.name} is not a chat model: it cannot call tools")
+            return super().call_tools(messages, tools, max_new_tokens, tool_choice)
         messages, prefix = list(messages), ""
         if tool_choice == "required" and len(tools) == 1:
             # Prefill the call's opening in the template's format; the model writes the arguments. (llama.cpp's
             # tool_choice="required" grammar costs minutes per call on a CPU.)
-            prefix = '<tool_call>\n{"name": ' + json.dumps(tools[0]["function"]["name"]) + ', "arguments": {"'
+            prefix = call_opening(tools[0]["function"]["name"])
             messages.append({"role": "assistant", "content": prefix})
         body = {"messages": messages, "tools": list(tools), "max_tokens": max_new_tokens}
         message = self.runtime.request(body).get("message") or {}

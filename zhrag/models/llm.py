@@ -17,7 +17,14 @@ from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from zhrag.errors import ConfigError
-from zhrag.prompts.agent import ToolReply, parse_tool_calls, render_tool_messages
+from zhrag.prompts.agent import (
+    TURN_END,
+    ToolReply,
+    call_opening,
+    parse_tool_calls,
+    render_tool_messages,
+    tool_chat_prompt,
+)
 
 if TYPE_CHECKING:
     from zhrag.models.hf_runtime import HFRuntime
@@ -208,15 +215,19 @@ class LocalLLM:
 
         This engine-neutral version writes the tools and earlier calls into the messages in Qwen2.5's (Hermes)
         format and parses ``<tool_call>`` blocks back; engines that apply the model's own chat template with
-        tools (llama.cpp) override it.
-
-        Raises:
-            ConfigError: the model is not a chat model.
+        tools (llama.cpp) override it. A model without a chat template (a base model) gets the conversation as
+        ChatML text (:func:`~zhrag.prompts.agent.tool_chat_prompt`), the format a tool-use adapter teaches it;
+        ``required`` with one tool prefills the opening of a call to it.
         """
+        required = tool_choice == "required"
         if not self.is_chat:
-            raise ConfigError(f"{self.load_info.get('model', 'this model')} is not a chat model: it cannot call tools")
+            prefix = call_opening(tools[0]["function"]["name"]) if required and len(tools) == 1 else ""
+            prompt = tool_chat_prompt(list(messages), list(tools), required=required) + prefix
+            [text] = self.generate([prompt], max_new_tokens=max_new_tokens, stop=(TURN_END,))
+            text = prefix + text
+            return ToolReply(content=text.strip(), calls=tuple(parse_tool_calls(text)))
         kinds = {"system": SystemMessage, "assistant": AIMessage}
-        rendered = render_tool_messages(list(messages), list(tools), required=tool_choice == "required")
+        rendered = render_tool_messages(list(messages), list(tools), required=required)
         prompt = [kinds.get(m["role"], HumanMessage)(content=m["content"]) for m in rendered]
         [text] = self.generate([prompt], max_new_tokens=max_new_tokens, stop=())
         return ToolReply(content=text.strip(), calls=tuple(parse_tool_calls(text)))

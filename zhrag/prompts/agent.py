@@ -91,6 +91,38 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
     return []
 
 
+#: Turn markers of the text chat format in which models without a chat template (base models such as
+#: Gemma-3-270M) hold the agent's conversation: ChatML, as Qwen2.5's template writes it (plain text to such a model;
+#: a tool-use adapter teaches it the format).
+TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
+
+
+def call_opening(name: str) -> str:
+    """The opening of a call to tool ``name`` in the Hermes format, which a turn that must call it is prefilled
+    with (the model writes the arguments)."""
+    return '<tool_call>\n{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": {"'
+
+
+def tool_chat_segments(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, required: bool = False
+) -> list[tuple[str, bool]]:
+    """A tool conversation as ChatML text for a model without a chat template, in segments ``(text, assistant)``:
+    ``assistant`` marks each assistant turn's content and end marker (what a tool-use adapter learns)."""
+    segments: list[tuple[str, bool]] = []
+    for message in render_tool_messages(messages, tools, required=required):
+        segments.append((f"{TURN_START}{message['role']}\n", False))
+        segments.append((message["content"] + TURN_END, message["role"] == "assistant"))
+        segments.append(("\n", False))
+    return segments
+
+
+def tool_chat_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, required: bool = False) -> str:
+    """The completion prompt of the next assistant turn of a tool conversation (see :func:`tool_chat_segments`)."""
+    return "".join(text for text, _ in tool_chat_segments(messages, tools, required=required)) + (
+        f"{TURN_START}assistant\n"
+    )
+
+
 def render_tool_messages(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, required: bool = False
 ) -> list[dict[str, str]]:
@@ -110,7 +142,7 @@ def render_tool_messages(
         elif role == "assistant" and message.get("tool_calls"):
             calls = [
                 "<tool_call>\n" + json.dumps({"name": call["function"]["name"],
-                                              "arguments": json.loads(call["function"]["arguments"])},
+                                              "arguments": _arguments(call["function"]["arguments"])},
                                              ensure_ascii=False) + "\n</tool_call>"
                 for call in message["tool_calls"]
             ]
@@ -120,6 +152,11 @@ def render_tool_messages(
         else:
             rendered.append({"role": role, "content": content})
     return rendered
+
+
+def _arguments(value: Any) -> Any:
+    """A call's arguments as an object (OpenAI messages hold them as a JSON string, chat templates as a dict)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def format_passages(passages: list[dict[str, Any]]) -> str:

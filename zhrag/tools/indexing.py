@@ -25,7 +25,6 @@ embedding cache batch by batch, so a killed one resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
+from zhrag.jsonl import stat_digest
 from zhrag.tools import lexical
 from zhrag.tools.chunking import CHUNK_OVERLAP, CHUNK_SIZE, Chunk, chunk_document
 from zhrag.tools.embedding_cache import EmbeddingCache, default_cache_path, embed_documents, text_key
@@ -118,17 +118,11 @@ def index_sources(
 def source_fingerprint(paths: Sequence[str | Path]) -> str:
     """A digest of the source files' paths, sizes and modification times: an interrupted run resumes only over
     unchanged files (a directory counts every file under it)."""
-    digest = hashlib.sha256()
+    files = []
     for path in paths:
         root = Path(path).expanduser().resolve()
-        files = sorted(file for file in root.rglob("*") if file.is_file()) if root.is_dir() else [root]
-        for file in files:
-            try:
-                stat = file.stat()
-            except OSError:
-                continue  # reading it reports the error
-            digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:32]
+        files += sorted(file for file in root.rglob("*") if file.is_file()) if root.is_dir() else [root]
+    return stat_digest(files)[:32]
 
 
 def build_dense(store: KnowledgeStore, *, batch_size: int = 128, progress: bool = True) -> IndexReport | None:

@@ -11,7 +11,9 @@ Two layouts, chosen by the tokenizer:
   example's ``tools`` specs) are rendered through the template's own tool format; the calls are learned like replies.
 - **completion** (no chat template, e.g. the packaged Gemma-3-270M base model): the non-assistant turns,
   joined by a blank line, are the prompt (tokenised with the tokenizer's special tokens, as the generation
-  pipeline does), then the single final gpt turn and EOS are the target.
+  pipeline does), then the single final gpt turn and EOS are the target. A tool-use trace for such a model is
+  written as the ChatML text the a3 agent sends it (:func:`zhrag.prompts.agent.tool_chat_segments`); every
+  assistant turn's content and ``<|im_end|>`` marker are learned.
 
 Labels are the input ids on learned tokens and ``IGNORE_INDEX`` (-100) elsewhere. A sequence longer than
 ``max_length`` keeps its leading BOS and its end: the start of the prompt is dropped (so a truncated window
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from zhrag.errors import ConfigError, TrainingDataError
+from zhrag.prompts.agent import tool_chat_segments
 from zhrag.training.examples import Example, Turn, check_conversation
 
 #: Label of tokens the loss ignores (PyTorch cross-entropy's default ``ignore_index``).
@@ -81,7 +84,7 @@ def tokenize_conversation(
     if getattr(tokenizer, "chat_template", None):
         ids, learned = _chat_tokens(turns, tokenizer, list(tools) if tools else None)
     elif tools or any(turn["from"] == "function_call" for turn in turns):
-        raise TrainingDataError("tool-use conversations need a tokenizer with a chat template")
+        ids, learned = _tool_text_tokens(turns, tokenizer, list(tools or []))
     else:
         ids, learned = _completion_tokens(turns, tokenizer)
     if not any(learned):
@@ -194,6 +197,24 @@ def _completion_tokens(turns: list[Turn], tokenizer: Any) -> tuple[list[int], li
     prompt_ids = list(tokenizer(prompt)["input_ids"])
     target_ids = [*tokenizer(last["value"], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     return prompt_ids + target_ids, [False] * len(prompt_ids) + [True] * len(target_ids)
+
+
+def _tool_text_tokens(turns: list[Turn], tokenizer: Any, tools: list[dict[str, Any]]) -> tuple[list[int], list[bool]]:
+    """A tool-use conversation for a tokenizer without a chat template: the ChatML text the agent sends such a
+    model (:func:`~zhrag.prompts.agent.tool_chat_segments`), each assistant turn's content and end marker learned."""
+    if not tokenizer.is_fast:
+        raise TrainingDataError("locating assistant tokens needs a fast tokenizer (character offsets)")
+    segments = tool_chat_segments([_message(turn) for turn in turns], tools)
+    text, spans, position = "", [], 0
+    for part, assistant in segments:
+        if assistant:
+            spans.append((position, position + len(part)))
+        text += part
+        position += len(part)
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    learned = [any(start <= begin < end for start, end in spans) and stop > begin
+               for begin, stop in encoded["offset_mapping"]]
+    return list(encoded["input_ids"]), learned
 
 
 def _fit(

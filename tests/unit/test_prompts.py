@@ -220,6 +220,11 @@ def test_tool_calls_are_parsed_from_the_template_format_and_recovered_from_bare_
     assert parse_tool_calls(block) == [ToolCall("qdrant-find", {"query": "吴沃尧"}, False)]
     assert parse_tool_calls("吴沃尧") == [] and parse_tool_calls('{"answer": 1}') == []
     assert parse_tool_calls("<tool_call>\nnot json\n</tool_call>") == []  # a broken call is no call
+    # A call whose object is followed by something else than the closing tag runs, recorded as not well-formed.
+    misclosed = '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "理性恨"}}</tools>\n\n{"name": "x"}'
+    assert parse_tool_calls(misclosed) == [ToolCall("qdrant-find", {"query": "理性恨"}, False)]
+    two = tagged + '\n<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "吴沃尧"}}\n</tool_call>'
+    assert [call.arguments["query"] for call in parse_tool_calls(two)] == ["九命奇冤", "吴沃尧"]
 
 
 def test_tool_turns_are_rendered_in_the_hermes_format_for_plain_chat_engines() -> None:

@@ -24,6 +24,7 @@ for cached prompts, default 512).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import mmap
 import os
@@ -40,7 +41,9 @@ from typing import Any
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
-from zhrag.prompts.agent import ToolReply, call_opening, parse_tool_calls, tool_call
+from zhrag.prompts.agent import ToolReply, arguments_object, call_opening, parse_tool_calls, tool_call
+
+logger = logging.getLogger(__name__)
 
 #: Defaults of the runtime settings (see the module doc for their environment variables).
 DEFAULT_PARALLEL = 4
@@ -186,7 +189,9 @@ class LlamaCppRuntime:
             raise ConfigError("the llama.cpp engine needs the xllamacpp package: pip install xllamacpp") from None
         self.path = path
         self.settings = settings
-        self.is_chat = gguf_chat_template(path) is not None
+        #: The file's chat template (``None``: a base model).
+        self.chat_template = gguf_chat_template(path)
+        self.is_chat = self.chat_template is not None
         self.api_key = api_key if api_key is not None else secrets.token_urlsafe(24)
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
@@ -331,7 +336,13 @@ class LlamaCppLLM(LocalLLM):
             prefix = call_opening(tools[0]["function"]["name"])
             messages.append({"role": "assistant", "content": prefix})
         body = {"messages": messages, "tools": list(tools), "max_tokens": max_new_tokens}
-        message = self.runtime.request(body).get("message") or {}
+        try:
+            message = self.runtime.request(body).get("message") or {}
+        except RuntimeError as error:
+            # llama.cpp's chat parser refuses output that does not fit the template's tool format ("does not match
+            # the expected ... format"); the turn is generated again from the same template as plain text.
+            logger.info("llama.cpp could not parse a tool turn (%s); reading it as text", first_line(error))
+            message = {"content": self._tool_turn_as_text(messages, tools, max_new_tokens, bool(prefix))}
         content = str(message.get("content") or "").strip()
         if prefix and not message.get("tool_calls"):
             content = prefix + content
@@ -341,6 +352,25 @@ class LlamaCppLLM(LocalLLM):
         ]
         calls = tuple(call for call in parsed if call is not None)
         return ToolReply(content=content, calls=calls or tuple(parse_tool_calls(content)))
+
+    def _tool_turn_as_text(
+        self, messages: list[dict[str, Any]], tools: Sequence[dict[str, Any]], max_new_tokens: int, prefilled: bool
+    ) -> str:
+        """The turn's text from a completion request on the chat template rendered here (transformers' jinja
+        renderer), without llama.cpp's tool-call parser; a prefilled last assistant message is continued."""
+        from transformers.utils.chat_template_utils import render_jinja_template  # noqa: PLC0415
+
+        plain = [
+            {**message, "tool_calls": [
+                {**call, "function": {**call["function"], "arguments": arguments_object(call["function"]["arguments"])}}
+                for call in message["tool_calls"]]} if message.get("tool_calls") else message
+            for message in messages
+        ]
+        rendered, _ = render_jinja_template(
+            [plain], tools=list(tools), chat_template=self.runtime.chat_template,
+            add_generation_prompt=not prefilled, continue_final_message=prefilled,
+        )
+        return _text(self.runtime.request({"prompt": rendered[0], "max_tokens": max_new_tokens}))
 
     def next_token_probabilities(self, prompts: Sequence[Any], candidates: Sequence[str]) -> list[dict[str, float]]:
         """For each prompt, the probability that the next token is each candidate (whitespace around it ignored).

@@ -23,7 +23,8 @@ AGENT_SYSTEM = (
 #: The text ``qdrant-find`` results are shown with, per passage (evidence window, else the text start).
 PASSAGE_CHARS = 300
 
-_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+_TOOL_CALL = re.compile(r"<tool_call>\s*")
+_DECODER = json.JSONDecoder()
 _CODE_BLOCK = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 
 
@@ -78,10 +79,10 @@ def tool_call(value: Any, well_formed: bool, id: str = "") -> ToolCall | None:
 
 
 def parse_tool_calls(text: str) -> list[ToolCall]:
-    """The tool calls written in ``text``: ``<tool_call>{json}</tool_call>`` blocks (well-formed), else one JSON
-    object with a ``name`` (in a code block or alone; recovered, not well-formed). No call: an empty list."""
-    tagged = [tool_call(_object(body), True) for body in _TOOL_CALL.findall(text or "")]
-    calls = [call for call in tagged if call is not None]
+    """The tool calls written in ``text``: ``<tool_call>{json}</tool_call>`` blocks (well-formed; an object followed
+    by other text than the closing tag is recovered, not well-formed), else one JSON object with a ``name`` (in a code
+    block or alone; recovered). No call: an empty list."""
+    calls = [call for call in map(_tagged_call, _TOOL_CALL.finditer(text or "")) if call is not None]
     if calls or "<tool_call>" in (text or ""):
         return calls
     for candidate in [*_CODE_BLOCK.findall(text or ""), (text or "").strip()]:
@@ -123,6 +124,17 @@ def tool_chat_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     )
 
 
+def _tagged_call(match: re.Match[str]) -> ToolCall | None:
+    """The call whose JSON object follows a ``<tool_call>`` tag: well-formed when ``</tool_call>`` (or the end of
+    the text: engines drop the tag's special token) follows the object, recovered when other text does."""
+    try:
+        value, end = _DECODER.raw_decode(match.string, match.end())
+    except ValueError:
+        return None
+    rest = match.string[end:].lstrip()
+    return tool_call(value, not rest or rest.startswith("</tool_call>"))
+
+
 def render_tool_messages(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, required: bool = False
 ) -> list[dict[str, str]]:
@@ -142,7 +154,7 @@ def render_tool_messages(
         elif role == "assistant" and message.get("tool_calls"):
             calls = [
                 "<tool_call>\n" + json.dumps({"name": call["function"]["name"],
-                                              "arguments": _arguments(call["function"]["arguments"])},
+                                              "arguments": arguments_object(call["function"]["arguments"])},
                                              ensure_ascii=False) + "\n</tool_call>"
                 for call in message["tool_calls"]
             ]
@@ -154,7 +166,7 @@ def render_tool_messages(
     return rendered
 
 
-def _arguments(value: Any) -> Any:
+def arguments_object(value: Any) -> Any:
     """A call's arguments as an object (OpenAI messages hold them as a JSON string, chat templates as a dict)."""
     return json.loads(value) if isinstance(value, str) else value
 

@@ -71,7 +71,8 @@ def test_call_steps_count_only_template_calls_to_qdrant_find_with_a_query() -> N
                   ToolReply("吴沃尧")):
         assert score_step(call, reply)["well_formed"] is False
     assert score_step(answer, ToolReply("答案：清吴沃尧。")) | {"calls": None} == {
-        "called": False, "calls": None, "stopped": True, "answer": "清吴沃尧", "contains": True}
+        "called": False, "calls": None, "stopped": True, "answered": True, "answer": "清吴沃尧", "contains": True}
+    assert score_step(answer, ToolReply(""))["answered"] is False  # an empty stop is no answer
     assert score_step(answer, good)["stopped"] is False and score_step(answer, good)["contains"] is False
 
 
@@ -79,12 +80,12 @@ def test_summary_rates_come_with_wilson_intervals_and_whole_traces_are_judged() 
     records = [
         {"id": "a#1", "trace_id": "a", "kind": "call", "turn": 1, "well_formed": True, "recovered": False,
          "called": True, "ms": 10.0},
-        {"id": "a#2", "trace_id": "a", "kind": "answer", "turn": 2, "stopped": True, "contains": True, "called": False,
-         "ms": 20.0},
+        {"id": "a#2", "trace_id": "a", "kind": "answer", "turn": 2, "stopped": True, "answered": True, "contains": True,
+         "called": False, "ms": 20.0},
         {"id": "b#1", "trace_id": "b", "kind": "call", "turn": 1, "well_formed": False, "recovered": True,
          "called": True, "ms": 30.0},
-        {"id": "b#2", "trace_id": "b", "kind": "answer", "turn": 2, "stopped": True, "contains": False,
-         "called": False, "ms": 40.0},
+        {"id": "b#2", "trace_id": "b", "kind": "answer", "turn": 2, "stopped": True, "answered": False,
+         "contains": False, "called": False, "ms": 40.0},
     ]
     summary = summarize(records)
     assert summary["traces"] == 2 and summary["ms_mean"] == 25.0

@@ -11,7 +11,8 @@ decides whether and how to call. Every turn is one step:
   own format (parsed by the engine or from ``<tool_call>`` blocks), the first to ``qdrant-find`` with a non-empty
   string ``query``; *recovered* when a call could be read only from a bare JSON object; *no call* otherwise;
 - **answer** steps (the trace answered here, after its last search): *stopped* when the turn calls no tool, and
-  *contains* when its reply (cleaned like an answer) contains an accepted answer (rule-grader matching).
+  *answered* when it stops with a non-empty reply, and *contains* when that reply (cleaned like an answer) contains an
+  accepted answer (rule-grader matching).
 
 Rates come with 95 % Wilson intervals. The run is resumable like ``eval-reading`` (``run.json``, one fsync'd JSON line
 per step in ``results.jsonl``); ``summary.json`` and ``report.md`` are rewritten at the end of every run.
@@ -143,6 +144,7 @@ def score_step(step: ToolStep, reply: ToolReply) -> dict[str, Any]:
     else:
         answer = clean_answer(reply.content, step.question)
         record["stopped"] = not calls
+        record["answered"] = not calls and bool(reply.content.strip())
         record["answer"] = answer
         record["contains"] = not calls and bool(answer) and any(mentions_gold(gold, answer) for gold in step.answers)
     return record
@@ -231,7 +233,7 @@ def summarize(records: Sequence[Mapping[str, Any]], run_settings: Mapping[str, A
         "settings": dict(run_settings or {}),
         "traces": len(by_trace),
         "call_steps": {name: _rate(calls, name) for name in ("well_formed", "recovered", "called")},
-        "answer_steps": {name: _rate(answers, name) for name in ("stopped", "contains")},
+        "answer_steps": {name: _rate(answers, name) for name in ("stopped", "answered", "contains")},
         "traces_right": _rate(traces, "trace_ok"),
         "well_formed_by_turn": {str(turn): _rate(group, "well_formed") for turn, group in sorted(by_turn.items())},
         "ms_mean": round(sum(r["ms"] for r in records) / len(records), 1) if records else None,
@@ -258,8 +260,8 @@ def write_reports(summary: Mapping[str, Any], out: Path) -> Path:
         "(tool_choice auto, no prefilled call).",
         "",
         "Call steps: well-formed = calls in the chat template's own format, the first to qdrant-find with a query; "
-        "recovered = a call read from bare JSON only. Answer steps: stopped = no tool call; contains = the reply "
-        "contains an accepted answer. [low, high]: 95 % Wilson interval.",
+        "recovered = a call read from bare JSON only, or followed by other text than the closing tag. Answer steps: "
+        "stopped = no tool call; contains = the reply contains an accepted answer. [low, high]: 95 % Wilson interval.",
         "",
         "| rate | count | % [95 % CI] |",
         "|---|---|---|",
@@ -267,6 +269,7 @@ def write_reports(summary: Mapping[str, Any], out: Path) -> Path:
         row("call steps: recovered call", summary["call_steps"]["recovered"]),
         row("call steps: any call", summary["call_steps"]["called"]),
         row("answer steps: stopped (no call)", summary["answer_steps"]["stopped"]),
+        row("answer steps: stopped with an answer (no call, a non-empty reply)", summary["answer_steps"]["answered"]),
         row("answer steps: reply contains the answer", summary["answer_steps"]["contains"]),
         row("traces replayed right (every call well-formed, stops at the end)", summary["traces_right"]),
         *[row(f"turn {turn}: well-formed call", stats) for turn, stats in summary["well_formed_by_turn"].items()],

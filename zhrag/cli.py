@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -634,6 +634,18 @@ def train(
     )
 
 
+def _run_model(model: str, adapter: str | None, device: str | None, engine: str) -> tuple[Any, dict[str, Any]]:
+    """The model of an evaluation over examples (eval-reading, eval-tools) and what its ``run.json`` records of it."""
+    from zhrag.models import load_llm
+    from zhrag.training.reading import adapter_identity
+
+    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
+    record = {"model": model, "adapter": adapter_identity(adapter)}
+    if engine != "auto":
+        record["engine"] = engine
+    return llm, record
+
+
 @app.command("eval-reading")
 def eval_reading(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data.")],
@@ -648,14 +660,10 @@ def eval_reading(
     force: ForceOpt = False,
 ) -> None:
     """Reading accuracy (exact / contains) of the answer model on held-out answer examples; resumable."""
-    from zhrag.models import load_llm
-    from zhrag.training.reading import adapter_identity, evaluate_reading
+    from zhrag.training.reading import evaluate_reading
 
     writable_dir(out, "reading run folder", create=False)  # before the model loads; the run creates it
-    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
-    model_record = {"model": model, "adapter": adapter_identity(adapter)}
-    if engine != "auto":
-        model_record["engine"] = engine
+    llm, model_record = _run_model(model, adapter, device, engine)
     summary = evaluate_reading(
         llm, data, out, model=model_record, limit=limit,
         batch_size=batch_size, max_new_tokens=max_new_tokens, force=force,
@@ -679,17 +687,12 @@ def eval_tools(
     force: ForceOpt = False,
 ) -> None:
     """Tool-call validity of the agent model on held-out tool traces, turn by turn (base vs adapter); resumable."""
-    from zhrag.models import load_llm
-    from zhrag.training.reading import adapter_identity
     from zhrag.training.tool_eval import evaluate_tools
 
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
     writable_dir(out, "tool-use run folder", create=False)  # before the model loads; the run creates it
-    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
-    model_record = {"model": model, "adapter": adapter_identity(adapter)}
-    if engine != "auto":
-        model_record["engine"] = engine
+    llm, model_record = _run_model(model, adapter, device, engine)
     summary = evaluate_tools(llm, data, out, model=model_record, limit=limit, force=force)
     calls, answers = summary["call_steps"], summary["answer_steps"]
     typer.echo(

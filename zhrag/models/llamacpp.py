@@ -41,7 +41,7 @@ from typing import Any
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
-from zhrag.prompts.agent import ToolReply, arguments_object, call_opening, parse_tool_calls, tool_call
+from zhrag.prompts.agent import ToolReply, arguments_object, call_prefill, parse_tool_calls, tool_call
 
 logger = logging.getLogger(__name__)
 
@@ -329,11 +329,10 @@ class LlamaCppLLM(LocalLLM):
         arguments). A model without a chat template takes the ChatML text of :meth:`LocalLLM.call_tools`."""
         if not self.is_chat:
             return super().call_tools(messages, tools, max_new_tokens, tool_choice)
-        messages, prefix = list(messages), ""
-        if tool_choice == "required" and len(tools) == 1:
+        messages, prefix = list(messages), call_prefill(list(tools), tool_choice)
+        if prefix:
             # Prefill the call's opening in the template's format; the model writes the arguments. (llama.cpp's
             # tool_choice="required" grammar costs minutes per call on a CPU.)
-            prefix = call_opening(tools[0]["function"]["name"])
             messages.append({"role": "assistant", "content": prefix})
         body = {"messages": messages, "tools": list(tools), "max_tokens": max_new_tokens}
         try:

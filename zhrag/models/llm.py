@@ -20,7 +20,7 @@ from zhrag.errors import ConfigError
 from zhrag.prompts.agent import (
     TURN_END,
     ToolReply,
-    call_opening,
+    call_prefill,
     parse_tool_calls,
     render_tool_messages,
     tool_chat_prompt,
@@ -221,7 +221,7 @@ class LocalLLM:
         """
         required = tool_choice == "required"
         if not self.is_chat:
-            prefix = call_opening(tools[0]["function"]["name"]) if required and len(tools) == 1 else ""
+            prefix = call_prefill(list(tools), tool_choice)
             prompt = tool_chat_prompt(list(messages), list(tools), required=required) + prefix
             [text] = self.generate([prompt], max_new_tokens=max_new_tokens, stop=(TURN_END,))
             text = prefix + text

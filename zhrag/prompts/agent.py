@@ -98,10 +98,12 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
 TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
 
 
-def call_opening(name: str) -> str:
-    """The opening of a call to tool ``name`` in the Hermes format, which a turn that must call it is prefilled
-    with (the model writes the arguments)."""
-    return '<tool_call>\n{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": {"'
+def call_prefill(tools: list[dict[str, Any]], tool_choice: str) -> str:
+    """What a turn is prefilled with: for ``tool_choice="required"`` with one tool, the opening of a call to it in the
+    Hermes format (the model writes the arguments); otherwise nothing."""
+    if tool_choice != "required" or len(tools) != 1:
+        return ""
+    return '<tool_call>\n{"name": ' + json.dumps(tools[0]["function"]["name"], ensure_ascii=False) + ', "arguments": {"'
 
 
 def tool_chat_segments(

@@ -104,7 +104,7 @@ def tokenize_examples(examples: Iterable[Example], tokenizer: Any, *, max_length
     """Tokenise every example's conversation; those whose target does not fit are listed, not cut."""
     result = TokenizedExamples()
     for example in examples:
-        tools = _tools(example)
+        tools = example_tools(example)
         tokenized = tokenize_conversation(example["conversations"], tokenizer, max_length=max_length, tools=tools)
         if tokenized is None:
             result.skipped_ids.append(example["id"])
@@ -113,7 +113,7 @@ def tokenize_examples(examples: Iterable[Example], tokenizer: Any, *, max_length
     return result
 
 
-def _tools(example: Example) -> list[dict[str, Any]] | None:
+def example_tools(example: Example) -> list[dict[str, Any]] | None:
     """The example's ``tools`` (a JSON string of function specs, or a list), or ``None``."""
     value = example.get("tools")
     if not value:
@@ -127,7 +127,7 @@ def _tools(example: Example) -> list[dict[str, Any]] | None:
     return tools
 
 
-def _message(turn: Turn) -> dict[str, Any]:
+def chat_message(turn: Turn) -> dict[str, Any]:
     """The chat-template message of a ShareGPT turn (a ``function_call`` becomes an assistant tool call)."""
     if turn["from"] != "function_call":
         return {"role": CHAT_ROLES[turn["from"]], "content": turn["value"]}
@@ -147,7 +147,7 @@ def _chat_tokens(
     """Token ids of the rendered chat and which of them belong to assistant replies (and tool calls)."""
     if not tokenizer.is_fast:
         raise TrainingDataError("locating assistant tokens needs a fast tokenizer (character offsets)")
-    messages = [_message(turn) for turn in turns]
+    messages = [chat_message(turn) for turn in turns]
     if tools:
         options: dict[str, Any] = {"tools": tools}
     else:
@@ -168,9 +168,7 @@ def _chat_tokens(
                 "use a template with {% generation %} blocks"
             )
         spans.append((len(before), len(through.rstrip())))
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    learned = [any(start <= begin < end for start, end in spans) for begin, _ in encoding["offset_mapping"]]
-    return list(encoding["input_ids"]), learned
+    return _tokens_in_spans(tokenizer, text, spans, add_special_tokens=False)
 
 
 def _render(tokenizer: Any, messages: list[dict[str, Any]], **options: Any) -> Any:
@@ -204,17 +202,22 @@ def _tool_text_tokens(turns: list[Turn], tokenizer: Any, tools: list[dict[str, A
     model (:func:`~zhrag.prompts.agent.tool_chat_segments`), each assistant turn's content and end marker learned."""
     if not tokenizer.is_fast:
         raise TrainingDataError("locating assistant tokens needs a fast tokenizer (character offsets)")
-    segments = tool_chat_segments([_message(turn) for turn in turns], tools)
-    text, spans, position = "", [], 0
-    for part, assistant in segments:
+    text, spans = "", []
+    for part, assistant in tool_chat_segments([chat_message(turn) for turn in turns], tools):
         if assistant:
-            spans.append((position, position + len(part)))
+            spans.append((len(text), len(text) + len(part)))
         text += part
-        position += len(part)
-    encoded = tokenizer(text, return_offsets_mapping=True)
-    learned = [any(start <= begin < end for start, end in spans) and stop > begin
-               for begin, stop in encoded["offset_mapping"]]
-    return list(encoded["input_ids"]), learned
+    # The tokenizer's own special tokens (BOS) come first, as in generation; no learned span starts at 0.
+    return _tokens_in_spans(tokenizer, text, spans, add_special_tokens=True)
+
+
+def _tokens_in_spans(
+    tokenizer: Any, text: str, spans: list[tuple[int, int]], *, add_special_tokens: bool
+) -> tuple[list[int], list[bool]]:
+    """Token ids of ``text`` and which of them start inside one of the character ``spans`` (fast tokenizers)."""
+    encoding = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    learned = [any(start <= begin < end for start, end in spans) for begin, _ in encoding["offset_mapping"]]
+    return list(encoding["input_ids"]), learned
 
 
 def _fit(

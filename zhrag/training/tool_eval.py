@@ -38,6 +38,7 @@ from zhrag.tools.mcp_client import FIND_TOOL
 from zhrag.training.card import examples_sha256
 from zhrag.training.examples import Example
 from zhrag.training.formats import import_examples
+from zhrag.training.masking import chat_message, example_tools
 from zhrag.training.reading import eval_file
 from zhrag.training.run_files import claim_run, process_pending
 from zhrag.training.tool_traces import TOOLS_TASK
@@ -94,11 +95,8 @@ def _trace_steps(example: Example) -> list[ToolStep]:
     expected = ["system", "human", *(["function_call", "tool"] * searches), "gpt"]
     if searches < 1 or roles != expected:
         raise TrainingDataError(f"example {example['id']!r}: not a tool trace (turns {roles})")
-    try:
-        tools = json.loads(example.get("tools") or "")
-    except ValueError:
-        tools = None
-    if not isinstance(tools, list) or not tools or not all(isinstance(tool, dict) for tool in tools):
+    tools = example_tools(example)
+    if not tools:
         raise TrainingDataError(f"example {example['id']!r}: 'tools' is not a JSON list of function specs")
     question = turns[1]["value"]
     answers = tuple(str(a) for a in example["meta"].get("answers") or [turns[-1]["value"]])
@@ -110,18 +108,16 @@ def _trace_steps(example: Example) -> list[ToolStep]:
         steps.append(ToolStep(f"{example['id']}#{number}", example["id"], kind, number, question, list(messages),
                               list(tools), answers))
         if kind == "call":
-            call_turn, result_turn = turns[2 * number], turns[2 * number + 1]
-            try:
-                call = json.loads(call_turn["value"])
-                name, arguments = call["name"], call["arguments"]
-            except (ValueError, KeyError, TypeError):
-                raise TrainingDataError(f"example {example['id']!r}: a function_call turn is not a call") from None
+            try:  # the training path's reading of the call, then with an id and JSON arguments as the agent sends
+                [call] = chat_message(turns[2 * number])["tool_calls"]
+            except TrainingDataError as error:
+                raise TrainingDataError(f"example {example['id']!r}: {error}") from None
             call_id = f"call_{number}"
+            function = {**call["function"], "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False)}
             messages += [
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": call_id, "type": "function",
-                     "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}]},
-                {"role": "tool", "tool_call_id": call_id, "content": result_turn["value"]},
+                {"role": "assistant", "content": "", "tool_calls": [{"id": call_id, "type": "function",
+                                                                     "function": function}]},
+                {"role": "tool", "tool_call_id": call_id, "content": turns[2 * number + 1]["value"]},
             ]
     return steps
 

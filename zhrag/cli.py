@@ -683,17 +683,21 @@ def eval_tools(
     adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter of the agent model.")] = None,
     engine: EngineOpt = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Only the first N traces.")] = None,
+    untrained_by: Annotated[Optional[Path], typer.Option(
+        help="Replay the training split's traces this adapter folder did not train on (nor their paragraphs) "
+             "instead of the held-out split; for the base model too.")] = None,
     device: DeviceOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Tool-call validity of the agent model on held-out tool traces, turn by turn (base vs adapter); resumable."""
-    from zhrag.training.tool_eval import evaluate_tools
+    from zhrag.training.tool_eval import evaluate_tools, load_traces
 
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
     writable_dir(out, "tool-use run folder", create=False)  # before the model loads; the run creates it
+    traces = load_traces(data, untrained_by=untrained_by)
     llm, model_record = _run_model(model, adapter, device, engine)
-    summary = evaluate_tools(llm, data, out, model=model_record, limit=limit, force=force)
+    summary = evaluate_tools(llm, traces, out, model=model_record, limit=limit, force=force)
     calls, answers = summary["call_steps"], summary["answer_steps"]
     typer.echo(
         f"{summary['traces']} traces: well-formed calls {calls['well_formed']['pct']} % of {calls['well_formed']['n']}, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 #: Alias of the default answer and judge model: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, packaged (see zhrag.models.packaged).
@@ -31,20 +32,31 @@ EMBEDDER_COLLECTIONS = {PACKAGED_EMBEDDER: DEFAULT_COLLECTION, E5_EMBEDDER: "zhr
 QDRANT_ENGINES = ("edge", "local")
 
 
-def positive_env_int(name: str, default: int) -> int:
-    """The positive integer in environment variable ``name``, or ``default`` when it is unset or blank.
+def env_int(name: str, default: int, *, minimum: int = 1, env: Mapping[str, str] | None = None) -> int:
+    """The integer >= ``minimum`` in environment variable ``name`` (of ``env``, default ``os.environ``), or ``default``
+    when it is unset or blank.
 
     Raises:
         ConfigError: the variable holds anything else.
     """
-    value = os.environ.get(name, "").strip()
+    value = (os.environ if env is None else env).get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit() or int(value) < 1:
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
         from zhrag.errors import ConfigError
 
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    return number
+
+
+def positive_env_int(name: str, default: int) -> int:
+    """The positive integer in environment variable ``name``, or ``default`` (see :func:`env_int`)."""
+    return env_int(name, default)
 
 
 def default_collection(embedder: str = DEFAULT_EMBEDDER) -> str:

@@ -89,3 +89,36 @@ def _has_qwen() -> bool:
     except ModelLoadError:
         return False
     return True
+
+
+def _random_adapter(source: str, targets: list[str], path: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft's notes on adapting the output layer
+        get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
+                       ).save_pretrained(path)
+    return path
+
+
+def test_a_lora_on_the_output_layer_runs_on_llama_cpp_where_the_gguf_has_its_own(tmp_path: Path):
+    # Qwen2.5-Coder's GGUF keeps output.weight apart from the token embeddings: lm_head's LoRA goes there.
+    reference = load_llm("qwen2.5-coder-0.5b", engine="transformers")
+    adapter = _random_adapter(reference.load_info["source"], ["lm_head"], tmp_path / "head")
+    served = load_llm("qwen2.5-coder-0.5b", adapter=str(adapter), engine="llama.cpp")
+    adapted = load_llm("qwen2.5-coder-0.5b", adapter=str(adapter), engine="transformers")
+    first = [llm.generate_scored([PROMPT], max_new_tokens=2)[0].tokens[0]
+             for llm in (load_llm("qwen2.5-coder-0.5b"), served, adapted)]
+    assert first[1] != first[0] and first[1] == first[2]
+
+
+def test_a_lora_on_a_tied_output_layer_is_refused_by_llama_cpp_and_runs_on_transformers(tmp_path: Path):
+    # Gemma-3-270M's GGUF has no output.weight (tied to token_embd): llama.cpp cannot apply a LoRA on lm_head.
+    source = load_llm(settings.SMALL_LLM, engine="transformers").load_info["source"]
+    adapter = _random_adapter(source, ["q_proj", "lm_head"], tmp_path / "tied")
+    with pytest.raises(ModelLoadError, match="ties its output layer to the token embeddings"):
+        gguf_adapter(adapter, packaged_gguf(settings.SMALL_LLM)[0])
+    assert load_llm(settings.SMALL_LLM, adapter=str(adapter)).load_info["engine"] == "transformers"

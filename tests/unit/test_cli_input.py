@@ -28,6 +28,9 @@ from zhrag.jsonl import writable_dir
         (["index", "--dense", "--sparse-only"], "--dense embeds an indexed collection"),
         (["compare", "/nonexistent/run", "--out", "/tmp/x"], "run directory not found: /nonexistent/run"),
         (["eval-tools", "--data", "/nonexistent/d", "--out", "/tmp/x", "--limit", "0"], "limit must be >= 1, got 0"),
+        (["eval-tools", "--data", "/nonexistent/d", "--out", "/tmp/x"], "evaluation data not found: /nonexistent/d"),
+        (["eval-tools", "--data", "/nonexistent/d", "--untrained-by", "/nonexistent/a", "--out", "/tmp/x"],
+         "/nonexistent/a has no training card"),
     ],
 )
 def test_bad_ask_input_gives_one_line_error(argv, message, capsys):

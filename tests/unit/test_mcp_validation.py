@@ -145,7 +145,7 @@ def test_each_embedder_has_its_own_default_collection_everywhere():
     ("argv", "env", "message"),
     [
         ([], {"QDRANT_URL": "http://q:6333", "QDRANT_LOCAL_PATH": "/q"}, "not both"),
-        ([], {"QDRANT_SEARCH_LIMIT": "ten"}, "QDRANT_SEARCH_LIMIT must be an integer"),
+        ([], {"QDRANT_SEARCH_LIMIT": "ten"}, "QDRANT_SEARCH_LIMIT must be a positive integer"),
         (["--search-limit", "0"], {}, "search limit must be between 1 and 50"),
         (["--port", "70000"], {}, "port must be between 1 and 65535"),
         (["--collection", " "], {}, "collection name must not be empty"),

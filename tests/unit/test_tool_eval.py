@@ -134,3 +134,40 @@ def test_report_and_compare_show_tool_use_and_keep_labelled_runs_apart(tmp_path:
     report = write_report(records, tmp_path / "out").read_text(encoding="utf-8")
     assert "## Tool use (agent variants)" in report and "| lora:a3 | 2 | 1.00 |" in report
     assert "| lora:a3 − a3 | 2 | +" in report  # paired on the shared questions
+
+
+def test_untrained_traces_leave_out_the_adapters_sample_and_its_paragraphs(tmp_path: Path) -> None:
+    from zhrag.training.card import CARD_FILE
+    from zhrag.training.dataset import load_training_data, untrained_examples
+    from zhrag.training.formats import export_examples
+
+    examples = []
+    for number in range(12):
+        example = trace(1)
+        example["id"] = f"q{number}/tools"
+        example["meta"] = {**example["meta"], "passage_id": f"p{number // 2}"}  # two questions per paragraph
+        examples.append(example)
+    data = export_examples(examples, tmp_path / "zhrag_train.jsonl")
+    trained = load_training_data(data, "tools", limit=3, seed=5)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    card = {"task": "tools", "hyperparameters": {"limit": 3, "seed": 5}, "data": {"sha256": trained.sha256}}
+    (adapter / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
+
+    left = untrained_examples(data, "tools", adapter)
+    trained_ids = {example["id"] for example in trained.examples}
+    trained_paragraphs = {example["meta"]["passage_id"] for example in trained.examples}
+    assert left.trained == 3
+    assert not {example["id"] for example in left.examples} & trained_ids
+    assert not {example["meta"]["passage_id"] for example in left.examples} & trained_paragraphs
+    assert len(left.examples) + left.same_paragraph + 3 == 12
+    assert len(left.examples) == 12 - 2 * len(trained_paragraphs)
+
+    (adapter / CARD_FILE).write_text(json.dumps({**card, "hyperparameters": {"limit": 3, "seed": 6}}), "utf-8")
+    with pytest.raises(TrainingDataError, match="not trained on"):
+        untrained_examples(data, "tools", adapter)
+    (adapter / CARD_FILE).write_text(json.dumps({**card, "task": "answer"}), "utf-8")
+    with pytest.raises(TrainingDataError, match="trained for 'answer'"):
+        untrained_examples(data, "tools", adapter)
+    with pytest.raises(TrainingDataError, match="no training card"):
+        untrained_examples(data, "tools", tmp_path)

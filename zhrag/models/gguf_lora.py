@@ -8,7 +8,8 @@ lora``, ``adapter.lora.alpha``, tensors ``blk.N.<name>.weight.lora_a`` / ``.lora
 second where the transformers engine first dequantizes the whole base (tens of seconds, several GB).
 
 Supported: plain LoRA (``r``, ``lora_alpha``, rsLoRA) on the linear layers of architectures whose GGUF weights keep
-the Hugging Face layout (Qwen2, Gemma 3 and most others). Refused with a clear error: DoRA, adapters that train or
+the Hugging Face layout (Qwen2, Gemma 3 and most others), the output layer (``lm_head`` → ``output.weight``) included
+where the GGUF file has its own (Qwen2.5-Coder's do; a model that ties it to the token embeddings is refused). Refused with a clear error: DoRA, adapters that train or
 resize embeddings (``modules_to_save``), and LoRA on q/k projections of ``llama``-architecture models (their GGUF
 conversion permutes those weights).
 """
@@ -98,6 +99,11 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
     count = 0
     for name, array in sorted(load_file(str(weights)).items()):
         module, _, part = name.partition(".lora_")
+        if name.startswith(f"{_PEFT_PREFIX}lm_head.") and "output.weight" not in base_tensors:
+            raise ModelLoadError(
+                f"{weights}: a LoRA on lm_head cannot be applied by llama.cpp: {base.name} ties its output layer to "
+                "the token embeddings (no output.weight); use --engine transformers"
+            )
         if part not in ("A.weight", "B.weight"):
             raise ModelLoadError(f"{weights}: tensor {name!r} is not a LoRA A/B matrix: use --engine transformers")
         hf_name = module.removeprefix(_PEFT_PREFIX) + ".weight"

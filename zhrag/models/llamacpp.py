@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zhrag.settings import env_int
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
@@ -73,25 +74,12 @@ class LlamaCppSettings:
         """
         gpu_default = 0 if device == "cpu" else -1
         return cls(
-            n_threads=_env_int("ZHRAG_LLAMA_THREADS", os.cpu_count() or 1, minimum=1),
-            n_parallel=_env_int("ZHRAG_LLAMA_PARALLEL", DEFAULT_PARALLEL, minimum=1),
-            n_ctx=_env_int("ZHRAG_LLAMA_CTX", DEFAULT_CTX, minimum=256),
-            n_gpu_layers=_env_int("ZHRAG_LLAMA_GPU_LAYERS", gpu_default, minimum=-1),
-            cache_ram_mib=_env_int("ZHRAG_LLAMA_CACHE_MIB", DEFAULT_CACHE_MIB, minimum=0),
+            n_threads=env_int("ZHRAG_LLAMA_THREADS", os.cpu_count() or 1, minimum=1),
+            n_parallel=env_int("ZHRAG_LLAMA_PARALLEL", DEFAULT_PARALLEL, minimum=1),
+            n_ctx=env_int("ZHRAG_LLAMA_CTX", DEFAULT_CTX, minimum=256),
+            n_gpu_layers=env_int("ZHRAG_LLAMA_GPU_LAYERS", gpu_default, minimum=-1),
+            cache_ram_mib=env_int("ZHRAG_LLAMA_CACHE_MIB", DEFAULT_CACHE_MIB, minimum=0),
         )
-
-
-def _env_int(name: str, default: int, *, minimum: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = minimum - 1
-    if number < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return number
 
 
 def accelerators() -> list[str]:

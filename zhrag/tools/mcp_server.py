@@ -201,23 +201,13 @@ class ServerSettings:
             embedder=env.get("EMBEDDING_MODEL") or defaults.embedder,
             reranker=env.get("ZHRAG_RERANKER") or defaults.reranker,
             host=env.get("FASTMCP_HOST") or defaults.host,
-            port=_env_int(env, "FASTMCP_PORT", defaults.port),
-            search_limit=_env_int(env, "QDRANT_SEARCH_LIMIT", defaults.search_limit),
+            port=settings.env_int("FASTMCP_PORT", defaults.port, minimum=0, env=env),
+            search_limit=settings.env_int("QDRANT_SEARCH_LIMIT", defaults.search_limit, env=env),
             read_only=env.get("QDRANT_READ_ONLY", "").strip().lower() in ("1", "true", "yes", "on"),
             find_description=env.get("TOOL_FIND_DESCRIPTION") or defaults.find_description,
             store_description=env.get("TOOL_STORE_DESCRIPTION") or defaults.store_description,
             token=env.get(TOKEN_ENV) or None,
         )
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name)
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
 def build_arg_parser(prog: str = "python -m zhrag.tools.mcp_server") -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.training.card import examples_sha256, read_json_object
+from zhrag.training.card import examples_sha256, read_card, read_json_object
 from zhrag.training.examples import Example
 from zhrag.training.formats import DATASET_INFO_FILE, TASKS, import_examples
 
@@ -73,3 +73,48 @@ def _train_file(directory: Path) -> tuple[Path, str | None]:
     if len(files) != 1:
         raise TrainingDataError(f"{directory}: expected one *_train.jsonl file or a {DATASET_INFO_FILE}")
     return files[0], None
+
+
+@dataclass(frozen=True)
+class UntrainedExamples:
+    """Training-split examples an adapter did not train on (see :func:`untrained_examples`)."""
+
+    path: Path
+    examples: list[Example]
+    trained: int
+    same_paragraph: int
+
+
+def untrained_examples(data: str | Path, task: str, adapter: str | Path) -> UntrainedExamples:
+    """The ``task`` examples of ``data``'s training split that the adapter in ``adapter`` did not train on.
+
+    The adapter's training card names its seeded sample (``limit``, ``seed``) and that sample's digest; the sample is
+    drawn again here and must match the digest. Left out are the sampled examples and every other example about the
+    same paragraph (``meta.passage_id``), so what remains is unseen by the adapter, questions and paragraphs alike.
+
+    Raises:
+        TrainingDataError: no training card, a card of another task or other data, or nothing left.
+    """
+    folder = Path(adapter).expanduser()
+    card = read_card(folder)
+    if card is None:
+        raise TrainingDataError(f"{folder} has no training card (train it with zhrag train)")
+    hyper, recorded = card.get("hyperparameters") or {}, card.get("data") or {}
+    if card.get("task") != task:
+        raise TrainingDataError(f"adapter {folder} was trained for {card.get('task')!r}, not {task!r}")
+    full = load_training_data(data, task)
+    trained = load_training_data(data, task, limit=hyper.get("limit"), seed=int(hyper.get("seed", 0)))
+    if trained.sha256 != recorded.get("sha256"):
+        raise TrainingDataError(f"adapter {folder} was not trained on the {task!r} examples of {full.path}")
+    trained_ids = {example["id"] for example in trained.examples}
+    paragraphs = {_paragraph(example) for example in trained.examples} - {None}
+    unseen = [example for example in full.examples if example["id"] not in trained_ids]
+    kept = [example for example in unseen if _paragraph(example) not in paragraphs]
+    if not kept:
+        raise TrainingDataError(f"adapter {folder} trained on every {task!r} example of {full.path} (or their paragraphs)")
+    return UntrainedExamples(full.path, kept, len(trained_ids), len(unseen) - len(kept))
+
+
+def _paragraph(example: Example) -> str | None:
+    passage = (example.get("meta") or {}).get("passage_id")
+    return str(passage) if passage else None

@@ -36,6 +36,7 @@ from zhrag.prompts import clean_answer
 from zhrag.prompts.agent import ToolReply
 from zhrag.tools.mcp_client import FIND_TOOL
 from zhrag.training.card import examples_sha256
+from zhrag.training.dataset import untrained_examples
 from zhrag.training.examples import Example
 from zhrag.training.formats import import_examples
 from zhrag.training.masking import chat_message, example_tools
@@ -146,9 +147,40 @@ def score_step(step: ToolStep, reply: ToolReply) -> dict[str, Any]:
     return record
 
 
+@dataclass(frozen=True)
+class ToolTraces:
+    """The traces ``eval-tools`` replays: their file, the tool-use examples, and what ``run.json`` records of them."""
+
+    path: Path
+    examples: list[Example]
+    record: dict[str, Any]
+
+
+def load_traces(data: str | Path, *, untrained_by: str | Path | None = None) -> ToolTraces:
+    """The held-out tool traces of ``data``, or with ``untrained_by`` the training split's traces that adapter folder
+    did not train on, nor their paragraphs (:func:`~zhrag.training.dataset.untrained_examples`): more traces than the
+    held-out split has, for the base model and the adapter alike.
+
+    Raises:
+        TrainingDataError: unreadable data, no tool-use traces, or an adapter not trained on ``data``.
+    """
+    if untrained_by is None:
+        path = eval_file(data)
+        examples = [example for example in import_examples(path) if example["task"] == TOOLS_TASK]
+        extra: dict[str, Any] = {}
+    else:
+        untrained = untrained_examples(data, TOOLS_TASK, untrained_by)
+        path, examples = untrained.path, untrained.examples
+        extra = {"untrained_by": str(Path(untrained_by).expanduser().resolve()),
+                 "left_out": {"trained": untrained.trained, "same_paragraph": untrained.same_paragraph}}
+    tool_steps(examples)  # refuses data without tool traces, or with a broken one, before a model loads
+    record = {"path": str(path.resolve()), "tool_examples_sha256": examples_sha256(examples), **extra}
+    return ToolTraces(path, examples, record)
+
+
 def evaluate_tools(
     llm: LocalLLM,
-    data: str | Path,
+    traces: ToolTraces,
     out: str | Path,
     *,
     model: Mapping[str, Any],
@@ -157,12 +189,12 @@ def evaluate_tools(
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Replay the held-out traces of ``data`` with ``llm`` turn by turn, score every turn, write the run ``out``.
+    """Replay ``traces`` (:func:`load_traces`) with ``llm`` turn by turn, score every turn, write the run ``out``.
 
     Args:
         llm: The agent model (adapter attached); it calls tools as the a3 agent node does (a model without a chat
             template in ChatML text).
-        data: Evaluation file or ``build-data --task tools`` folder (see :func:`~zhrag.training.reading.eval_file`).
+        traces: The traces to replay.
         out: Run folder: ``run.json``, ``results.jsonl``, ``summary.json``, ``report.md``.
         model: What ``run.json`` records about the model (name, adapter identity).
         limit: Only the first ``limit`` traces (a larger limit later extends the same run).
@@ -172,18 +204,14 @@ def evaluate_tools(
 
     Raises:
         ConfigError: bad ``limit``, or ``out`` holds another run and not ``force``.
-        TrainingDataError: unreadable data or no tool-use traces in it.
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
-    path = eval_file(data)
-    examples = [example for example in import_examples(path) if example["task"] == TOOLS_TASK]
-    traces = examples[:limit]
-    steps = tool_steps(traces)
+    steps = tool_steps(traces.examples[:limit])
     out = Path(out)
     run_settings = {
         "format": RUN_FORMAT,
-        "data": {"path": str(path.resolve()), "tool_examples_sha256": examples_sha256(examples)},
+        "data": traces.record,
         "model": json.loads(json.dumps(dict(model))),
         "max_new_tokens": max_new_tokens,
         "tool_choice": "auto",
@@ -248,10 +276,17 @@ def write_reports(summary: Mapping[str, Any], out: Path) -> Path:
         cell = f"{stats['pct']} [{interval[0]}, {interval[1]}]" if interval else "–"
         return f"| {label} | {stats['count']} / {stats['n']} | {cell} |"
 
+    data = settings.get("data", {})
+    untrained = data.get("untrained_by")
+    left_out = data.get("left_out") or {}
+    which = (
+        f"training-split traces adapter `{untrained}` did not train on ({left_out.get('trained')} trained traces and "
+        f"{left_out.get('same_paragraph')} about their paragraphs left out)" if untrained else "held-out traces"
+    )
     lines = [
-        "# Tool use on held-out traces",
+        "# Tool use on held-out traces" if not untrained else "# Tool use on traces the adapter did not train on",
         "",
-        f"Data: `{settings.get('data', {}).get('path')}`; model: `{model.get('model')}`; adapter: `{adapter}`; "
+        f"Data: `{data.get('path')}`, {which}; model: `{model.get('model')}`; adapter: `{adapter}`; "
         f"{summary['traces']} traces, replayed turn by turn with the reference history; the model decides alone "
         "(tool_choice auto, no prefilled call).",
         "",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zhrag.errors import DatasetError, TrainingDataError
-from zhrag.evaluation.metrics import wilson_interval
+from zhrag.evaluation.metrics import proportion, wilson_interval
 from zhrag.evaluation.report import merged_results, tool_use, write_report
 from zhrag.prompts.agent import AGENT_SYSTEM, ToolCall, ToolReply
 from zhrag.training.tool_eval import score_step, summarize, tool_steps
@@ -115,7 +115,7 @@ def test_the_report_summarises_the_agents_tool_use() -> None:
         a3_record("q4", [], "不知道", 0),
     ]
     use = tool_use(records)
-    assert use["n"] == 4 and use["calls"] == 4 and use["well_formed"] == 2 and use["well_formed_pct"] == 50.0
+    assert use["n"] == 4 and use["calls"] == 4 and use["well_formed"] == proportion(2, 4)
     assert use["no_call"] == 1 and use["stopped_by_agent_pct"] == 75.0 and use["rounds"] == {"0": 1, "1": 2, "2": 1}
     assert tool_use([{"id": "q", "variant": "a1", "grade": "CORRECT"}]) is None
 

@@ -122,6 +122,13 @@ def paired_difference(
 _Z95 = 1.959963984540054
 
 
+def proportion(count: int, n: int) -> dict[str, Any]:
+    """``count`` of ``n`` as a rate: ``{"count", "n", "pct", "ci95"}`` (percent rounded to 0.1, 95 % Wilson interval;
+    ``pct`` and ``ci95`` are ``None`` for ``n == 0``)."""
+    return {"count": count, "n": n, "pct": round(100.0 * count / n, 1) if n else None,
+            "ci95": wilson_interval(count, n)}
+
+
 def wilson_interval(count: int, n: int) -> tuple[float, float] | None:
     """95 % Wilson score interval of a proportion, in percent (``None`` for ``n == 0``)."""
     if n == 0:

@@ -33,7 +33,7 @@ from zhrag.evaluation.metrics import (
     compute_metrics,
     metrics_by,
     paired_difference,
-    wilson_interval,
+    proportion,
 )
 from zhrag.jsonl import iter_jsonl
 
@@ -143,9 +143,7 @@ def tool_use(records: Sequence[Record]) -> dict[str, Any] | None:
         "n": len(agent),
         "calls": len(calls),
         "calls_per_question": len(calls) / len(agent),
-        "well_formed": well_formed,
-        "well_formed_pct": 100.0 * well_formed / len(calls) if calls else None,
-        "well_formed_ci95": wilson_interval(well_formed, len(calls)),
+        "well_formed": proportion(well_formed, len(calls)),
         "no_call": sum(not record["tool_calls"] for record in agent),
         "stopped_by_agent_pct": 100.0 * stopped / len(agent),
         "rounds": {str(value): rounds.count(value) for value in sorted(set(rounds))},
@@ -168,8 +166,8 @@ def _tool_use_section(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for variant, use in rows.items():
-        interval = use["well_formed_ci95"]
-        well = f"{_pct(use['well_formed_pct'])} [{interval[0]}, {interval[1]}]" if interval else "–"
+        share = use["well_formed"]
+        well = f"{_pct(share['pct'])} [{share['ci95'][0]}, {share['ci95'][1]}]" if share["ci95"] else "–"
         spread = ", ".join(f"{rounds}: {count}" for rounds, count in use["rounds"].items())
         lines.append(f"| {variant} | {use['n']} | {use['calls_per_question']:.2f} | {well} | {use['no_call']} "
                      f"| {_pct(use['stopped_by_agent_pct'])} | {spread} |")

@@ -104,6 +104,8 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
                 f"{weights}: a LoRA on lm_head cannot be applied by llama.cpp: {base.name} ties its output layer to "
                 "the token embeddings (no output.weight); use --engine transformers"
             )
+        if name.endswith(".base_layer.weight") and _frozen_copy(name, array.shape, names, base_tensors):
+            continue  # peft's copy of an unchanged (frozen) base layer, saved when lm_head is a LoRA target
         if part not in ("A.weight", "B.weight"):
             raise ModelLoadError(f"{weights}: tensor {name!r} is not a LoRA A/B matrix: use --engine transformers")
         hf_name = module.removeprefix(_PEFT_PREFIX) + ".weight"
@@ -130,6 +132,14 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _frozen_copy(name: str, shape: tuple[int, ...], names: Any, base_tensors: dict[str, list[int]]) -> bool:
+    """Whether ``name`` (a ``<layer>.base_layer.weight`` of the adapter) has the shape of the base's layer: a copy of
+    the frozen base weights, which LoRA leaves as they are (a resized vocabulary has another shape)."""
+    hf_name = name.removeprefix(_PEFT_PREFIX).replace(".base_layer.weight", ".weight")
+    gguf_name = names.get_name(hf_name, try_suffixes=(".weight",))
+    return gguf_name in base_tensors and list(shape) == base_tensors[gguf_name][:2][::-1]
 
 
 def _field(reader: Any, key: str) -> Any:

@@ -209,7 +209,9 @@ def train_adapter(
     output = trainer.train(resume_from_checkpoint=checkpoint)
     card: dict[str, Any] = {}
     if is_main:
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(out))
+        # The base model's embedding / output weights stay frozen: no copy of them in the adapter (peft would save
+        # one whenever lm_head is a target).
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(out), save_embedding_layers=False)
         curve = cards.loss_curve(trainer.state.log_history)
         plot = cards.write_loss_plot(curve, out / cards.LOSS_PLOT_FILE, title=f"LoRA {task} adapter: {base.model}")
         card = _card(

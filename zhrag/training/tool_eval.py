@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.evaluation.metrics import wilson_interval
+from zhrag.evaluation.metrics import proportion
 from zhrag.evaluation.rule_grader import mentions_gold
 from zhrag.models import LocalLLM
 from zhrag.nodes.agent import AGENT_MAX_NEW_TOKENS
@@ -234,9 +234,7 @@ def evaluate_tools(
 
 
 def _rate(records: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
-    n, count = len(records), sum(bool(record.get(name)) for record in records)
-    return {"count": count, "n": n, "pct": round(100.0 * count / n, 1) if n else None,
-            "ci95": wilson_interval(count, n)}
+    return proportion(sum(bool(record.get(name)) for record in records), len(records))
 
 
 def summarize(records: Sequence[Mapping[str, Any]], run_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -603,6 +603,10 @@ def train(
     target_modules: Annotated[
         str, typer.Option(help="Comma-separated module names to adapt.")
     ] = "q_proj,k_proj,v_proj,o_proj",
+    output_tokens: Annotated[str, typer.Option(
+        help="Tokens whose output-layer rows are trained outright, comma-separated; auto: a tools adapter's "
+             "<tool_call> tags where they are special tokens of an untied output layer (Qwen2.5); none: no rows.")
+    ] = "auto",
     max_length: Annotated[int, typer.Option(help="Most tokens per example (longer prompts lose their start).")] = 1536,
     limit: Annotated[Optional[int], typer.Option(help="Train on a seeded sample of N examples.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample, LoRA init and data order.")] = 0,
@@ -611,10 +615,14 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or mps (default: auto; bf16 on CUDA).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace another adapter or other checkpoints in OUT.")] = False,
 ) -> None:
-    """Train a LoRA adapter for the answer or judge node (resumable; multi-GPU with accelerate launch -m zhrag.cli)."""
+    """Train a LoRA adapter for the answer or judge node or the a3 agent (resumable; multi-GPU with accelerate launch -m zhrag.cli)."""
     from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
 
-    lora = LoraSettings(rank=rank, alpha=alpha, dropout=dropout, target_modules=tuple(_split_values([target_modules])))
+    tokens = output_tokens.strip()
+    lora = LoraSettings(
+        rank=rank, alpha=alpha, dropout=dropout, target_modules=tuple(_split_values([target_modules])),
+        output_tokens=tokens if tokens == "auto" else () if tokens in ("", "none") else tuple(_split_values([tokens])),
+    )
     schedule = TrainSettings(
         epochs=epochs, max_steps=max_steps, learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum,
         max_length=max_length, limit=limit, seed=seed, save_steps=save_steps, logging_steps=logging_steps,

@@ -122,3 +122,29 @@ def test_a_lora_on_a_tied_output_layer_is_refused_by_llama_cpp_and_runs_on_trans
     with pytest.raises(ModelLoadError, match="ties its output layer to the token embeddings"):
         gguf_adapter(adapter, packaged_gguf(settings.SMALL_LLM)[0])
     assert load_llm(settings.SMALL_LLM, adapter=str(adapter)).load_info["engine"] == "transformers"
+
+
+def test_output_rows_trained_outright_run_on_llama_cpp_as_on_transformers(tmp_path: Path):
+    # zhrag train --output-tokens: peft's trainable tokens on lm_head, converted to a rank-k LoRA on output.weight.
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = load_llm("qwen2.5-coder-0.5b", engine="transformers").load_info["source"]
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    base = AutoModelForCausalLM.from_pretrained(source)
+    with torch.no_grad():
+        first = int(base(**tokenizer(PROMPT, return_tensors="pt")).logits[0, -1].argmax())
+    tag = tokenizer.convert_tokens_to_ids("<tool_call>")
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], trainable_token_indices={"lm_head": [tag]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(base, config)
+        rows = model.base_model.model.lm_head.token_adapter.trainable_tokens_delta["default"]
+        with torch.no_grad():  # the tag's new output row: twice the row of the token the base model would write
+            rows.copy_(2 * base.lm_head.weight[first].unsqueeze(0))
+        model.save_pretrained(tmp_path / "rows", save_embedding_layers=False)
+    served = load_llm("qwen2.5-coder-0.5b", adapter=str(tmp_path / "rows"), engine="llama.cpp")
+    adapted = load_llm("qwen2.5-coder-0.5b", adapter=str(tmp_path / "rows"), engine="transformers")
+    assert [llm.generate_scored([PROMPT], max_new_tokens=1)[0].tokens[0] for llm in (served, adapted)] == [
+        "<tool_call>", "<tool_call>"
+    ]

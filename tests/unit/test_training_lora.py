@@ -268,3 +268,53 @@ def test_bad_settings_and_unknown_target_modules_are_clear_errors(tiny_dir: Path
         )
     with pytest.raises(ModelLoadError, match="model path not found"):
         train_adapter("answer", data, tmp_path / "a", model=str(tmp_path / "missing"), train=FAST)
+
+
+def test_output_tokens_train_their_output_rows_and_unknown_ones_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    data = write_examples(tmp_path / "train.jsonl")
+    lora = replace(NO_DROPOUT, output_tokens=("<eos>",))
+    result = train_adapter("answer", data, tmp_path / "rows", model=str(tiny_dir), lora=lora, train=FAST,
+                           progress=False)
+    assert result.card["hyperparameters"]["lora_output_tokens"] == ["<eos>"]
+    weights = load_file(str(tmp_path / "rows" / "adapter_model.safetensors"))
+    [rows] = [value for name, value in weights.items() if name.endswith("trainable_tokens_delta")]
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    eos = PreTrainedTokenizerFast.from_pretrained(tiny_dir).convert_tokens_to_ids("<eos>")
+    assert rows.shape == (1, 32) and not torch.allclose(rows[0], base.get_output_embeddings().weight[eos])
+    assert not any("base_layer" in name for name in weights)  # no copy of the frozen layers
+    with pytest.raises(ConfigError, match="output token '不在词表' is not one token of the model's vocabulary"):
+        train_adapter("answer", data, tmp_path / "bad", model=str(tiny_dir),
+                      lora=replace(NO_DROPOUT, output_tokens=("不在词表",)), train=FAST, progress=False)
+    with pytest.raises(ConfigError, match="not both"):
+        LoraSettings(target_modules=("q_proj", "lm_head"), output_tokens=("<eos>",)).check()
+
+
+class _Tokenizer:
+    """What resolve_output_tokens reads of a tokenizer."""
+
+    def __init__(self, added: dict[str, int]) -> None:
+        self.added, self.all_special_tokens = added, ["<eos>"]
+
+    def get_added_vocab(self) -> dict[str, int]:
+        return self.added
+
+    def get_vocab(self) -> dict[str, int]:
+        return {"a": 0, **self.added}
+
+
+@pytest.mark.parametrize(
+    ("task", "added", "tied", "expected"),
+    [
+        ("tools", {"<tool_call>": 5, "</tool_call>": 6}, False, ("<tool_call>", "</tool_call>")),
+        ("tools", {"<tool_call>": 5, "</tool_call>": 6}, True, ()),  # llama.cpp could not apply them
+        ("tools", {}, False, ()),  # the tags are plain text (ChatML text of a base model)
+        ("answer", {"<tool_call>": 5, "</tool_call>": 6}, False, ()),
+    ],
+)
+def test_auto_output_tokens_are_the_tool_call_tags_of_tool_adapters(task, added, tied, expected) -> None:
+    from types import SimpleNamespace
+
+    from zhrag.training.lora import resolve_output_tokens
+
+    config = SimpleNamespace(tie_word_embeddings=tied)
+    assert resolve_output_tokens(LoraSettings(), task, _Tokenizer(added), config).output_tokens == expected

@@ -9,7 +9,9 @@ second where the transformers engine first dequantizes the whole base (tens of s
 
 Supported: plain LoRA (``r``, ``lora_alpha``, rsLoRA) on the linear layers of architectures whose GGUF weights keep
 the Hugging Face layout (Qwen2, Gemma 3 and most others), the output layer (``lm_head`` → ``output.weight``) included
-where the GGUF file has its own (Qwen2.5-Coder's do; a model that ties it to the token embeddings is refused). Refused with a clear error: DoRA, adapters that train or
+where the GGUF file has its own (Qwen2.5-Coder's do; a model that ties it to the token embeddings is refused), and
+output-layer rows trained outright (peft's trainable tokens, ``zhrag train --output-tokens``) as a LoRA whose rank
+is the number of rows. Refused with a clear error: DoRA, adapters that train or
 resize embeddings (``modules_to_save``), and LoRA on q/k projections of ``llama``-architecture models (their GGUF
 conversion permutes those weights).
 """
@@ -30,6 +32,8 @@ from zhrag.jsonl import stat_digest
 _PEFT_PREFIX = "base_model.model."
 #: GGUF architectures whose converter permutes the q/k projection weights (a LoRA on them would need the same).
 _PERMUTED_QK = {"llama"}
+#: Name ending of the rows peft's trainable tokens hold for a layer (``<layer>.token_adapter...``).
+_TOKENS_SUFFIX = ".token_adapter.trainable_tokens_delta"
 
 
 def gguf_adapter(adapter_dir: str | Path, base_gguf: str | Path) -> Path:
@@ -96,7 +100,7 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
-    count = 0
+    count, adapted = 0, []
     for name, array in sorted(load_file(str(weights)).items()):
         module, _, part = name.partition(".lora_")
         if name.startswith(f"{_PEFT_PREFIX}lm_head.") and "output.weight" not in base_tensors:
@@ -106,6 +110,12 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
             )
         if name.endswith(".base_layer.weight") and _frozen_copy(name, array.shape, names, base_tensors):
             continue  # peft's copy of an unchanged (frozen) base layer, saved when lm_head is a LoRA target
+        if name.endswith(_TOKENS_SUFFIX):
+            for suffix, matrix in _token_rows_as_lora(name, array, config, reader, names, alpha).items():
+                writer.add_tensor(f"output.weight.{suffix}", matrix)
+            adapted.append("output.weight")
+            count += 1
+            continue
         if part not in ("A.weight", "B.weight"):
             raise ModelLoadError(f"{weights}: tensor {name!r} is not a LoRA A/B matrix: use --engine transformers")
         hf_name = module.removeprefix(_PEFT_PREFIX) + ".weight"
@@ -125,13 +135,46 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
                 f"of {base.name} (not this model's adapter)"
             )
         writer.add_tensor(f"{gguf_name}.{suffix}", array.astype("float32"))
+        adapted.append(gguf_name)
         count += 1
     if count == 0:
         raise ModelLoadError(f"{weights}: no LoRA tensors")
+    if adapted.count("output.weight") > 2:  # a LoRA (A and B) and trained rows on the same layer
+        raise ModelLoadError(f"{weights}: trains output-layer rows and a LoRA on the output layer: use --engine "
+                             "transformers")
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _token_rows_as_lora(
+    name: str, rows: Any, config: dict[str, Any], reader: Any, names: Any, alpha: float
+) -> dict[str, Any]:
+    """Output-layer rows trained outright (peft's trainable tokens: ``rows`` are the new rows of the tokens in
+    ``trainable_token_indices``) as a LoRA of rank k = number of rows on ``output.weight``: A holds the rows' change
+    (new rows minus the base's, dequantized from the GGUF file), B picks each token's row, scaled by k / alpha
+    because llama.cpp scales a LoRA by alpha / rank."""
+    import numpy as np
+    from gguf.quants import dequantize
+
+    module = name.removeprefix(_PEFT_PREFIX).removesuffix(_TOKENS_SUFFIX)
+    indices = config.get("trainable_token_indices")
+    if not isinstance(indices, dict) or not isinstance(indices.get(module), list):
+        raise ModelLoadError(f"adapter trains token rows of {module!r} without their indices in adapter_config.json")
+    if names.get_name(f"{module}.weight", try_suffixes=(".weight",)) != "output.weight":
+        raise ModelLoadError(
+            f"adapter trains rows of {module!r} (input embeddings), which a GGUF LoRA cannot hold: use --engine "
+            "transformers"
+        )
+    tokens = [int(index) for index in indices[module]]
+    [output] = [tensor for tensor in reader.tensors if tensor.name == "output.weight"]
+    if rows.shape != (len(tokens), int(output.shape[0])):
+        raise ModelLoadError(f"trained rows {list(rows.shape)} do not fit output.weight (not this model's adapter)")
+    base_rows = dequantize(output.data[tokens], output.tensor_type).reshape(rows.shape)
+    pick = np.zeros((int(output.shape[1]), len(tokens)), dtype="float32")
+    pick[tokens, range(len(tokens))] = len(tokens) / alpha
+    return {"lora_a": (rows - base_rows).astype("float32"), "lora_b": pick}
 
 
 def _frozen_copy(name: str, shape: tuple[int, ...], names: Any, base_tensors: dict[str, list[int]]) -> bool:

@@ -99,23 +99,33 @@ def load_config(base: BaseModel) -> Any:
         raise _load_error(base, error) from error
 
 
-def load_base(base: BaseModel, dtype: str) -> tuple[Any, Any]:
-    """Tokenizer (with a pad token) and causal LM of ``base`` in ``dtype``, on the CPU (the Trainer moves it)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(base: BaseModel) -> Any:
+    """The tokenizer of ``base`` (with a pad token), without its weights."""
+    from transformers import AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
-    local_only = base.kind != "hub"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base.location, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(
-            base.location, dtype=getattr(torch, dtype), local_files_only=local_only
-        )
+        tokenizer = AutoTokenizer.from_pretrained(base.location, local_files_only=base.kind != "hub")
     except Exception as error:  # a user-supplied model that cannot be read fails in many library-specific ways
         raise _load_error(base, error) from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(base: BaseModel, dtype: str) -> tuple[Any, Any]:
+    """Tokenizer (with a pad token) and causal LM of ``base`` in ``dtype``, on the CPU (the Trainer moves it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(base)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            base.location, dtype=getattr(torch, dtype), local_files_only=base.kind != "hub"
+        )
+    except Exception as error:  # a user-supplied model that cannot be read fails in many library-specific ways
+        raise _load_error(base, error) from error
     model.config.use_cache = False
     return tokenizer, model
 

@@ -41,22 +41,33 @@ from zhrag.training.base_model import (
     base_model_identity,
     load_base,
     load_config,
+    load_tokenizer,
     resolve_base_model,
 )
 from zhrag.training.dataset import TrainingData, load_training_data
 
 #: LoRA targets for Gemma (and Llama-style) attention: the query, key, value and output projections.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+#: ``output_tokens`` value that picks them by task and model (:func:`resolve_output_tokens`).
+AUTO = "auto"
+#: The Hermes tool-call tags of chat templates such as Qwen2.5's: special tokens whose output rows the base model
+#: never learned (it writes bare JSON instead), trained by tool-use adapters where they are single tokens.
+TOOL_CALL_TOKENS = ("<tool_call>", "</tool_call>")
 
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA hyper-parameters: rank, alpha (scale = alpha / rank), dropout and the module names to adapt."""
+    """LoRA hyper-parameters: rank, alpha (scale = alpha / rank), dropout and the module names to adapt.
+
+    ``output_tokens``: tokens whose rows of the output layer are trained outright (peft's trainable tokens) besides
+    the LoRA, for tokens the base model never learned to emit; ``"auto"`` picks them (:func:`resolve_output_tokens`).
+    """
 
     rank: int = 16
     alpha: float = 32.0
     dropout: float = 0.05
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    output_tokens: str | tuple[str, ...] = AUTO
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for a value out of range."""
@@ -68,6 +79,10 @@ class LoraSettings:
             raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules or not all(name.strip() for name in self.target_modules):
             raise ConfigError("LoRA target modules must be non-empty names")
+        if isinstance(self.output_tokens, str) and self.output_tokens != AUTO:
+            raise ConfigError(f"output tokens must be {AUTO!r} or a list of tokens, got {self.output_tokens!r}")
+        if self.output_tokens and self.output_tokens != AUTO and "lm_head" in self.target_modules:
+            raise ConfigError("train either output tokens or a LoRA on lm_head, not both")
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,9 @@ def train_adapter(
     device_type = _device_type(device)
     training_data = load_training_data(data, task, limit=train.limit, seed=train.seed)
     base = resolve_base_model(model)
-    settings = run_settings(task, training_data, base, load_config(base), lora, train)
+    config = load_config(base)
+    lora = resolve_output_tokens(lora, task, load_tokenizer(base), config)
+    settings = run_settings(task, training_data, base, config, lora, train)
     cards.claim_output_dir(out, settings, force=force)
     existing = cards.read_card(out)
     if existing is not None and existing.get("schedule") == _schedule(train):
@@ -199,7 +216,7 @@ def train_adapter(
             f"{training_data.path}: none of the {len(training_data.examples)} {task} examples fits "
             f"--max-length {train.max_length}"
         )
-    peft_model = _with_lora(base_model, lora, train.seed)
+    peft_model = _with_lora(base_model, lora, train.seed, tokenizer)
     trainer = _trainer(peft_model, tokenizer, tokenized.examples, out, train, device_type, callbacks, progress)
     is_main = trainer.is_world_process_zero()
     if is_main:
@@ -234,7 +251,7 @@ def run_settings(
         "task": task,
         "data_sha256": data.sha256,
         "base_model": base_model_identity(base, config),
-        "lora": {**asdict(lora), "target_modules": list(lora.target_modules)},
+        "lora": _lora_record(lora),
         "optimizer": {
             "learning_rate": train.learning_rate,
             "batch_size": train.batch_size,
@@ -244,6 +261,35 @@ def run_settings(
         },
         "max_length": train.max_length,
     }
+
+
+def _lora_record(lora: LoraSettings) -> dict[str, Any]:
+    record = {**asdict(lora), "target_modules": list(lora.target_modules), "output_tokens": list(lora.output_tokens)}
+    if not record["output_tokens"]:  # adapters without output tokens keep the settings they had before the option
+        del record["output_tokens"]
+    return record
+
+
+def resolve_output_tokens(lora: LoraSettings, task: str, tokenizer: Any, config: Any) -> LoraSettings:
+    """``lora`` with its output tokens decided (``"auto"``: the tool-call tags for a ``tools`` adapter when the
+    tokenizer has each as one special token and the model's output layer is its own, not tied to the input
+    embeddings, so llama.cpp can still apply the adapter; none otherwise).
+
+    Raises:
+        ConfigError: a named output token is not one token of the vocabulary.
+    """
+    from dataclasses import replace
+
+    if lora.output_tokens == AUTO:
+        special = set(getattr(tokenizer, "all_special_tokens", ())) | set(tokenizer.get_added_vocab())
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        wanted = task == "tools" and not tied and all(token in special for token in TOOL_CALL_TOKENS)
+        return replace(lora, output_tokens=TOOL_CALL_TOKENS if wanted else ())
+    vocabulary = tokenizer.get_vocab()
+    for token in lora.output_tokens:
+        if token not in vocabulary:
+            raise ConfigError(f"output token {token!r} is not one token of the model's vocabulary")
+    return lora
 
 
 def _schedule(train: TrainSettings) -> dict[str, Any]:
@@ -273,17 +319,23 @@ def _dtype_name(device_type: str) -> str:
     return "float32"
 
 
-def _with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
-    """``model`` wrapped by peft with a freshly (seeded) initialised LoRA adapter."""
+def _with_lora(model: Any, lora: LoraSettings, seed: int, tokenizer: Any) -> Any:
+    """``model`` wrapped by peft with a freshly (seeded) initialised LoRA adapter (and its trainable output rows)."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
 
+    tokens = None
+    if lora.output_tokens:
+        output = model.get_output_embeddings()
+        name = next(name for name, module in model.named_modules() if module is output)
+        tokens = {name: tokenizer.convert_tokens_to_ids(list(lora.output_tokens))}
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
+        trainable_token_indices=tokens,
     )
     torch.manual_seed(seed)
     try:

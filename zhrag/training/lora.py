@@ -273,7 +273,7 @@ def _lora_record(lora: LoraSettings) -> dict[str, Any]:
 def resolve_output_tokens(lora: LoraSettings, task: str, tokenizer: Any, config: Any) -> LoraSettings:
     """``lora`` with its output tokens decided (``"auto"``: the tool-call tags for a ``tools`` adapter when the
     tokenizer has each as one special token and the model's output layer is its own, not tied to the input
-    embeddings, so llama.cpp can still apply the adapter; none otherwise).
+    embeddings, so llama.cpp can still apply the adapter, and is no LoRA target; none otherwise).
 
     Raises:
         ConfigError: a named output token is not one token of the vocabulary.
@@ -283,7 +283,8 @@ def resolve_output_tokens(lora: LoraSettings, task: str, tokenizer: Any, config:
     if lora.output_tokens == AUTO:
         special = set(getattr(tokenizer, "all_special_tokens", ())) | set(tokenizer.get_added_vocab())
         tied = bool(getattr(config, "tie_word_embeddings", False))
-        wanted = task == "tools" and not tied and all(token in special for token in TOOL_CALL_TOKENS)
+        head = "lm_head" in lora.target_modules  # a LoRA on the output layer already
+        wanted = task == "tools" and not tied and not head and all(token in special for token in TOOL_CALL_TOKENS)
         return replace(lora, output_tokens=TOOL_CALL_TOKENS if wanted else ())
     vocabulary = tokenizer.get_vocab()
     for token in lora.output_tokens:

@@ -9,7 +9,6 @@ rounds have run; every call and its result stay in the state.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from langgraph.runtime import Runtime
 
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.nodes import retrieve
-from zhrag.prompts.agent import agent_messages, format_passages
+from zhrag.prompts.agent import agent_messages, call_message, format_passages
 from zhrag.tools.evidence import query_bigrams, with_evidence
 from zhrag.tools.mcp_client import FIND_TOOL
 
@@ -67,15 +66,7 @@ def agent(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
     if not calls:
         return {"agent_messages": [{"role": "assistant", "content": reply.content}], "pending_calls": [],
                 "agent_reply": reply.content}
-    message = {
-        "role": "assistant",
-        "content": "",
-        "tool_calls": [
-            {"id": call["id"], "type": "function",
-             "function": {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)}}
-            for call in calls
-        ],
-    }
+    message = call_message([(call["id"], call["name"], call["arguments"]) for call in calls])
     return {"agent_messages": [message], "pending_calls": calls}
 
 

@@ -59,6 +59,20 @@ def agent_messages(question: str, history: list[dict[str, Any]]) -> list[dict[st
     return [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": question}, *history]
 
 
+def call_message(calls: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
+    """The OpenAI-style assistant message of ``(id, name, arguments)`` tool calls (arguments as a JSON string), as the
+    agent keeps it in its history and as a trace's reference history shows it."""
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": id, "type": "function",
+             "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
+            for id, name, arguments in calls
+        ],
+    }
+
+
 def _object(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)

@@ -33,7 +33,7 @@ from zhrag.evaluation.rule_grader import mentions_gold
 from zhrag.models import LocalLLM
 from zhrag.nodes.agent import AGENT_MAX_NEW_TOKENS
 from zhrag.prompts import clean_answer
-from zhrag.prompts.agent import ToolReply
+from zhrag.prompts.agent import ToolReply, call_message
 from zhrag.tools.mcp_client import FIND_TOOL
 from zhrag.training.card import examples_sha256
 from zhrag.training.dataset import untrained_examples
@@ -114,10 +114,8 @@ def _trace_steps(example: Example) -> list[ToolStep]:
             except TrainingDataError as error:
                 raise TrainingDataError(f"example {example['id']!r}: {error}") from None
             call_id = f"call_{number}"
-            function = {**call["function"], "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False)}
             messages += [
-                {"role": "assistant", "content": "", "tool_calls": [{"id": call_id, "type": "function",
-                                                                     "function": function}]},
+                call_message([(call_id, call["function"]["name"], call["function"]["arguments"])]),
                 {"role": "tool", "tool_call_id": call_id, "content": turns[2 * number + 1]["value"]},
             ]
     return steps

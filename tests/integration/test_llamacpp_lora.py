@@ -144,7 +144,12 @@ def test_output_rows_trained_outright_run_on_llama_cpp_as_on_transformers(tmp_pa
             rows.copy_(2 * base.lm_head.weight[first].unsqueeze(0))
         model.save_pretrained(tmp_path / "rows", save_embedding_layers=False)
     served = load_llm("qwen2.5-coder-0.5b", adapter=str(tmp_path / "rows"), engine="llama.cpp")
+    # A LoRA on lm_head loaded first into the shared transformers model: the rows cannot join it there, so they
+    # get their own copy of the base model.
+    head = _random_adapter(source, ["lm_head"], tmp_path / "head")
+    assert load_llm("qwen2.5-coder-0.5b", adapter=str(head), engine="transformers").load_info["adapter"]
     adapted = load_llm("qwen2.5-coder-0.5b", adapter=str(tmp_path / "rows"), engine="transformers")
+    assert adapted.load_info["shared_base"] is False
     assert [llm.generate_scored([PROMPT], max_new_tokens=1)[0].tokens[0] for llm in (served, adapted)] == [
         "<tool_call>", "<tool_call>"
     ]

@@ -81,6 +81,11 @@ class HFRuntime:
                 self._langchain = ChatHuggingFace(llm=llm, tokenizer=self.tokenizer) if self.is_chat else llm
             return self._langchain
 
+    @property
+    def has_adapters(self) -> bool:
+        """Whether an adapter has been loaded into the model."""
+        return bool(self._adapters)
+
     def add_adapter(self, path: str, model_label: str) -> str:
         """Load the PEFT adapter directory ``path`` into the model (once) and return its adapter name.
 

@@ -91,7 +91,21 @@ def load_llm(
             _quiet_libraries()
             _runtimes[base_key] = _load_runtime(source, device_name, dtype_name)
         runtime, location, cache_hit = _runtimes[base_key]
-        adapter_name = runtime.add_adapter(adapter_path, model) if adapter_path else None
+        adapter_name = None
+        if adapter_path:
+            try:
+                adapter_name = runtime.add_adapter(adapter_path, model)
+            except ModelLoadError:
+                if not runtime.has_adapters:
+                    raise
+                # Adapters of other kinds may not share one model (peft cannot add trainable output rows to a
+                # layer another adapter wraps in a LoRA): this one gets its own copy of the base model.
+                own_key = (*base_key, adapter_path)
+                if own_key not in _runtimes:
+                    _runtimes[own_key] = _load_runtime(source, device_name, dtype_name)
+                runtime, location, cache_hit = _runtimes[own_key]
+                adapter_name = runtime.add_adapter(adapter_path, model)
+                shared_base = False
         info = {
             "model": model,
             "kind": source.kind,

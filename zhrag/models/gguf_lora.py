@@ -100,7 +100,7 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
-    count, adapted = 0, []
+    count, output_lora, output_rows = 0, False, False
     for name, array in sorted(load_file(str(weights)).items()):
         module, _, part = name.partition(".lora_")
         if name.startswith(f"{_PEFT_PREFIX}lm_head.") and "output.weight" not in base_tensors:
@@ -113,7 +113,7 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
         if name.endswith(_TOKENS_SUFFIX):
             for suffix, matrix in _token_rows_as_lora(name, array, config, reader, names, alpha).items():
                 writer.add_tensor(f"output.weight.{suffix}", matrix)
-            adapted.append("output.weight")
+            output_rows = True
             count += 1
             continue
         if part not in ("A.weight", "B.weight"):
@@ -135,11 +135,11 @@ def _convert(config: dict[str, Any], weights: Path, base: Path, target: Path) ->
                 f"of {base.name} (not this model's adapter)"
             )
         writer.add_tensor(f"{gguf_name}.{suffix}", array.astype("float32"))
-        adapted.append(gguf_name)
+        output_lora = output_lora or gguf_name == "output.weight"
         count += 1
     if count == 0:
         raise ModelLoadError(f"{weights}: no LoRA tensors")
-    if adapted.count("output.weight") > 2:  # a LoRA (A and B) and trained rows on the same layer
+    if output_lora and output_rows:  # two LoRAs on one tensor: llama.cpp takes one
         raise ModelLoadError(f"{weights}: trains output-layer rows and a LoRA on the output layer: use --engine "
                              "transformers")
     writer.write_header_to_file()

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zhrag.settings import env_int
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models.failures import first_line
 from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
 from zhrag.prompts.agent import ToolReply, arguments_object, call_prefill, parse_tool_calls, tool_call
+from zhrag.settings import env_int
 
 logger = logging.getLogger(__name__)
 

@@ -46,10 +46,16 @@ def load_training_data(data: str | Path, task: str, *, limit: int | None = None,
     if not selected:
         tasks = sorted({example["task"] for example in examples})
         raise TrainingDataError(f"{path}: no {task!r} examples (the file holds {', '.join(tasks)} examples)")
-    if limit is not None and limit < len(selected):
-        chosen = sorted(random.Random(f"{seed}:limit").sample(range(len(selected)), limit))
-        selected = [selected[index] for index in chosen]
+    selected = _seeded_sample(selected, limit, seed)
     return TrainingData(path=path, examples=selected, sha256=examples_sha256(selected))
+
+
+def _seeded_sample(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
+    """The seeded sample of at most ``limit`` examples a training run keeps, in file order."""
+    if limit is None or limit >= len(examples):
+        return examples
+    chosen = sorted(random.Random(f"{seed}:limit").sample(range(len(examples)), limit))
+    return [examples[index] for index in chosen]
 
 
 def _train_file(directory: Path) -> tuple[Path, str | None]:
@@ -103,11 +109,11 @@ def untrained_examples(data: str | Path, task: str, adapter: str | Path) -> Untr
     if card.get("task") != task:
         raise TrainingDataError(f"adapter {folder} was trained for {card.get('task')!r}, not {task!r}")
     full = load_training_data(data, task)
-    trained = load_training_data(data, task, limit=hyper.get("limit"), seed=int(hyper.get("seed", 0)))
-    if trained.sha256 != recorded.get("sha256"):
+    trained = _seeded_sample(full.examples, hyper.get("limit"), int(hyper.get("seed", 0)))
+    if examples_sha256(trained) != recorded.get("sha256"):
         raise TrainingDataError(f"adapter {folder} was not trained on the {task!r} examples of {full.path}")
-    trained_ids = {example["id"] for example in trained.examples}
-    paragraphs = {_paragraph(example) for example in trained.examples} - {None}
+    trained_ids = {example["id"] for example in trained}
+    paragraphs = {_paragraph(example) for example in trained} - {None}
     unseen = [example for example in full.examples if example["id"] not in trained_ids]
     kept = [example for example in unseen if _paragraph(example) not in paragraphs]
     if not kept:

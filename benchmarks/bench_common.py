@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ def median(values: Sequence[float]) -> float:
 
 def tiny_model_dir(path: Path) -> Path:
     """Save a random two-layer Llama with a byte-level BPE tokenizer to ``path`` (the model of ``--smoke`` runs)."""
-    from zhrag.models.tiny import tiny_llama_dir
+    tests_dir = str(Path(__file__).resolve().parent.parent / "tests")  # the test fixtures live there, not in zhrag
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from tiny_models import tiny_llama_dir
 
     return tiny_llama_dir(path, max_positions=8192)

@@ -65,8 +65,8 @@ def sample_inputs(smoke: bool) -> tuple[str, list[Any]]:
     """A question and 3 passages: the first dev question and the first 3 KB documents (synthetic when smoke)."""
     from zhrag import settings
     from zhrag.evaluation.datasets import load_questions
-    from zhrag.tools.passage import Passage
-    from zhrag.tools.sources import iter_documents
+    from zhrag.kb.passage import Passage
+    from zhrag.kb.sources import iter_documents
 
     if smoke:
         texts = ["北京是中华人民共和国的首都。", "曹雪芹，清代小说家，著有《红楼梦》。", "长江是中国第一长河。"]

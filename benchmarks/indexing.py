@@ -1,7 +1,7 @@
 """Indexing throughput of the shared KB: the sparse part (jieba + BM25 weights) against the dense part (embedder).
 
-One ``zhrag index`` run (``zhrag.tools.indexing.index_documents``, the code the CLI calls) into a fresh
-temporary store, timed by its :class:`~zhrag.tools.indexing.IndexReport`: tokenising and BM25
+One ``zhrag index`` run (``zhrag.kb.indexing.index_documents``, the code the CLI calls) into a fresh
+temporary store, timed by its :class:`~zhrag.kb.indexing.IndexReport`: tokenising and BM25
 weighting (sparse), embedding (dense) and writing to the engine (upsert, flush and optimisation). Rates
 are chunks (the passages Qdrant stores) per second of each part; the issue's target is at least 1,000/s
 for the sparse part.
@@ -26,10 +26,10 @@ from typing import Any
 from bench_common import RESULTS_DIR, machine_info, ratio, write_result
 
 from zhrag import settings
-from zhrag.tools.embedding_cache import EmbeddingCache
-from zhrag.tools.indexing import index_documents
-from zhrag.tools.sources import iter_documents
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.embedding_cache import EmbeddingCache
+from zhrag.kb.indexing import index_documents
+from zhrag.kb.sources import iter_documents
+from zhrag.kb.store import KnowledgeStore
 
 SPARSE_TARGET_PER_S = 1000
 SMOKE_DOCUMENTS = 30

@@ -50,9 +50,9 @@ EMBEDDERS = (settings.E5_EMBEDDER, settings.PACKAGED_EMBEDDER, settings.USE_EMBE
 #: Runs in a fresh interpreter: the streaming pipeline without a store, then its peak memory, as one JSON line.
 PIPELINE = """
 import json, resource, sys, time
-from zhrag.tools.chunking import chunk_document
-from zhrag.tools.indexing import _sparse, _terms, _bm25
-from zhrag.tools.sources import iter_documents
+from zhrag.kb.chunking import chunk_document
+from zhrag.kb.indexing import _sparse, _terms, _bm25
+from zhrag.kb.sources import iter_documents
 start = time.perf_counter()
 bm25 = _bm25(40.0)
 documents = chunks = 0
@@ -121,8 +121,8 @@ def index_report(stdout: str) -> dict[str, Any]:
 
 def checkpoint(qdrant: Path, collection: str) -> int:
     """Documents the collection's checkpoint records as written (0 before the first)."""
-    from zhrag.tools.indexing import PROGRESS
-    from zhrag.tools.qdrant_edge_backend import METADATA_FILE, shard_directory
+    from zhrag.kb.indexing import PROGRESS
+    from zhrag.kb.qdrant_edge_backend import METADATA_FILE, shard_directory
 
     try:
         metadata = json.loads((shard_directory(qdrant, collection) / METADATA_FILE).read_text("utf-8"))

@@ -82,9 +82,9 @@ def kill9(process: subprocess.Popen) -> bool:
 
 def store_facts(path: Path) -> dict[str, Any]:
     """Open the store after a crash: does it open, its count, its indexing state, its top hits."""
-    from zhrag.tools.indexing import index_state
-    from zhrag.tools.retrieval import Retriever
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.indexing import index_state
+    from zhrag.kb.retrieval import Retriever
+    from zhrag.kb.store import KnowledgeStore
 
     try:
         with KnowledgeStore(COLLECTION, path=path, embedder=EMBEDDER) as store:
@@ -189,7 +189,7 @@ def percentile(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------- 1. kill -9 during indexing
 
 FIRST_USE = (
-    "import sys; from zhrag.tools.store import KnowledgeStore; from zhrag.tools.indexing import ensure_index\n"
+    "import sys; from zhrag.kb.store import KnowledgeStore; from zhrag.kb.indexing import ensure_index\n"
     "with KnowledgeStore(sys.argv[1], path=sys.argv[2], embedder=sys.argv[4]) as s:"
     " ensure_index(s, sys.argv[3], progress=False)"
 )
@@ -202,8 +202,8 @@ def index_command(kind: str, kb: Path, path: Path) -> list[str]:
 
 
 def kill_during_indexing(kb: Path, work: Path, fractions: list[float]) -> dict[str, Any]:
-    from zhrag.tools.indexing import ensure_index, index_sources
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.indexing import ensure_index, index_sources
+    from zhrag.kb.store import KnowledgeStore
 
     # Every run starts from an empty embedding cache of its own (a killed run and its re-run share one), so the runs
     # embed as a first indexing does and the kill lands while they work.
@@ -330,7 +330,7 @@ def _quiet(call: Callable[[], Any]) -> Any:
 def many_finds(path: Path, log: Path, calls: int, queries: list[str]) -> dict[str, Any]:
     import psutil
 
-    from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+    from zhrag.mcp.client import KnowledgeClient, ServerConfig
 
     latencies: list[float] = []
     errors = 0
@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.smoke:
         args.documents, args.finds = 60, 200
-    from zhrag.tools.sources import iter_documents
+    from zhrag.kb.sources import iter_documents
 
     machine = machine_info(note=args.note)
     previous = json.loads(args.out.read_text("utf-8")) if args.out.exists() else {}

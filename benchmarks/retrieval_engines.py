@@ -6,7 +6,7 @@ with weighted RRF, dense only, BM25/sparse only):
 - ``kb``: the shared knowledge base as indexed by ``zhrag index`` (default store, collection
   ``zhrag_kb``), queried with reading-comprehension questions. The store directory is copied to a
   temporary directory first (the user's store is never opened, so never locked); the engine that is
-  missing there is filled with ``zhrag.tools.migration.copy_collection``. ``store`` timings are
+  missing there is filled with ``zhrag.kb.migration.copy_collection``. ``store`` timings are
   ``Retriever.search`` end to end (query embedding and tokenisation included); ``engine``
   timings run the backend alone on pre-encoded queries.
 - ``synthetic``: random points (384-d unit dense vectors, sparse vectors of about 30 terms drawn from
@@ -40,13 +40,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from zhrag import settings
-from zhrag.tools import lexical
-from zhrag.tools.indexing import index_sources
-from zhrag.tools.migration import copy_collection
-from zhrag.tools.qdrant_backends import Backend, ClientBackend, PointData
-from zhrag.tools.qdrant_edge_backend import EdgeBackend
-from zhrag.tools.retrieval import Retriever
-from zhrag.tools.store import PREFETCH_MIN, PREFETCH_PER_RESULT, SEARCH_MODES, KnowledgeStore, point_id
+from zhrag.kb import lexical
+from zhrag.kb.indexing import index_sources
+from zhrag.kb.migration import copy_collection
+from zhrag.kb.qdrant_backends import Backend, ClientBackend, PointData
+from zhrag.kb.qdrant_edge_backend import EdgeBackend
+from zhrag.kb.retrieval import Retriever
+from zhrag.kb.store import PREFETCH_MIN, PREFETCH_PER_RESULT, SEARCH_MODES, KnowledgeStore, point_id
 
 ENGINES = ("edge", "local")
 RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_engines.json"

@@ -25,11 +25,11 @@ from retrieval_engines import timed  # sibling script: p50/p95/mean/qps after a 
 
 from zhrag import settings
 from zhrag.evaluation.retrieval_sets import rc_set
-from zhrag.tools.indexing import index_documents
-from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
-from zhrag.tools.retrieval import Retriever
-from zhrag.tools.sources import iter_documents
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.indexing import index_documents
+from zhrag.mcp.client import KnowledgeClient, ServerConfig
+from zhrag.kb.retrieval import Retriever
+from zhrag.kb.sources import iter_documents
+from zhrag.kb.store import KnowledgeStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_latency.json"
 TOP_K = 5

@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 from zhrag import settings
 from zhrag.evaluation.retrieval_eval import KS, score_set
 from zhrag.evaluation.retrieval_sets import QuerySet, load_query_sets
-from zhrag.tools import lexical
-from zhrag.tools.chunking import chunk_document
-from zhrag.tools.passage import Passage
-from zhrag.tools.sources import iter_documents
+from zhrag.kb import lexical
+from zhrag.kb.chunking import chunk_document
+from zhrag.kb.passage import Passage
+from zhrag.kb.sources import iter_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval_lexical.json"

@@ -43,13 +43,13 @@ from tqdm.auto import tqdm
 
 from zhrag import settings
 from zhrag.evaluation.retrieval_sets import rc_set
-from zhrag.tools import lexical
-from zhrag.tools.chunking import chunk_document
-from zhrag.tools.embeddings import load_embedder
-from zhrag.tools.qdrant_backends import PointData
-from zhrag.tools.qdrant_edge_backend import EdgeBackend
-from zhrag.tools.sources import iter_documents
-from zhrag.tools.store import SEARCH_MODES, KnowledgeStore, point_id
+from zhrag.kb import lexical
+from zhrag.kb.chunking import chunk_document
+from zhrag.kb.embeddings import load_embedder
+from zhrag.kb.qdrant_backends import PointData
+from zhrag.kb.qdrant_edge_backend import EdgeBackend
+from zhrag.kb.sources import iter_documents
+from zhrag.kb.store import SEARCH_MODES, KnowledgeStore, point_id
 
 RESULTS = RESULTS_DIR / "retrieval_scale.json"
 COLLECTION = "synthetic_scale"

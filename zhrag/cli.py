@@ -59,7 +59,7 @@ def _direct_store_only(options: StoreOptions, command: str) -> None:
 
 def _open_store(options: StoreOptions):
     """The knowledge store the resolved store ``options`` name (a context manager)."""
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.store import KnowledgeStore
 
     return KnowledgeStore(
         options.collection, path=options.qdrant_path, url=options.qdrant_url, embedder=options.embedder,
@@ -73,8 +73,8 @@ def _prepare_knowledge_base(context, kb: list[Path] | None) -> None:
     The store is closed before the graph starts its MCP server, because embedded Qdrant allows one
     client per path and the server process must own it.
     """
-    from zhrag.tools.indexing import ensure_index
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.indexing import ensure_index
+    from zhrag.kb.store import KnowledgeStore
 
     if context.mcp_url:  # a running server owns its store (it indexes with --ensure-index)
         return
@@ -230,9 +230,9 @@ def index(
 ) -> None:
     """Index SOURCES into the Qdrant collection (idempotent: re-indexing updates in place; a killed run of the same,
     unchanged sources resumes after the last batch it wrote)."""
-    from zhrag.tools.indexing import build_dense, index_sources
-    from zhrag.tools.migration import copy_collection
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.indexing import build_dense, index_sources
+    from zhrag.kb.migration import copy_collection
+    from zhrag.kb.store import KnowledgeStore
 
     _direct_store_only(store_options, "index")
     options = store_options.resolved()
@@ -360,12 +360,12 @@ def search(
     if options.mcp_url:  # through the running server's qdrant-find (its own store, mode and reranker)
         if mode != "hybrid" or reranker is not None:
             raise ConfigError("--mode and --reranker are the server's with --mcp-url: leave them out")
-        from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+        from zhrag.mcp.client import KnowledgeClient, ServerConfig
 
         with KnowledgeClient(ServerConfig(url=options.mcp_url)) as client:
             passages = [dict(passage) for passage in client.find(query, top_k)]
     else:
-        from zhrag.tools.retrieval import Retriever
+        from zhrag.kb.retrieval import Retriever
 
         with _open_store(options) as store:
             passages = Retriever(store, reranker).search(query, top_k, mode=mode)
@@ -411,7 +411,7 @@ def eval_retrieval(
     from zhrag.evaluation.retrieval_eval import ablation as ablation_rows
     from zhrag.evaluation.retrieval_report import write_retrieval_report
     from zhrag.evaluation.retrieval_sets import load_query_sets
-    from zhrag.tools.indexing import ensure_index
+    from zhrag.kb.indexing import ensure_index
 
     weights = _weights(dense_weights) if dense_weights else ABLATION_WEIGHTS
     query_sets = load_query_sets(
@@ -419,7 +419,7 @@ def eval_retrieval(
     )
     _direct_store_only(store_options, "eval-retrieval")
     options = store_options.resolved()
-    from zhrag.tools.retrieval import Retriever
+    from zhrag.kb.retrieval import Retriever
 
     with _open_store(options) as store:
         ensure_index(store, source=list(kb) if kb else None, dense=True)  # the dense rows need every vector
@@ -555,7 +555,7 @@ def _build_tool_data(
     """``build-data --task tools``: A3 traces searched through qdrant-find, checked by the judge model."""
     from zhrag.graph.context import DEFAULT_JUDGE_THRESHOLD, Context
     from zhrag.nodes.retrieve import server_config
-    from zhrag.tools.mcp_client import KnowledgeClient
+    from zhrag.mcp.client import KnowledgeClient
     from zhrag.training.build import build_tool_data
     from zhrag.training.formats import write_splits
 
@@ -645,7 +645,7 @@ def train(
 def _run_model(model: str, adapter: str | None, device: str | None, engine: str) -> tuple[Any, dict[str, Any]]:
     """The model of an evaluation over examples (eval-reading, eval-tools) and what its ``run.json`` records of it."""
     from zhrag.models import load_llm
-    from zhrag.training.reading import adapter_identity
+    from zhrag.evaluation.reading import adapter_identity
 
     llm = load_llm(model, adapter=adapter, device=device, engine=engine)
     record = {"model": model, "adapter": adapter_identity(adapter)}
@@ -668,7 +668,7 @@ def eval_reading(
     force: ForceOpt = False,
 ) -> None:
     """Reading accuracy (exact / contains) of the answer model on held-out answer examples; resumable."""
-    from zhrag.training.reading import evaluate_reading
+    from zhrag.evaluation.reading import evaluate_reading
 
     writable_dir(out, "reading run folder", create=False)  # before the model loads; the run creates it
     llm, model_record = _run_model(model, adapter, device, engine)
@@ -698,7 +698,7 @@ def eval_tools(
     force: ForceOpt = False,
 ) -> None:
     """Tool-call validity of the agent model on held-out tool traces, turn by turn (base vs adapter); resumable."""
-    from zhrag.training.tool_eval import evaluate_tools, load_traces
+    from zhrag.evaluation.tool_eval import evaluate_tools, load_traces
 
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
@@ -728,8 +728,8 @@ def eval_judge(
 ) -> None:
     """Calibrate the A2 judge's threshold on training judge examples and measure it on held-out ones."""
     from zhrag.models import load_llm
-    from zhrag.training.judge_eval import evaluate_judge
-    from zhrag.training.reading import adapter_identity
+    from zhrag.evaluation.judge_eval import evaluate_judge
+    from zhrag.evaluation.reading import adapter_identity
 
     writable_dir(out, "judge run folder", create=False)  # before the model loads; the run creates it
     llm = load_llm(model, adapter=adapter, device=device, engine=engine)
@@ -926,7 +926,7 @@ def _expand_multi_value_options(argv: list[str]) -> list[str]:
 )
 def serve_mcp(ctx: typer.Context) -> None:
     """Serve the knowledge base as an MCP server (tools qdrant-find, qdrant-store); see --help."""
-    from zhrag.tools.mcp_server import main as server_main
+    from zhrag.mcp.server import main as server_main
 
     raise typer.Exit(server_main(list(ctx.args), prog="zhrag serve-mcp") or 0)
 

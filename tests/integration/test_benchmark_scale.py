@@ -81,8 +81,8 @@ def test_scale_smoke_grows_and_resumes(tmp_path: Path, shared_kb: Path, rc_quest
     assert json.loads(again.read_text("utf-8"))["sizes"] == sizes
 
     # the synthetic collection is an ordinary zhrag collection: `zhrag search` reads it
-    from zhrag.tools.retrieval import Retriever
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.retrieval import Retriever
+    from zhrag.kb.store import KnowledgeStore
 
     with KnowledgeStore("synthetic_scale", path=work, engine="edge", embedder=settings.PACKAGED_EMBEDDER) as store:
         assert store.count() == 600

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from zhrag.errors import ConfigError, KnowledgeBaseError, ModelLoadError
-from zhrag.tools.embedding_cache import EmbeddingCache, embed_documents, text_key
-from zhrag.tools.embeddings import E5_EMBEDDER, USE_EMBEDDER, load_embedder
-from zhrag.tools import indexing
-from zhrag.tools.indexing import build_dense, ensure_index, index_documents, index_sources
-from zhrag.tools.retrieval import Retriever
-from zhrag.tools.sources import Document
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.embedding_cache import EmbeddingCache, embed_documents, text_key
+from zhrag.kb.embeddings import E5_EMBEDDER, USE_EMBEDDER, load_embedder
+from zhrag.kb import indexing
+from zhrag.kb.indexing import build_dense, ensure_index, index_documents, index_sources
+from zhrag.kb.retrieval import Retriever
+from zhrag.kb.sources import Document
+from zhrag.kb.store import KnowledgeStore
 
 from test_store import TINY_KB
 

@@ -20,7 +20,7 @@ from zhrag.models import LocalLLM, load_llm
 from zhrag.models.packaged import PACKAGED_MODELS, packaged_gguf
 from zhrag.nodes.judge import judge_scores
 from zhrag.prompts import build_answer_prompt, build_judge_prompt
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,9 +21,9 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from zhrag.errors import MCPServerError
-from zhrag.tools.indexing import index_sources
-from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig, get_knowledge_client, server_launches
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.indexing import index_sources
+from zhrag.mcp.client import KnowledgeClient, ServerConfig, get_knowledge_client, server_launches
+from zhrag.kb.store import KnowledgeStore
 
 pytestmark = [pytest.mark.integration]
 #: Server processes are found through /proc (Linux).
@@ -95,7 +95,7 @@ def server_pids() -> set[int]:
             command = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if parent == os.getpid() and b"zhrag.tools.mcp_server" in command:
+        if parent == os.getpid() and b"zhrag.mcp.server" in command:
             pids.add(int(stat.parent.name))
     return pids
 
@@ -182,7 +182,7 @@ def test_locked_qdrant_makes_the_client_fail_fast_with_the_server_message(tmp_pa
 def test_locked_qdrant_makes_the_server_exit_with_one_line(tmp_path: Path):
     with KnowledgeStore(COLLECTION, path=tmp_path / "qdrant"):
         result = subprocess.run(
-            [sys.executable, "-m", "zhrag.tools.mcp_server", "--qdrant-path", str(tmp_path / "qdrant")],
+            [sys.executable, "-m", "zhrag.mcp.server", "--qdrant-path", str(tmp_path / "qdrant")],
             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
         )
     assert result.returncode == 2 and result.stdout == ""
@@ -249,7 +249,7 @@ def test_raw_mcp_protocol_lists_both_tools_and_returns_structured_passages(tmp_p
     async def session_run() -> None:
         server = StdioServerParameters(
             command=sys.executable,
-            args=["-m", "zhrag.tools.mcp_server", "--collection", COLLECTION, "--qdrant-path", str(tmp_path / "q")],
+            args=["-m", "zhrag.mcp.server", "--collection", COLLECTION, "--qdrant-path", str(tmp_path / "q")],
         )
         async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
             init = await session.initialize()
@@ -287,7 +287,7 @@ def test_raw_mcp_protocol_lists_both_tools_and_returns_structured_passages(tmp_p
 def test_streamable_http_transport_serves_the_tools(tmp_path: Path):
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "zhrag.tools.mcp_server", "--transport", "streamable-http", "--port", str(port),
+        [sys.executable, "-m", "zhrag.mcp.server", "--transport", "streamable-http", "--port", str(port),
          "--collection", COLLECTION, "--qdrant-path", str(tmp_path / "q"), "--read-only"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

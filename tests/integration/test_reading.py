@@ -13,10 +13,10 @@ from zhrag.graph.context import Context
 from zhrag.models import load_llm
 from zhrag.nodes.answer import answer
 from zhrag.prompts import build_answer_prompt
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 from zhrag.training.examples import Example, conversation
 from zhrag.training.formats import export_examples
-from zhrag.training.reading import evaluate_reading, score_answer
+from zhrag.evaluation.reading import evaluate_reading, score_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from zhrag.errors import ModelLoadError
-from zhrag.tools.passage import Passage
-from zhrag.tools.rerank import CrossEncoderReranker, load_reranker
+from zhrag.kb.passage import Passage
+from zhrag.kb.rerank import CrossEncoderReranker, load_reranker
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from zhrag.tools.embeddings import resolve_embedder
+    from zhrag.kb.embeddings import resolve_embedder
     from zhrag import settings
 
     torch.manual_seed(0)

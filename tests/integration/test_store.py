@@ -10,8 +10,8 @@ import pytest
 
 from zhrag import cli, settings
 from zhrag.errors import ConfigError, KnowledgeBaseError, QdrantUnavailableError
-from zhrag.tools import lexical
-from zhrag.tools.indexing import (
+from zhrag.kb import lexical
+from zhrag.kb.indexing import (
     INDEXED,
     INDEXING,
     NOTES,
@@ -22,9 +22,9 @@ from zhrag.tools.indexing import (
     index_state,
     source_names,
 )
-from zhrag.tools.migration import copy_collection
-from zhrag.tools.retrieval import Retriever
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.migration import copy_collection
+from zhrag.kb.retrieval import Retriever
+from zhrag.kb.store import KnowledgeStore
 
 pytestmark = pytest.mark.integration
 ENGINES = ["edge", "local"]
@@ -232,7 +232,7 @@ def test_an_interrupted_first_use_is_finished_and_other_sources_are_left_alone(t
             with pytest.raises(KeyboardInterrupt):
                 index_sources(store, [kb_file], batch_size=3, progress=False)
         assert index_state(store) == INDEXING and store.index_settings()[INDEXING] == source_names([kb_file])
-        with caplog.at_level(logging.WARNING, logger="zhrag.tools.indexing"):
+        with caplog.at_level(logging.WARNING, logger="zhrag.kb.indexing"):
             assert ensure_index(store, other, progress=False) is None  # not the interrupted sources
         assert "unfinished indexing run" in caplog.text and index_state(store) == INDEXING
         report = ensure_index(store, kb_file, progress=False)
@@ -300,7 +300,7 @@ def test_copy_from_local_reproduces_local_rankings(tmp_path, kb_file, caplog):
     with KnowledgeStore("tiny", path=path, engine="local") as local:
         index_sources(local, [kb_file], progress=False)
         expected = [search(local, question, top_k=5) for question in questions]
-    with caplog.at_level(logging.WARNING, logger="zhrag.tools.store"):
+    with caplog.at_level(logging.WARNING, logger="zhrag.kb.store"):
         with (
             KnowledgeStore("tiny", path=path, engine="local") as local,
             KnowledgeStore("tiny", path=path, engine="edge") as edge,

@@ -17,10 +17,10 @@ import pytest
 
 from zhrag import settings
 from zhrag.errors import KnowledgeBaseError
-from zhrag.tools.indexing import INDEXED, INDEXING, PROGRESS, index_documents, index_sources, index_state
-from zhrag.tools.qdrant_edge_backend import METADATA_FILE, shard_directory
-from zhrag.tools.sources import Document, iter_documents
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.indexing import INDEXED, INDEXING, PROGRESS, index_documents, index_sources, index_state
+from zhrag.kb.qdrant_edge_backend import METADATA_FILE, shard_directory
+from zhrag.kb.sources import Document, iter_documents
+from zhrag.kb.store import KnowledgeStore
 
 pytestmark = pytest.mark.integration
 

@@ -43,8 +43,8 @@ def _wait_until_up(process: subprocess.Popen, url: str, log: Path, what: str) ->
 @pytest.fixture(scope="module")
 def knowledge_url(kb_subset: Path, tmp_path_factory: pytest.TempPathFactory):
     """One ``zhrag serve-mcp`` over streamable HTTP (bearer token) owning an embedded store of the KB subset."""
-    from zhrag.tools.indexing import index_sources
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.indexing import index_sources
+    from zhrag.kb.store import KnowledgeStore
 
     qdrant = tmp_path_factory.mktemp("studio-qdrant")
     with KnowledgeStore(path=qdrant) as store:  # the default embedder's collection, which serve-mcp serves
@@ -156,7 +156,7 @@ def test_studio_eval_and_an_mcp_client_work_at_once_against_one_knowledge_server
 
     from langgraph_sdk import get_sync_client
 
-    from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
+    from zhrag.mcp.client import KnowledgeClient, ServerConfig
 
     def studio() -> dict:
         return get_sync_client(url=studio_url).runs.wait(

@@ -10,9 +10,9 @@ import pytest
 
 from zhrag import cli
 from zhrag.nodes.agent import find_tool_spec
-from zhrag.tools.indexing import index_sources
-from zhrag.tools.mcp_client import KnowledgeClient, ServerConfig
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.indexing import index_sources
+from zhrag.mcp.client import KnowledgeClient, ServerConfig
+from zhrag.kb.store import KnowledgeStore
 from zhrag.training.examples import check_conversation
 from zhrag.training.tool_traces import build_tool_traces
 from zhrag.rc_pairs import RCPair

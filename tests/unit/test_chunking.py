@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zhrag.errors import ConfigError
-from zhrag.tools.chunking import chunk_document, split_text
-from zhrag.tools.sources import Document
+from zhrag.kb.chunking import chunk_document, split_text
+from zhrag.kb.sources import Document
 
 SENTENCES = [f"第{i}句话讲的是一件不同的事情，编号{i:03d}。" for i in range(40)]
 LONG_TEXT = "".join(SENTENCES)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from zhrag.errors import ConfigError
-from zhrag.tools.evidence import best_evidence, character_bigrams, query_bigrams, sentence_windows
-from zhrag.tools.passage import Passage
-from zhrag.tools.rerank import EvidenceReranker, load_reranker
+from zhrag.kb.evidence import best_evidence, character_bigrams, query_bigrams, sentence_windows
+from zhrag.kb.passage import Passage
+from zhrag.kb.rerank import EvidenceReranker, load_reranker
 
 TEXT = "阿瓦隆尼亚大陆是古代的微大陆。它在寒武纪早期自冈瓦那大陆分离。在奥陶纪末期，它与波罗地大陆碰撞。后来又与劳伦大陆相连。"
 

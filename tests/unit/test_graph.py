@@ -22,8 +22,8 @@ from zhrag.nodes.requery import next_query
 from zhrag.prompts import normalize_text
 from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
 from zhrag.prompts.requery import CHAT_REQUERY_SYSTEM
-from zhrag.tools.lexical import tokenize
-from zhrag.tools.passage import Passage
+from zhrag.kb.lexical import tokenize
+from zhrag.kb.passage import Passage
 
 QUESTION = "甲城位于哪个省？"
 P_CITY = Passage(id="kb#1", title="甲城", text="甲城位于乙省北部，是乙省第二大城市。", score=0.9)
@@ -324,7 +324,8 @@ def test_timings_are_recorded_per_node_and_summed_over_rounds(
 PACKAGE_ROOT = Path(zhrag.__file__).parent
 FORBIDDEN = {
     "zhrag.models": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
-    "zhrag.tools": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag.kb": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag.mcp": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
     "zhrag.prompts": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
     "zhrag.nodes": ("zhrag.graph", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
     "zhrag": ("zhrag.cli",),

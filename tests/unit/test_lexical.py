@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from zhrag.tools import lexical
+from zhrag.kb import lexical
 
 
 def test_question_keeps_content_terms_only():
@@ -38,7 +38,7 @@ def test_term_ids_are_31_bit_distinct_and_stable_across_processes():
     ids = [lexical.term_id(term) for term in terms]
     assert all(0 <= i < 2**31 for i in ids)
     assert len(set(ids)) == len(ids)
-    code = f"from zhrag.tools.lexical import term_id; print([term_id(t) for t in {terms!r}])"
+    code = f"from zhrag.kb.lexical import term_id; print([term_id(t) for t in {terms!r}])"
     for seed in ("1", "2"):  # a process-salted hash() would differ between these runs
         env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

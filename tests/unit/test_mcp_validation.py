@@ -11,9 +11,9 @@ from langchain_core.messages import ToolMessage
 from mcp.shared.memory import create_connected_server_and_client_session
 
 from zhrag.errors import ConfigError, MCPServerError
-from zhrag.tools.mcp_client import ServerConfig, _result_items, _to_passage
-from zhrag.tools.mcp_server import ServerSettings, build_server, parse_args
-from zhrag.tools.passage import Passage
+from zhrag.mcp.client import ServerConfig, _result_items, _to_passage
+from zhrag.mcp.server import ServerSettings, build_server, parse_args
+from zhrag.kb.passage import Passage
 
 
 class RecordingStore:
@@ -159,7 +159,7 @@ def test_bad_settings_raise_config_errors(argv: list[str], env: dict[str, str], 
 def test_server_config_launches_the_module_with_its_location():
     embedded = ServerConfig(collection="kb", qdrant_path="/data/q", ensure_index=True, kb_source="/kb.jsonl")
     command = embedded.launch_command()
-    assert command[1:3] == ["-m", "zhrag.tools.mcp_server"]
+    assert command[1:3] == ["-m", "zhrag.mcp.server"]
     assert parse_args(command[3:], {}) == ServerSettings(
         collection="kb", qdrant_path="/data/q", ensure_index=True, kb_source="/kb.jsonl"
     )
@@ -192,7 +192,7 @@ def test_client_parses_structured_and_text_only_tool_results():
 def test_idle_spawned_servers_are_closed_when_another_configuration_is_asked_for(monkeypatch):
     import time as time_module
 
-    from zhrag.tools import mcp_client
+    from zhrag.mcp import client as mcp_client
 
     class Idle:
         def __init__(self, idle_s: float) -> None:

@@ -17,7 +17,7 @@ from zhrag.graph.context import Context
 from zhrag.nodes import retrieve
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
 from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 QUESTION = "甲城位于哪个省？"
 GOLD = "乙省"

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from zhrag.errors import ModelLoadError
 from zhrag.models import LocalLLM, load_llm
-from zhrag.models.tiny import tiny_llama_dir
+from tiny_models import tiny_llama_dir
 
 CORPUS = [
     "材料：曹雪芹，清代小说家，著有《红楼梦》。\n问题：《红楼梦》的作者是谁？\n答案：曹雪芹",

@@ -21,7 +21,7 @@ from zhrag.prompts import (
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS, CLOSED_BOOK_EXAMPLES, RAG_EXAMPLES
 from zhrag.prompts.judge import JUDGE_EXAMPLES
 from zhrag.prompts.requery import REQUERY_EXAMPLES
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 
 def passage(pid: str, text: str, title: str = "") -> Passage:

@@ -19,7 +19,7 @@ from zhrag.evaluation.retrieval_eval import (
 )
 from zhrag.evaluation.retrieval_report import write_retrieval_report
 from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery, load_query_sets
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 KB = {
     "p1": ("九命奇冤", "九命奇冤，清吴沃尧所著的小说。"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zhrag.evaluation.retrieval_metrics import answer_recall, kb_covered
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 
 def passage(text: str, title: str = "") -> Passage:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zhrag.errors import KnowledgeBaseError
-from zhrag.tools.sources import iter_documents
+from zhrag.kb.sources import iter_documents
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -16,11 +16,11 @@ from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
 from zhrag import settings
 from zhrag.errors import ConfigError, QdrantUnavailableError
 from zhrag.graph.context import Context
-from zhrag.tools.mcp_client import ServerConfig
-from zhrag.tools.mcp_server import ServerSettings, parse_args
-from zhrag.tools.qdrant_backends import ClientBackend, PointData, local_collection_exists
-from zhrag.tools.qdrant_edge_backend import EdgeBackend, shard_directory, weighted_rrf
-from zhrag.tools.store import KnowledgeStore
+from zhrag.mcp.client import ServerConfig
+from zhrag.mcp.server import ServerSettings, parse_args
+from zhrag.kb.qdrant_backends import ClientBackend, PointData, local_collection_exists
+from zhrag.kb.qdrant_edge_backend import EdgeBackend, shard_directory, weighted_rrf
+from zhrag.kb.store import KnowledgeStore
 
 METADATA = {"embedder": "toy", "dimension": 4, "bm25": {"avgdl": 3.0, "k1": 1.2, "b": 0.75}}
 
@@ -199,7 +199,7 @@ def test_unknown_engine_is_a_config_error(tmp_path: Path):
 
 
 def test_a_server_collection_gets_the_large_knowledge_base_layout(monkeypatch: pytest.MonkeyPatch):
-    from zhrag.tools.qdrant_backends import collection_config
+    from zhrag.kb.qdrant_backends import collection_config
 
     class Recorder:
         def create_collection(self, name: str, **arguments) -> None:

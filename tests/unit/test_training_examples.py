@@ -14,8 +14,8 @@ from zhrag.evaluation.datasets import Question
 from zhrag.evaluation.retrieval_metrics import kb_covered
 from zhrag.prompts import build_answer_prompt, build_judge_prompt, normalize_text
 from zhrag.rc_pairs import RCPair, default_rc_source, load_rc_pairs
-from zhrag.tools.passage import Passage
-from zhrag.tools.sources import Document
+from zhrag.kb.passage import Passage
+from zhrag.kb.sources import Document
 from zhrag.training.examples import (
     Example,
     LexicalRetriever,

@@ -25,7 +25,7 @@ from transformers import (
 
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models import load_llm
-from zhrag.models.tiny import bpe_tokenizer
+from tiny_models import bpe_tokenizer
 from zhrag.training.card import CARD_FILE, CHECKPOINTS_DIR, LOSS_PLOT_FILE, RUN_FILE
 from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
 from zhrag.training.masking import IGNORE_INDEX, tokenize_conversation

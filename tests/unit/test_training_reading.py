@@ -16,10 +16,10 @@ from zhrag.cli import main
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.models import LocalLLM, register_llm, unregister_llm
 from zhrag.prompts import build_answer_prompt
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 from zhrag.training.examples import Example, conversation
 from zhrag.training.formats import export_examples
-from zhrag.training.reading import evaluate_reading, reading_items, score_answer
+from zhrag.evaluation.reading import evaluate_reading, reading_items, score_answer
 
 
 class ScriptedLLM(LLM):

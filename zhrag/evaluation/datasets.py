@@ -101,7 +101,7 @@ def _read_rc(pairs_file: str | None) -> list[Question]:
     """The held-out reading-comprehension pairs (of ``pairs_file``, default the shared pairs) as questions."""
     from zhrag.errors import TrainingDataError, ZhragError  # noqa: PLC0415
     from zhrag.rc_pairs import held_out_pairs, load_rc_pairs  # noqa: PLC0415
-    from zhrag.tools.sources import iter_documents  # noqa: PLC0415
+    from zhrag.kb.sources import iter_documents  # noqa: PLC0415
 
     try:
         pairs = load_rc_pairs(pairs_file)

@@ -39,7 +39,7 @@ from zhrag.evaluation.ragas_metrics import (
 )
 from zhrag.models import LocalLLM, load_llm
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
-from zhrag.tools.embeddings import resolve_embedder
+from zhrag.kb.embeddings import resolve_embedder
 
 if TYPE_CHECKING:
     from ragas.embeddings import BaseRagasEmbeddings

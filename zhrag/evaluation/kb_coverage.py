@@ -1,7 +1,7 @@
 """Does the knowledge base hold the answer to a question at all? ``kb_covered`` over a whole KB source.
 
 A question is *covered* when some document of the knowledge-base sources (as read by
-``zhrag.tools.sources.iter_documents``, before chunking) contains the gold answer and is about the
+``zhrag.kb.sources.iter_documents``, before chunking) contains the gold answer and is about the
 question: ``zhrag.evaluation.retrieval_metrics.kb_covered``, i.e. it shares at least
 ``MIN_SHARED_BIGRAMS`` content character bigrams with the question. This is a property of the KB and
 the question only, independent of any retriever, so it separates "retrieval missed it" from "the KB
@@ -25,7 +25,7 @@ from zhrag.evaluation.retrieval_metrics import (
     kb_covered,
     passage_text,
 )
-from zhrag.tools.sources import iter_documents
+from zhrag.kb.sources import iter_documents
 
 
 class KBCoverage:

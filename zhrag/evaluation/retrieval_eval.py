@@ -30,7 +30,7 @@ from zhrag.errors import ConfigError
 from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery
 from zhrag.evaluation.rule_grader import mentions_gold
 from zhrag.nodes.requery import fallback_queries
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 RESULTS_FILE = "retrieval.json"
 #: Cut-offs of recall@k.

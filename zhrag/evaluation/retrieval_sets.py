@@ -30,7 +30,7 @@ from zhrag.errors import DatasetError
 from zhrag.evaluation.datasets import load_questions
 from zhrag.evaluation.kb_coverage import KBCoverage
 from zhrag.rc_pairs import default_rc_source, held_out_paragraphs, load_rc_pairs
-from zhrag.tools.sources import iter_documents
+from zhrag.kb.sources import iter_documents
 
 Match = Literal["passage", "answer"]
 #: Names of the query sets ``load_query_sets`` knows.

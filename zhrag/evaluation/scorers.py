@@ -27,7 +27,7 @@ from zhrag.evaluation.official_grader import OfficialGrader
 from zhrag.evaluation.retrieval_metrics import answer_recall, passage_text
 from zhrag.evaluation.rule_grader import grade_by_rules
 from zhrag.nodes.metrics import MetricSample, Scorer, metric_node
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 
 def grade_scores(sample: MetricSample, context: Any) -> dict[str, Any]:

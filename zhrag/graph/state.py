@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from typing_extensions import NotRequired, TypedDict
 
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 
 def merge_timings(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:

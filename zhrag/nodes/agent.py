@@ -17,8 +17,8 @@ from langgraph.runtime import Runtime
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.nodes import retrieve
 from zhrag.prompts.agent import agent_messages, call_message, format_passages
-from zhrag.tools.evidence import query_bigrams, with_evidence
-from zhrag.tools.mcp_client import FIND_TOOL
+from zhrag.kb.evidence import query_bigrams, with_evidence
+from zhrag.mcp.client import FIND_TOOL
 
 #: Generation budget of one agent turn (a tool call or a short final reply).
 AGENT_MAX_NEW_TOKENS = 96

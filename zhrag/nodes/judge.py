@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from zhrag.models import LocalLLM
 from zhrag.nodes.common import judge_llm, require_question, timed
 from zhrag.prompts import JUDGE_MAX_NEW_TOKENS, NO, YES, Prompt, build_judge_prompt, verdict_score, yes_score
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 
 def judge_scores(llm: LocalLLM, prompts: Sequence[Prompt]) -> list[tuple[float, str | None]]:

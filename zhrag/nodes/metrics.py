@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from zhrag.errors import ConfigError
 from zhrag.nodes.common import require_question
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from zhrag.prompts import (
     clean_query,
     normalize_text,
 )
-from zhrag.tools.lexical import tokenize
+from zhrag.kb.lexical import tokenize
 
 
 def fallback_queries(question: str) -> Iterator[str]:

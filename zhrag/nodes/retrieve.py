@@ -8,8 +8,8 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from zhrag.nodes.common import require_question, timed
-from zhrag.tools.mcp_client import ServerConfig, get_knowledge_client
-from zhrag.tools.passage import MAX_TOP_K
+from zhrag.mcp.client import ServerConfig, get_knowledge_client
+from zhrag.kb.passage import MAX_TOP_K
 
 
 def server_config(context: Any) -> ServerConfig:

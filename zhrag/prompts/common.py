@@ -7,7 +7,7 @@ import unicodedata
 
 from langchain_core.messages import BaseMessage
 
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 #: A prompt is plain text for base (completion) models, or a message list for chat models.
 Prompt = str | list[BaseMessage]

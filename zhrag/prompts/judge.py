@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from zhrag.prompts.common import Prompt, format_passage
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 #: Characters kept from the judged passage.
 JUDGE_PASSAGE_CHARS = 560

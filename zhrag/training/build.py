@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from zhrag.errors import ConfigError
 from zhrag.rc_pairs import load_rc_pairs
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 from zhrag.training.tool_traces import Check
 from zhrag.training.examples import (
     QA_EXCLUDED_FIRST,
@@ -147,7 +147,7 @@ def build_tool_data(
     progress: bool = False,
 ) -> tuple[ExampleSplits, list[dict[str, Any]]]:
     """A3 tool-use traces (and the rejected ones) from the reading-comprehension pairs, searched through the
-    knowledge server of ``client`` (a :class:`~zhrag.tools.mcp_client.KnowledgeClient`); see
+    knowledge server of ``client`` (a :class:`~zhrag.mcp.client.KnowledgeClient`); see
     :mod:`zhrag.training.tool_traces`.
 
     Raises:

@@ -62,8 +62,8 @@ from zhrag.prompts.generate import (
     parse_pairs,
 )
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
-from zhrag.tools.passage import Passage
-from zhrag.tools.sources import iter_documents
+from zhrag.kb.passage import Passage
+from zhrag.kb.sources import iter_documents
 from zhrag.rc_pairs import RCPair
 from zhrag.training.examples import document_passages
 from zhrag.training.review import (

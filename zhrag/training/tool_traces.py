@@ -7,7 +7,7 @@ A trace is the conversation the a3 graph holds with the model, in ShareGPT form 
     [function_call · tool]  (a rewritten query, when the first search missed the paragraph)
     gpt (the short answer)
 
-Searches go through the real ``qdrant-find`` (a :class:`~zhrag.tools.mcp_client.KnowledgeClient`), so the tool results
+Searches go through the real ``qdrant-find`` (a :class:`~zhrag.mcp.client.KnowledgeClient`), so the tool results
 are what the agent will read when it runs; the tool spec in each example's ``tools`` column is the one the server
 publishes, reduced as the agent node reduces it. The first query is the question itself, later ones A2's
 deterministic keyword rewrites (:func:`zhrag.nodes.requery.fallback_queries`).
@@ -34,9 +34,9 @@ from zhrag.errors import TrainingDataError
 from zhrag.nodes.requery import next_query
 from zhrag.prompts.agent import AGENT_SYSTEM, PASSAGE_CHARS, format_passages
 from zhrag.rc_pairs import RCPair, held_out_groups
-from zhrag.tools.evidence import query_bigrams, with_evidence
-from zhrag.tools.mcp_client import FIND_TOOL
-from zhrag.tools.sources import Document
+from zhrag.kb.evidence import query_bigrams, with_evidence
+from zhrag.mcp.client import FIND_TOOL
+from zhrag.kb.sources import Document
 from zhrag.training.examples import (
     DEFAULT_EVAL_FRACTION,
     Example,

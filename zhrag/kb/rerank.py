@@ -4,7 +4,7 @@ The store fetches ``RERANK_DEPTH`` fused candidates and a reranker reorders them
 
 - ``evidence`` (default, offline, no model): each candidate's score is its fused score divided by the
   best candidate's, plus ``weight`` × the coverage of its best evidence window
-  (:func:`zhrag.tools.evidence.best_evidence`). On the shared KB's reading-comprehension pairs (BM25
+  (:func:`zhrag.kb.evidence.best_evidence`). On the shared KB's reading-comprehension pairs (BM25
   candidates, one pair in four) it lifts recall@1 from 92.7 % to 93.6 % and recall@5 from 98.6 % to 99.1 %;
   weights 1, 2 and 4 were tried and 2 was best on those pairs.
 - a cross-encoder (any sentence-transformers ``CrossEncoder`` model name or directory, e.g.
@@ -21,8 +21,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from zhrag.errors import ConfigError, ModelLoadError
-from zhrag.tools.evidence import EVIDENCE_CHARS, best_evidence, query_bigrams
-from zhrag.tools.passage import Passage
+from zhrag.kb.evidence import EVIDENCE_CHARS, best_evidence, query_bigrams
+from zhrag.kb.passage import Passage
 
 #: Fused candidates handed to a reranker.
 RERANK_DEPTH = 30

@@ -32,7 +32,7 @@ import portalocker
 import qdrant_edge as edge
 
 from zhrag.errors import ConfigError, KnowledgeBaseError, QdrantUnavailableError
-from zhrag.tools.qdrant_backends import DENSE_VECTOR, SPARSE_VECTOR, Hit, PointData, locked_error, point_data
+from zhrag.kb.qdrant_backends import DENSE_VECTOR, SPARSE_VECTOR, Hit, PointData, locked_error, point_data
 
 #: Sub-directory of the Qdrant path holding one Edge shard per collection.
 EDGE_DIR = "edge"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zhrag.errors import ConfigError
-from zhrag.tools.sources import Document
+from zhrag.kb.sources import Document
 
 #: Default window length in characters.
 CHUNK_SIZE = 500

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from zhrag.errors import KnowledgeBaseError
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.store import KnowledgeStore
 
 
 def copy_collection(

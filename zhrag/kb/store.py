@@ -1,14 +1,14 @@
 """The knowledge base in Qdrant: one collection, its index metadata and its hybrid (dense + BM25) query.
 
-:class:`KnowledgeStore` owns the engine and the collection; around it, :mod:`zhrag.tools.indexing`
+:class:`KnowledgeStore` owns the engine and the collection; around it, :mod:`zhrag.kb.indexing`
 chunks, encodes and writes documents (and tracks whether the knowledge base was fully indexed),
-:mod:`zhrag.tools.retrieval` reranks the store's candidates for ``qdrant-find``, and
-:mod:`zhrag.tools.migration` copies a collection between engines.
+:mod:`zhrag.kb.retrieval` reranks the store's candidates for ``qdrant-find``, and
+:mod:`zhrag.kb.migration` copies a collection between engines.
 
 A collection holds one point per chunk with two named vectors:
 
 - ``dense``: a sentence-transformers embedding of ``title + text`` (cosine distance);
-- ``bm25``: jieba-term BM25 document weights (:mod:`zhrag.tools.lexical`) with ``Modifier.IDF``,
+- ``bm25``: jieba-term BM25 document weights (:mod:`zhrag.kb.lexical`) with ``Modifier.IDF``,
   so Qdrant applies the inverse document frequency at query time.
 
 A search fuses the BM25 and dense candidate lists with reciprocal rank fusion (RRF). The dense list
@@ -22,7 +22,7 @@ The collection's metadata records the embedder (name and dimension) and the BM25
 including ``avgdl``: it is fixed when the collection is created, so later additions are weighted
 on the same scale as the first indexing.
 
-Engines (:mod:`zhrag.tools.qdrant_backends`): embedded storage under a directory (default
+Engines (:mod:`zhrag.kb.qdrant_backends`): embedded storage under a directory (default
 :func:`zhrag.settings.qdrant_path`) is a Qdrant Edge shard per collection (``engine="edge"``, the
 default: Rust segments and indexes in-process) or qdrant-client's local mode (``engine="local"``:
 pure Python, BM25 scored point by point); both allow one store per directory at a time. A ``url``
@@ -47,11 +47,11 @@ from typing import Any
 
 from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
-from zhrag.tools import lexical
-from zhrag.tools.embeddings import E5_EMBEDDER, USE_EMBEDDER, Embedder, embedding_dimension, load_embedder
-from zhrag.tools.passage import Passage
-from zhrag.tools.qdrant_backends import Backend, ClientBackend, PointData, local_collection_exists
-from zhrag.tools.qdrant_edge_backend import EdgeBackend
+from zhrag.kb import lexical
+from zhrag.kb.embeddings import E5_EMBEDDER, USE_EMBEDDER, Embedder, embedding_dimension, load_embedder
+from zhrag.kb.passage import Passage
+from zhrag.kb.qdrant_backends import Backend, ClientBackend, PointData, local_collection_exists
+from zhrag.kb.qdrant_edge_backend import EdgeBackend
 
 #: Namespace of the uuid5 point ids derived from chunk ids (the URL is only a name, never fetched).
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/zhrag/chunk")
@@ -88,7 +88,7 @@ class KnowledgeStore:
         collection: Collection name.
         path: Embedded storage directory (default :func:`zhrag.settings.qdrant_path`).
         url: Qdrant server URL; default ``ZHRAG_QDRANT_URL`` unless ``path`` is given.
-        embedder: Dense embedder name or path (see :func:`zhrag.tools.embeddings.load_embedder`),
+        embedder: Dense embedder name or path (see :func:`zhrag.kb.embeddings.load_embedder`),
             loaded on first use; it must match the one the collection was indexed with.
         device: Device of the embedder (``None``: automatic).
         dense_weight: RRF weight of the dense ranking against BM25's 1 (``None``: from

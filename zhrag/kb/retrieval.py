@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import threading
 
-from zhrag.tools.passage import Passage
-from zhrag.tools.rerank import EVIDENCE_RERANKER, RERANK_DEPTH, Reranker, load_reranker
-from zhrag.tools.store import KnowledgeStore
+from zhrag.kb.passage import Passage
+from zhrag.kb.rerank import EVIDENCE_RERANKER, RERANK_DEPTH, Reranker, load_reranker
+from zhrag.kb.store import KnowledgeStore
 
 
 class Retriever:
-    """Search a :class:`~zhrag.tools.store.KnowledgeStore`, reranking its best candidates.
+    """Search a :class:`~zhrag.kb.store.KnowledgeStore`, reranking its best candidates.
 
     Args:
         store: The knowledge store (not closed by the retriever).
         reranker: ``evidence`` (default: the offline evidence-window reranker), ``none``, or a
-            sentence-transformers cross-encoder name or directory (:mod:`zhrag.tools.rerank`).
+            sentence-transformers cross-encoder name or directory (:mod:`zhrag.kb.rerank`).
     """
 
     def __init__(self, store: KnowledgeStore, reranker: str | None = None) -> None:

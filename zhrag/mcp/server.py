@@ -4,7 +4,7 @@ The tool names, argument names and environment variables follow the official ``m
 existing MCP client configurations (Cline, Claude Desktop) work unchanged; ``qdrant-find`` adds an
 optional ``top_k`` and returns structured passages (id, title, text, score) instead of XML-ish text.
 
-Run it with ``python -m zhrag.tools.mcp_server`` (stdio) or ``--transport streamable-http``. Settings come
+Run it with ``python -m zhrag.mcp.server`` (stdio) or ``--transport streamable-http``. Settings come
 from command-line options, then the environment (``COLLECTION_NAME``, ``QDRANT_URL``,
 ``QDRANT_LOCAL_PATH``, ``EMBEDDING_MODEL``, ``QDRANT_SEARCH_LIMIT``, ``QDRANT_READ_ONLY``,
 ``TOOL_FIND_DESCRIPTION``, ``TOOL_STORE_DESCRIPTION``, ``FASTMCP_HOST``, ``FASTMCP_PORT``; the project's
@@ -40,10 +40,10 @@ from pydantic import BaseModel, Field
 
 from zhrag import settings
 from zhrag.errors import ConfigError, QdrantUnavailableError, ZhragError
-from zhrag.tools.passage import MAX_TOP_K, Passage
+from zhrag.kb.passage import MAX_TOP_K, Passage
 
 if TYPE_CHECKING:
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.store import KnowledgeStore
 
 SERVER_NAME = "zhrag-knowledge"
 FIND_TOOL = "qdrant-find"
@@ -68,7 +68,7 @@ INSTRUCTIONS = (
 )
 
 Transport = Literal["stdio", "streamable-http"]
-logger = logging.getLogger("zhrag.tools.mcp_server")
+logger = logging.getLogger("zhrag.mcp.server")
 
 
 class PassageStore(Protocol):
@@ -89,7 +89,7 @@ class KnowledgeService:
     """The knowledge store as the tools use it: reranked search (``qdrant-find``) and notes (``qdrant-store``)."""
 
     def __init__(self, store: KnowledgeStore, reranker: str | None = None) -> None:
-        from zhrag.tools.retrieval import Retriever
+        from zhrag.kb.retrieval import Retriever
 
         self.store = store
         self._retriever = Retriever(store, reranker)
@@ -102,7 +102,7 @@ class KnowledgeService:
         self, text: str, title: str = "", metadata: dict[str, Any] | None = None, doc_id: str | None = None
     ) -> list[str]:
         """Store ``text`` as a note; the ids of its chunks."""
-        from zhrag.tools.indexing import add_document
+        from zhrag.kb.indexing import add_document
 
         return add_document(self.store, text, title, metadata, doc_id)
 
@@ -133,9 +133,9 @@ class ServerSettings:
         qdrant_url: Qdrant server URL; when set, ``qdrant_path`` must be ``None``.
         qdrant_engine: Engine of the embedded storage: ``edge`` (Qdrant Edge shards) or ``local``
             (qdrant-client local mode); not used with ``qdrant_url``.
-        embedder: Dense embedder (alias, local path or hub id), see ``zhrag.tools.embeddings``.
+        embedder: Dense embedder (alias, local path or hub id), see ``zhrag.kb.embeddings``.
         reranker: Reranker of ``qdrant-find`` candidates: ``evidence`` (offline, default), ``none`` or
-            a sentence-transformers cross-encoder (see ``zhrag.tools.rerank``).
+            a sentence-transformers cross-encoder (see ``zhrag.kb.rerank``).
         transport: ``stdio`` or ``streamable-http``.
         host: Bind address for the HTTP transport.
         port: Port for the HTTP transport.
@@ -210,7 +210,7 @@ class ServerSettings:
         )
 
 
-def build_arg_parser(prog: str = "python -m zhrag.tools.mcp_server") -> argparse.ArgumentParser:
+def build_arg_parser(prog: str = "python -m zhrag.mcp.server") -> argparse.ArgumentParser:
     """The command-line options of the server (every option defaults to the environment)."""
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -340,8 +340,8 @@ def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeService]:
         QdrantUnavailableError: Qdrant cannot be opened.
         KnowledgeBaseError: ``ensure_index`` was asked and the knowledge base cannot be indexed.
     """
-    from zhrag.tools.indexing import ensure_index
-    from zhrag.tools.store import KnowledgeStore
+    from zhrag.kb.indexing import ensure_index
+    from zhrag.kb.store import KnowledgeStore
 
     url = server_settings.qdrant_url
     path = None if url else server_settings.qdrant_path or str(settings.qdrant_path())

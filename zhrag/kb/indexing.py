@@ -1,7 +1,7 @@
-"""Writing documents into a :class:`~zhrag.tools.store.KnowledgeStore`: bulk indexing, single notes, first use.
+"""Writing documents into a :class:`~zhrag.kb.store.KnowledgeStore`: bulk indexing, single notes, first use.
 
 Each chunk becomes one point with a dense embedding of ``title + text`` and jieba-term BM25 document
-weights (:mod:`zhrag.tools.lexical`). BM25 needs the corpus' average document length (``avgdl``):
+weights (:mod:`zhrag.kb.lexical`). BM25 needs the corpus' average document length (``avgdl``):
 it is fixed when a knowledge base is first indexed, so later additions are weighted on the same scale.
 
 The collection's metadata records how far indexing got (``state``):
@@ -38,13 +38,13 @@ from tqdm.auto import tqdm
 from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
 from zhrag.jsonl import stat_digest
-from zhrag.tools import lexical
-from zhrag.tools.chunking import CHUNK_OVERLAP, CHUNK_SIZE, Chunk, chunk_document
-from zhrag.tools.embedding_cache import EmbeddingCache, default_cache_path, embed_documents, text_key
-from zhrag.tools.embeddings import E5_EMBEDDER, USE_EMBEDDER
-from zhrag.tools.qdrant_backends import PointData
-from zhrag.tools.sources import Document, iter_documents, stable_id
-from zhrag.tools.store import DENSE_MISSING, KnowledgeStore, point_id
+from zhrag.kb import lexical
+from zhrag.kb.chunking import CHUNK_OVERLAP, CHUNK_SIZE, Chunk, chunk_document
+from zhrag.kb.embedding_cache import EmbeddingCache, default_cache_path, embed_documents, text_key
+from zhrag.kb.embeddings import E5_EMBEDDER, USE_EMBEDDER
+from zhrag.kb.qdrant_backends import PointData
+from zhrag.kb.sources import Document, iter_documents, stable_id
+from zhrag.kb.store import DENSE_MISSING, KnowledgeStore, point_id
 
 #: ``source`` of documents stored through :func:`add_document`.
 ADDED_SOURCE = "added"
@@ -100,7 +100,7 @@ def index_sources(
     *,
     dense: bool | None = True,
 ) -> IndexReport:
-    """Read every source (see :func:`zhrag.tools.sources.iter_documents`) and upsert its chunks.
+    """Read every source (see :func:`zhrag.kb.sources.iter_documents`) and upsert its chunks.
 
     Re-indexing the same sources is idempotent: chunk point ids are derived from document ids. ``dense``: see
     :func:`index_documents`.
@@ -243,7 +243,7 @@ def index_documents(
     module docstring).
 
     Dense vectors come from the embedding cache when it has them (``cache``: ``True`` the default cache,
-    see :mod:`zhrag.tools.embedding_cache`, ``False`` none).
+    see :mod:`zhrag.kb.embedding_cache`, ``False`` none).
 
     Raises:
         ConfigError: bad ``batch_size``, ``read_ahead`` or chunking parameters.

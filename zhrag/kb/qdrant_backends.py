@@ -1,7 +1,7 @@
-"""Storage backends of the knowledge store: the few operations :class:`~zhrag.tools.store.KnowledgeStore`
+"""Storage backends of the knowledge store: the few operations :class:`~zhrag.kb.store.KnowledgeStore`
 needs from a Qdrant engine, and the qdrant-client implementation (embedded "local" mode or a server).
 
-The Qdrant Edge implementation is :mod:`zhrag.tools.qdrant_edge_backend`. A backend holds one
+The Qdrant Edge implementation is :mod:`zhrag.kb.qdrant_edge_backend`. A backend holds one
 collection; it stores points (named vectors ``dense`` and ``bm25`` plus a payload) and zhrag's index
 metadata, and answers the hybrid query. Encoding text, batching and checking the metadata stay in
 the store, so every engine behaves the same.

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from zhrag import settings
 from zhrag.errors import ConfigError
-from zhrag.tools.embeddings import Embedder
+from zhrag.kb.embeddings import Embedder
 
 #: ``ZHRAG_EMBEDDING_CACHE`` value that turns the cache off.
 OFF = "off"

@@ -46,11 +46,11 @@ from mcp.types import CONNECTION_CLOSED
 
 from zhrag import settings
 from zhrag.errors import MCPServerError
-from zhrag.tools.passage import Passage
+from zhrag.kb.passage import Passage
 
 FIND_TOOL = "qdrant-find"
 STORE_TOOL = "qdrant-store"
-_SERVER_MODULE = "zhrag.tools.mcp_server"
+_SERVER_MODULE = "zhrag.mcp.server"
 _DEFAULT_STARTUP_TIMEOUT_S = 180.0
 _INDEXING_STARTUP_TIMEOUT_S = 1800.0
 _SHUTDOWN_TIMEOUT_S = 10.0
@@ -58,7 +58,7 @@ TOKEN_ENV = settings.MCP_TOKEN_ENV
 IDLE_ENV = "ZHRAG_MCP_IDLE_S"
 _DEFAULT_IDLE_S = 600.0
 
-_server_log = logging.getLogger("zhrag.tools.mcp_server.stderr")
+_server_log = logging.getLogger("zhrag.mcp.server.stderr")
 
 _launch_lock = threading.Lock()
 _launches = 0
@@ -90,7 +90,7 @@ class ServerConfig:
         reranker: Reranker the server's store applies (``evidence``, ``none`` or a cross-encoder).
         ensure_index: Let the server index ``kb_source`` first when the collection is empty.
         kb_source: Knowledge-base source for ``ensure_index``; ``None`` means the default KB.
-        command: Explicit server executable; ``None`` runs ``python -m zhrag.tools.mcp_server``.
+        command: Explicit server executable; ``None`` runs ``python -m zhrag.mcp.server``.
         args: Arguments for ``command`` (ignored without it).
         env: Extra environment variables for the server, as ``(name, value)`` pairs.
         startup_timeout_s: Longest wait for the server to answer the MCP handshake; ``None`` means
@@ -127,7 +127,7 @@ class ServerConfig:
         return _INDEXING_STARTUP_TIMEOUT_S if self.ensure_index else _DEFAULT_STARTUP_TIMEOUT_S
 
     def launch_command(self) -> list[str]:
-        """The server command line: the explicit ``command`` or ``python -m zhrag.tools.mcp_server ...``."""
+        """The server command line: the explicit ``command`` or ``python -m zhrag.mcp.server ...``."""
         if self.url is not None:
             return [self.url]
         if self.command is not None:

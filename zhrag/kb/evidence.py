@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from zhrag.tools import lexical
-from zhrag.tools.passage import Passage
+from zhrag.kb import lexical
+from zhrag.kb.passage import Passage
 
 #: Longest evidence window in characters (a single longer sentence is kept whole).
 EVIDENCE_CHARS = 250

@@ -1,0 +1,1 @@
+"""The knowledge base: passage store (Qdrant), indexing, embeddings, lexical and hybrid retrieval, reranking."""

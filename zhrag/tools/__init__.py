@@ -1,1 +1,0 @@
-"""zhrag.tools package."""

@@ -17,7 +17,8 @@ from zhrag.errors import ConfigError, DatasetError
 from zhrag.evaluation.datasets import Question
 from zhrag.evaluation.official_grader import JudgeError
 from zhrag.evaluation.report import RESULTS_FILE, read_results
-from zhrag.evaluation.runner import RUN_FILE, dataset_info, run_evaluation
+from zhrag.evaluation.runner import dataset_info, run_evaluation
+from zhrag.run_folder import RUN_FILE
 from zhrag.graph.context import Context
 from zhrag.models import LocalLLM, register_llm, unregister_llm
 from zhrag.nodes import retrieve

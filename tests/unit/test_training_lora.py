@@ -170,6 +170,10 @@ def test_training_writes_adapter_card_and_loss_curve(tiny_dir: Path, tmp_path: P
     assert card["result"]["final_loss"] == card["result"]["loss_curve"][-1][1] > 0
     assert card["result"]["wall_s"] > 0 and card["result"]["seconds_per_example"] > 0
     assert card["device"]["type"] == "cpu" and card["device"]["dtype"] == "float32"
+    session = card["session"]  # when, with which code, and how loaded the machine was (see zhrag.run_folder)
+    assert set(session["code"]) == {"commit", "dirty"} and session["started"] <= session["finished"]
+    assert "load_average_at_start" in session and "load_average_at_end" in session
+    assert json.loads((out / CHECKPOINTS_DIR / RUN_FILE).read_text(encoding="utf-8"))["sessions"] == [session]
     assert "training loss" in (out / "README.md").read_text(encoding="utf-8")
     config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
     assert config["r"] == 4 and config["base_model_name_or_path"] == str(tiny_dir)
@@ -199,6 +203,8 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_dir: Path, tmp_path: P
     assert first.keys() == second.keys()
     assert all(torch.allclose(first[name], second[name], atol=1e-6) for name in first)
     assert resumed.card["result"]["loss_curve"] == straight.card["result"]["loss_curve"]
+    interrupted, finished = json.loads((out / CHECKPOINTS_DIR / RUN_FILE).read_text(encoding="utf-8"))["sessions"]
+    assert "finished" not in interrupted and finished == resumed.card["session"]
 
     longer = replace(FAST, max_steps=3)  # a longer schedule continues the same adapter
     extended = train_adapter("answer", data, out, model=str(tiny_dir), lora=NO_DROPOUT, train=longer, progress=False)
@@ -224,6 +230,8 @@ def test_another_adapter_in_out_is_refused_unless_forced(tiny_dir: Path, tmp_pat
     )
     assert forced.trained and forced.card["data"]["examples"] == 4
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"  # only the adapter's own files are replaced
+    [backup] = out.glob("replaced-*")  # and those are moved aside, not deleted
+    assert (backup / "adapter_model.safetensors").read_bytes() == before
 
 
 def test_trained_adapter_loads_on_its_base_and_is_refused_on_another(tiny_dir: Path, tmp_path: Path) -> None:

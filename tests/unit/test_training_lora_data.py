@@ -158,7 +158,10 @@ def test_output_dir_guard(tmp_path: Path) -> None:
         claim_output_dir(foreign, SETTINGS, force=False)
     assert (foreign / "adapter_model.safetensors").exists()
     claim_output_dir(foreign, SETTINGS, force=True)
-    assert sorted(path.name for path in foreign.iterdir()) == ["notes.txt"]
+    [backup] = foreign.glob("replaced-*")  # moved aside, not deleted
+    assert sorted(path.name for path in foreign.iterdir() if path != backup) == ["notes.txt"]
+    assert (backup / "adapter_model.safetensors").read_bytes() == b"x"
+    assert (backup / CHECKPOINTS_DIR / "checkpoint-3").is_dir()
 
     stray = tmp_path / "stray"
     (stray / CHECKPOINTS_DIR / "checkpoint-1").mkdir(parents=True)

@@ -10,8 +10,8 @@ of 是 / 否, or the parsed verdict of a model without probabilities), then
 - **reports** on the held-out split, at that threshold: precision, recall, F1 and accuracy, plus the threshold-free
   ROC AUC (the probability that a relevant passage scores above an irrelevant one).
 
-The run folder holds ``run.json``, ``results.jsonl`` (one scored example per line, resumable),
-``summary.json``, ``report.md`` and ``judge.png`` (score distributions and precision / recall by threshold).
+The run folder (:mod:`zhrag.run_folder`) holds ``run.json``, ``results.jsonl`` (one scored example per line,
+resumable), ``summary.json``, ``report.md`` and ``judge.png`` (score distributions and precision / recall by threshold).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.models import LocalLLM
 from zhrag.nodes.judge import judge_scores
 from zhrag.prompts import Prompt
+from zhrag.run_folder import RESULTS_FILE, claim_run, finish_run, process_pending
 from zhrag.training.card import examples_sha256
 from zhrag.training.examples import Example, example_prompt
 from zhrag.training.formats import import_examples
-from zhrag.training.run_files import claim_run, process_pending
 
-RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 PLOT_FILE = "judge.png"
@@ -136,6 +135,7 @@ def evaluate_judge(
     )
     summary = summarize(records, run_settings)
     write_reports(summary, records, out)
+    finish_run(out)
     return summary
 
 

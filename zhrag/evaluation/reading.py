@@ -13,7 +13,8 @@ cleaned with the node's own :func:`~zhrag.prompts.answer.clean_answer`, and scor
 
 Normalisation is the rule grader's (:mod:`zhrag.evaluation.rule_grader`). The run is resumable: one
 fsync'd JSON line per example in ``results.jsonl``; ``run.json`` records the data, model and adapter, and a
-run with other settings into the same folder is refused unless ``force``. ``summary.json`` and
+run with other settings into the same folder is refused unless ``force`` (the run folder's rules are
+:mod:`zhrag.run_folder`'s). ``summary.json`` and
 ``report.md`` are rewritten at the end of every run.
 """
 
@@ -32,12 +33,11 @@ from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.rule_grader import is_refusal, mentions_gold, normalize_answer
 from zhrag.models import LocalLLM
 from zhrag.prompts import Prompt, clean_answer
+from zhrag.run_folder import RESULTS_FILE, claim_run, finish_run, process_pending
 from zhrag.training.card import examples_sha256
 from zhrag.training.examples import Example, example_prompt
 from zhrag.training.formats import import_examples
-from zhrag.training.run_files import claim_run, process_pending
 
-RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 #: Version of the ``run.json`` / results layout.
@@ -151,7 +151,8 @@ def evaluate_reading(
         limit: Only the first ``limit`` answer examples (a larger limit later extends the same run).
         batch_size: Prompts per ``generate`` call; each finished example is written at once.
         max_new_tokens: Generation budget per answer (the node's default: 32).
-        force: Start afresh when ``out`` holds a run with other settings (its files are replaced).
+        force: Start afresh when ``out`` holds a run with other settings (its files are moved to
+            ``replaced-<time>/``).
         progress: Show a progress bar.
 
     Returns:
@@ -184,6 +185,7 @@ def evaluate_reading(
     )
     summary = summarize(records, run_settings)
     write_reports(summary, records, out)
+    finish_run(out)
     return summary
 
 

@@ -36,8 +36,8 @@ from zhrag.evaluation.metrics import (
     proportion,
 )
 from zhrag.jsonl import iter_jsonl
+from zhrag.run_folder import RESULTS_FILE
 
-RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 PLOT_FILES = {

@@ -7,15 +7,16 @@ of the first retrieved chunk that counts (a chunk of a gold paragraph, or one me
 per :class:`~zhrag.evaluation.retrieval_sets.QuerySet`); recall@k is the share of questions with a first
 hit under k, MRR the mean of 1 / (first hit + 1) over the top ``max(ks)`` (0 without a hit).
 
-Results go to ``<out>/retrieval.json`` after every finished (configuration, set) cell, so an interrupted
-run resumes where it stopped; ``--force`` starts over. The report (``retrieval.md``, ``retrieval.png``) is
-drawn by :mod:`zhrag.evaluation.retrieval_report`.
+Results go to ``<out>/retrieval.json`` (written whole, atomically) after every finished (configuration, set) cell,
+so an interrupted run resumes where it stopped. The folder is a run folder (:mod:`zhrag.run_folder`): ``run.json``
+records the store settings and query sets (a run with others is refused unless ``force``, which moves the old files
+to ``replaced-<time>/``), the code's commit and the load average. The report (``retrieval.md``, ``retrieval.png``)
+is drawn by :mod:`zhrag.evaluation.retrieval_report`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -26,13 +27,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from zhrag.errors import ConfigError
+from zhrag.run_folder import RUN_FILE, claim_run, finish_run, start_run, write_json_atomic
 from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery
 from zhrag.evaluation.rule_grader import mentions_gold
 from zhrag.nodes.requery import fallback_queries
 from zhrag.kb.passage import Passage
 
-RESULTS_FILE = "retrieval.json"
+#: The results document of a retrieval run (settings, sets, then the rows as they finish).
+RETRIEVAL_FILE = "retrieval.json"
 #: Cut-offs of recall@k.
 KS = (1, 3, 5, 10)
 
@@ -188,49 +190,44 @@ def run_retrieval_eval(
     Raises:
         ConfigError: ``out_dir`` holds a run with different settings (and not ``force``).
     """
+    # the report's files, replaced with the results (imported here: that module imports this one)
+    from zhrag.evaluation.retrieval_report import PLOT_FILE, REPORT_FILE  # noqa: PLC0415
+
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / RESULTS_FILE
-    header = {
+    path = out / RETRIEVAL_FILE
+    header = json.loads(json.dumps({
         "settings": settings,
         "sets": {s.name: {"n": len(s.queries), "match": s.match} for s in sets},
         "requery_sets": {s.name: len(s.queries) for s in requery_sets},
-    }
-    document = _resume(path, header, force)
+    }))
+    saved = _read_document(path)
+    if not (out / RUN_FILE).exists() and saved and {key: saved.get(key) for key in header} == header:
+        start_run(out, header, (), resume=False, what="retrieval run folder")  # saved before run.json was written
+        resume = True
+    else:
+        resume = claim_run(out, header, force, kind="retrieval", files=(RETRIEVAL_FILE, REPORT_FILE, PLOT_FILE))
+    document = saved if resume and saved else {**header, "rows": {}}
     cells = [(config, query_set) for config in configs for query_set in sets]
     with tqdm(total=len(cells), desc="retrieval eval", unit="cell", disable=not progress) as bar:
         for config, query_set in cells:
             row = document["rows"].setdefault(config.name, {"config": asdict(config), "sets": {}})
             if query_set.name not in row["sets"]:
                 row["sets"][query_set.name] = score_set(make_search(config), query_set, progress=progress)
-                _save(path, document)
+                write_json_atomic(path, document)
             bar.update()
     for query_set in requery_sets:
         requery = document.setdefault("requery", {})
         if query_set.name not in requery:
             requery[query_set.name] = score_requery(make_search(SearchConfig("default")), query_set, progress=progress)
-            _save(path, document)
+            write_json_atomic(path, document)
+    finish_run(out)
     return document
 
 
-def _resume(path: Path, header: dict[str, Any], force: bool) -> dict[str, Any]:
-    """The saved results when they were made with the same settings and sets, else a fresh document."""
-    if path.is_file() and not force:
+def _read_document(path: Path) -> dict[str, Any] | None:
+    """The results document saved in ``path``, or ``None`` without a readable one."""
+    try:
         saved = json.loads(path.read_text("utf-8"))
-        if {key: saved.get(key) for key in header} != json.loads(json.dumps(header)):
-            raise ConfigError(
-                f"{path} holds a retrieval run with other settings or query sets: pass --force to replace it, "
-                "or choose another --out"
-            )
-        return saved
-    return {**header, "rows": {}}
-
-
-def _save(path: Path, document: dict[str, Any]) -> None:
-    """Write the results atomically (temporary file, fsync, rename)."""
-    temporary = path.with_suffix(".json.tmp")
-    with temporary.open("w", encoding="utf-8") as sink:
-        json.dump(document, sink, ensure_ascii=False, indent=1)
-        sink.flush()
-        os.fsync(sink.fileno())
-    temporary.replace(path)
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and isinstance(saved.get("rows"), dict) else None

@@ -17,7 +17,8 @@ resumed with another N.
 ``run.json`` in the output directory records the settings (variants, metrics, question set and its
 hash, filters, context, KB sources). A run with other settings into the same directory is refused
 unless ``force=True``, which moves the old run's files into ``replaced-<timestamp>/`` and starts
-afresh, so results of two runs never mix.
+afresh, so results of two runs never mix. The run folder's rules (claiming, resuming, the commit and load
+average recorded per session) are :mod:`zhrag.run_folder`'s.
 
 Result record (one per line; what ``zhrag.evaluation.report`` reads)::
 
@@ -36,12 +37,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,13 @@ from zhrag.evaluation.report import (
 )
 from zhrag.graph.builder import VARIANTS, build_graph
 from zhrag.graph.context import Context
-from zhrag.jsonl import append_jsonl, drop_partial_last_line, writable_dir
+from zhrag.jsonl import append_jsonl, writable_dir
 from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
 from zhrag.nodes.agent import agent_record
 from zhrag.nodes.common import answer_llm, judge_llm
+from zhrag.run_folder import check_run, done_ids, finish_run, start_run
 
-RUN_FILE = "run.json"
 #: Version of the ``run.json`` / results layout.
 RUN_FORMAT = 1
 #: Metrics computed when none are named; ``grade`` is always computed (the report needs it).
@@ -180,8 +179,7 @@ def run_evaluation(
             judge_llm(context)
         if any(variant != "a0" for variant in variant_list):
             retrieve.get_knowledge_client(retrieve.server_config(context))
-    if not resuming:
-        _start_run(out_dir, run_settings)
+    start_run(out_dir, run_settings, _RUN_FILES, resume=resuming, what="evaluation folder")
 
     coverage = _coverage(kb_sources, progress) if pending and kb_sources else None
     with (
@@ -209,7 +207,9 @@ def run_evaluation(
                 bar.set_postfix_str(f"{record['variant']} {record['id'][:12]}", refresh=False)
                 append_jsonl(sink, [record])
                 bar.update()
-    return write_report(read_results(results_path), out_dir)
+    report = write_report(read_results(results_path), out_dir)
+    finish_run(out_dir)
+    return report
 
 
 def run_tasks(tasks: Iterable[Callable[[], Any]], workers: int) -> Iterator[Any]:
@@ -296,44 +296,21 @@ def _variants(variants: Iterable[str]) -> list[str]:
     return [variant for variant in VARIANTS if variant in names]
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the settings that differ between two ``run.json`` settings objects."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        found: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return found
-    return [] if old == new else [prefix.rstrip(".")]
-
-
 def _same_run_or_refuse(out_dir: Path, run_settings: dict[str, Any], force: bool) -> bool:
     """True when ``out_dir`` holds a run with these settings (resume); False for a fresh run.
 
     Raises:
         ConfigError: ``out_dir`` holds another run (or results without ``run.json``) and not ``force``.
     """
-    run_file, results = out_dir / RUN_FILE, out_dir / RESULTS_FILE
-    if run_file.is_file():
-        try:
-            recorded = json.loads(run_file.read_text(encoding="utf-8"))["settings"]
-        except (ValueError, KeyError, TypeError):
-            recorded = None
-        current = json.loads(json.dumps(run_settings))  # as it reads back from JSON (tuples → lists)
-        if isinstance(recorded, dict) and isinstance(recorded.get("context"), dict):
-            # A context field added after the run was recorded is opt-in: the run had its default value.
-            recorded["context"] = {**_context_defaults(), **recorded["context"]}
-        if recorded == current:
-            return True
-        changed = _differences(recorded, current) if isinstance(recorded, dict) else [f"unreadable {run_file}"]
-        what = ", ".join(changed[:6])
-        problem = f"{out_dir} holds a run with other settings (differs in: {what})"
-    elif results.exists():
-        problem = f"{out_dir} holds {RESULTS_FILE} without {RUN_FILE} (settings unknown)"
-    else:
-        return False
-    if not force:
-        raise ConfigError(f"{problem}; use another output directory, or --force to start a fresh run there")
-    return False
+    return check_run(out_dir, run_settings, force, kind="evaluation", upgrade=_with_context_defaults)
+
+
+def _with_context_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Recorded settings with the context fields added after the run was recorded at their default value (such a
+    field is opt-in: the run had its default)."""
+    if isinstance(recorded.get("context"), dict):
+        recorded["context"] = {**_context_defaults(), **recorded["context"]}
+    return recorded
 
 
 def _context_defaults() -> dict[str, Any]:
@@ -341,23 +318,8 @@ def _context_defaults() -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(Context())))
 
 
-def _start_run(out_dir: Path, run_settings: dict[str, Any]) -> None:
-    """Move a previous run's files aside (if any) and write ``run.json`` atomically."""
-    writable_dir(out_dir, "evaluation folder")  # a one-line error where the early check could not tell (e.g. /proc)
-    old_files = [RUN_FILE, RESULTS_FILE, SUMMARY_FILE, REPORT_FILE, *PLOT_FILES.values()]
-    present = [name for name in old_files if (out_dir / name).exists()]
-    if present:
-        backup = out_dir / f"replaced-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
-        backup.mkdir()
-        for name in present:
-            (out_dir / name).rename(backup / name)
-    record = {"settings": run_settings, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    partial = out_dir / f"{RUN_FILE}.partial"
-    with partial.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(out_dir / RUN_FILE)
+#: The files of a run (besides ``run.json``) that a forced fresh run moves aside.
+_RUN_FILES = (RESULTS_FILE, SUMMARY_FILE, REPORT_FILE, *PLOT_FILES.values())
 
 
 def _done_pairs(results_path: Path) -> set[tuple[str, str]]:
@@ -369,25 +331,7 @@ def _done_pairs(results_path: Path) -> set[tuple[str, str]]:
     Raises:
         DatasetError: a complete line is not a JSON record with ``id`` and ``variant``, or a pair repeats.
     """
-    if not results_path.exists():
-        return set()
-    content = drop_partial_last_line(results_path)
-    done: set[tuple[str, str]] = set()
-    for number, line in enumerate(content.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            pair = (str(record["id"]), str(record["variant"]))
-        except (ValueError, KeyError, TypeError):
-            raise DatasetError(f"{results_path}:{number}: not a result record; the results file is damaged") from None
-        if pair in done:
-            raise DatasetError(f"{results_path}:{number}: second record for question {pair[0]!r}, variant {pair[1]}")
-        done.add(pair)
-    return done
-
-
-
+    return done_ids(results_path, key=lambda record: (str(record["id"]), str(record["variant"])), unique=True)
 
 def _coverage(kb_sources: Sequence[str | Path], progress: bool) -> KBCoverage:
     """Index the KB sources for ``kb_covered`` (a few seconds for the shared KB)."""

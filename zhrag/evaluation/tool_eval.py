@@ -14,8 +14,9 @@ decides whether and how to call. Every turn is one step:
   *answered* when it stops with a non-empty reply, and *contains* when that reply (cleaned like an answer) contains an
   accepted answer (rule-grader matching).
 
-Rates come with 95 % Wilson intervals. The run is resumable like ``eval-reading`` (``run.json``, one fsync'd JSON line
-per step in ``results.jsonl``); ``summary.json`` and ``report.md`` are rewritten at the end of every run.
+Rates come with 95 % Wilson intervals. The run is resumable like ``eval-reading`` (:mod:`zhrag.run_folder`:
+``run.json``, one fsync'd JSON line per step in ``results.jsonl``); ``summary.json`` and ``report.md`` are rewritten
+at the end of every run.
 """
 
 from __future__ import annotations
@@ -35,16 +36,15 @@ from zhrag.nodes.agent import AGENT_MAX_NEW_TOKENS
 from zhrag.prompts import clean_answer
 from zhrag.prompts.agent import ToolReply, call_message
 from zhrag.mcp.client import FIND_TOOL
+from zhrag.run_folder import RESULTS_FILE, claim_run, finish_run, process_pending
 from zhrag.training.card import examples_sha256
 from zhrag.training.dataset import untrained_examples
 from zhrag.training.examples import Example
 from zhrag.training.formats import import_examples
 from zhrag.training.masking import chat_message, example_tools
 from zhrag.evaluation.reading import eval_file
-from zhrag.training.run_files import claim_run, process_pending
 from zhrag.training.tool_traces import TOOLS_TASK
 
-RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 #: Version of the ``run.json`` / results layout.
@@ -197,7 +197,8 @@ def evaluate_tools(
         model: What ``run.json`` records about the model (name, adapter identity).
         limit: Only the first ``limit`` traces (a larger limit later extends the same run).
         max_new_tokens: Generation budget of a turn (the agent node's).
-        force: Start afresh when ``out`` holds a run with other settings.
+        force: Start afresh when ``out`` holds a run with other settings (its files are moved to
+            ``replaced-<time>/``).
         progress: Show a progress bar.
 
     Raises:
@@ -228,6 +229,7 @@ def evaluate_tools(
                               progress=progress)
     summary = summarize(records, run_settings)
     write_reports(summary, out)
+    finish_run(out)
     return summary
 
 

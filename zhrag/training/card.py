@@ -3,29 +3,30 @@
 An adapter directory written by ``zhrag train`` holds the PEFT files, ``training_card.json`` (what was
 trained on what, with which settings, and the result), a ``README.md`` rendering of the card, the loss
 curve ``loss.png``, and ``checkpoints/`` with ``run.json`` (the settings of the run the checkpoints belong
-to). The card's ``settings`` decide whether a directory holds "the same" adapter: the task, the data hash,
-the base model's identity, the LoRA and optimiser settings. Epochs, step limits and logging/saving
-intervals are the ``schedule``: changing them continues the same adapter.
+to, and per session of training its times, code commit and load average: see :mod:`zhrag.run_folder`). The
+card's ``settings`` decide whether a directory holds "the same" adapter: the task, the data hash, the base model's
+identity, the LoRA and optimiser settings. Epochs, step limits and logging/saving intervals are the ``schedule``:
+changing them continues the same adapter. ``--force`` moves another adapter's files into ``replaced-<time>/``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, ZhragError
 from zhrag.models.hf_runtime import TRAINING_CARD_FILE
+from zhrag.run_folder import RUN_FILE, back_up, settings_differences, start_run
+from zhrag.run_folder import read_run as read_run_file
 from zhrag.training.examples import Example
 
 CARD_FILE = TRAINING_CARD_FILE
 README_FILE = "README.md"
 LOSS_PLOT_FILE = "loss.png"
 CHECKPOINTS_DIR = "checkpoints"
-RUN_FILE = "run.json"
 #: Files of a PEFT adapter directory (``save_pretrained``).
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 #: Version of the card layout.
@@ -53,27 +54,15 @@ def read_card(out: Path) -> dict[str, Any] | None:
 
 def read_run(out: Path) -> dict[str, Any] | None:
     """The ``checkpoints/run.json`` record of an interrupted or finished run in ``out``, or ``None``."""
-    return read_json_object(out / CHECKPOINTS_DIR / RUN_FILE)
+    return read_run_file(out / CHECKPOINTS_DIR)
 
 
 def write_run(out: Path, settings: Mapping[str, Any]) -> Path:
-    """Record the settings the checkpoints of ``out`` belong to (before the first checkpoint is written)."""
-    path = out / CHECKPOINTS_DIR / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": settings}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def settings_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """Names (``key`` or ``key.sub``) of the settings whose values differ between two settings records."""
-    differences = []
-    for key in sorted(set(recorded) | set(wanted)):
-        old, new = recorded.get(key), wanted.get(key)
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
-            differences += [f"{key}.{sub}" for sub in sorted(set(old) | set(new)) if old.get(sub) != new.get(sub)]
-        elif old != new:
-            differences.append(key)
-    return differences
+    """Record the settings the checkpoints of ``out`` belong to (before the first checkpoint is written), and a new
+    training session (start time, code commit, load average) in ``checkpoints/run.json``; returns that file."""
+    record = read_run(out)
+    same = record is not None and record.get("settings") == json.loads(json.dumps(settings))
+    return start_run(out / CHECKPOINTS_DIR, settings, (), resume=same, what="checkpoints folder")
 
 
 def claim_output_dir(out: Path, settings: Mapping[str, Any], *, force: bool) -> None:
@@ -82,7 +71,8 @@ def claim_output_dir(out: Path, settings: Mapping[str, Any], *, force: bool) -> 
     ``out`` may be missing or empty, or hold this same adapter (card or checkpoints with equal settings).
     Anything else — a card or checkpoints of other settings, or PEFT files / checkpoints with no record —
     is another adapter: refused unless ``force``, in which case the adapter files, card, README, loss plot
-    and checkpoints are deleted (other files are left alone).
+    and checkpoints are moved into ``out/replaced-<time>/`` (:func:`zhrag.run_folder.back_up`; other files are
+    left alone).
 
     Raises:
         ConfigError: ``out`` is a file, or holds another adapter and ``force`` is false.
@@ -94,9 +84,7 @@ def claim_output_dir(out: Path, settings: Mapping[str, Any], *, force: bool) -> 
         return
     if not force:
         raise ConfigError(f"{out} {problem}; pass --force to replace it, or choose another --out")
-    for name in (*ADAPTER_FILES, CARD_FILE, README_FILE, LOSS_PLOT_FILE):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
+    back_up(out, (*ADAPTER_FILES, CARD_FILE, README_FILE, LOSS_PLOT_FILE, CHECKPOINTS_DIR))
 
 
 def _conflict(out: Path, settings: Mapping[str, Any]) -> str | None:

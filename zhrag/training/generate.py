@@ -23,9 +23,10 @@ Every pair is kept, as one JSON line::
 
 The lines of one chunk are written with one write and fsync'd; re-running skips the chunks already in the file.
 A kill can only leave the last chunk's lines incomplete (``passage_records`` tells), and those are cut off and
-redone. ``<out>.meta.json`` records the model, the prompt templates (text and SHA-256) and the settings; a run
-with another model, prompts or settings into the same file is refused unless ``force``, which starts afresh (and
-moves the file's review decisions aside, since the new pairs reuse their ids).
+redone. ``<out>.meta.json`` records the model, the prompt templates (text and SHA-256), the settings, the code's git
+commit and the load average at start and end (:mod:`zhrag.run_folder`); a run with another model, prompts or settings
+into the same file is refused unless ``force``, which starts afresh and moves the old file, its sidecar and its review
+decisions aside (``<stem>.replaced-<time>.jsonl``; the decisions too, since the new pairs reuse their ids).
 Accepted pairs (after review decisions, if any) become :class:`~zhrag.training.examples.RCPair` for
 :func:`~zhrag.training.examples.build_rc_examples` through :func:`generated_rc_pairs`.
 """
@@ -65,6 +66,7 @@ from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
 from zhrag.kb.passage import Passage
 from zhrag.kb.sources import iter_documents
 from zhrag.rc_pairs import RCPair
+from zhrag.run_folder import code_version, load_average, set_aside, write_json_atomic
 from zhrag.training.examples import document_passages
 from zhrag.training.review import (
     apply_decisions,
@@ -303,13 +305,14 @@ def _prepare_output(out: Path, meta: dict[str, Any], force: bool) -> None:
             )
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if force:
-        out.unlink(missing_ok=True)
-        decisions = default_decisions_path(out)
-        if decisions.exists():  # its ids would name the new run's pairs
-            decisions.rename(decisions.with_name(f"{decisions.stem}.replaced-{now.replace(':', '')}.jsonl"))
+        replaced = set_aside(out)
+        if replaced is not None and sidecar.exists():
+            sidecar.rename(meta_path(replaced))
+        set_aside(default_decisions_path(out))  # its ids would name the new run's pairs
     out.parent.mkdir(parents=True, exist_ok=True)
     created = previous.get("created", now) if previous and not force else now
-    _write_meta(sidecar, {**meta, "created": created, "updated": now})
+    session = {"code": code_version(), "load_average_at_start": load_average()}
+    write_json_atomic(sidecar, {**meta, "created": created, "updated": now, **session})
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -322,20 +325,12 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _write_meta(path: Path, meta: Mapping[str, Any]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-
-
 def _finish_meta(out: Path, meta: dict[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
     """Record the totals of the whole file in the sidecar."""
     sidecar = meta_path(out)
     stored = _read_meta(sidecar)
     stored["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    stored["load_average_at_end"] = load_average()
     stored["settings"] = meta["settings"]
     stored["counts"] = {
         "passages": len({r["chunk_id"] for r in records}),
@@ -343,7 +338,7 @@ def _finish_meta(out: Path, meta: dict[str, Any], records: Sequence[Mapping[str,
         "status": dict(Counter(r["status"] for r in records)),
         "reason": dict(Counter(r["reason"] for r in records if r["reason"])),
     }
-    _write_meta(sidecar, stored)
+    write_json_atomic(sidecar, stored)
 
 
 def _process_batch(

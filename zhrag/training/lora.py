@@ -11,9 +11,11 @@ data-parallel on several GPUs.
 
 The run is resumable: checkpoints go to ``OUT/checkpoints`` every ``save_steps`` optimiser steps, next to
 ``run.json`` with the run's settings, and running the same command again continues from the last
-checkpoint. A directory holding another adapter (other data, base model or hyper-parameters) is refused
-unless ``force``. At the end ``OUT`` holds the PEFT adapter, ``training_card.json`` + ``README.md`` and
-``loss.png`` (see :mod:`zhrag.training.card`).
+checkpoint; every session of training (its times, the code's git commit, the load average) is recorded there and,
+for the session that finishes, in the card. A directory holding another adapter (other data, base model or
+hyper-parameters) is refused unless ``force`` (which moves its files into ``OUT/replaced-<time>/``). At the end
+``OUT`` holds the PEFT adapter, ``training_card.json`` + ``README.md`` and ``loss.png`` (see
+:mod:`zhrag.training.card`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from zhrag.compat import check_lora_stack
 from zhrag.errors import ConfigError, ModelLoadError, TrainingDataError
 from zhrag.models.device import resolve_device
 from zhrag.models.failures import first_line
+from zhrag.run_folder import finish_run
 from zhrag.training import card as cards
 from zhrag.training.base_model import (
     BaseModel,
@@ -229,12 +232,13 @@ def train_adapter(
         # The base model's embedding / output weights stay frozen: no copy of them in the adapter (peft would save
         # one whenever lm_head is a target).
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(out), save_embedding_layers=False)
+        session = finish_run(out / cards.CHECKPOINTS_DIR)
         curve = cards.loss_curve(trainer.state.log_history)
         plot = cards.write_loss_plot(curve, out / cards.LOSS_PLOT_FILE, title=f"LoRA {task} adapter: {base.model}")
         card = _card(
             out, task, training_data, tokenized, base, base_model.config, lora, train, settings, trainer, output,
             curve=curve, plot=plot, start_step=start_step, resumed_from=checkpoint,
-            wall_s=time.perf_counter() - started,
+            wall_s=time.perf_counter() - started, session=session,
         )
         cards.write_card(out, card)
     return TrainResult(out=out, card=card, trained=True, resumed_from=checkpoint)
@@ -447,6 +451,7 @@ def _card(
     start_step: int,
     resumed_from: str | None,
     wall_s: float,
+    session: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The training card of a finished run (see :mod:`zhrag.training.card`)."""
     import peft
@@ -508,6 +513,7 @@ def _card(
             "world_size": args.world_size,
             "threads": torch.get_num_threads(),
         },
+        "session": session,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         "files": {
             "adapter": sorted(name for name in cards.ADAPTER_FILES if (out / name).is_file()),

@@ -89,10 +89,33 @@ def test_run_saves_each_cell_resumes_and_refuses_other_settings(tmp_path) -> Non
         run_retrieval_eval(make_search, sets, configs, tmp_path, settings={"engine": "y"}, progress=False)
     run_retrieval_eval(make_search, sets, configs, tmp_path, settings={"engine": "y"}, force=True, progress=False)
     assert calls[-2:] == ["a", "b"]
+    [backup] = tmp_path.glob("replaced-*")  # the replaced run is kept
+    assert json.loads((backup / "retrieval.json").read_text("utf-8"))["rows"].keys() == {"a", "b", "c"}
+    run = json.loads((tmp_path / "run.json").read_text("utf-8"))
+    assert run["settings"]["settings"] == {"engine": "y"} and run["sessions"][-1]["finished"]
     report = write_retrieval_report(document, tmp_path)
     text = report.read_text("utf-8")
     assert "| a | 33.3 | 66.7 | 66.7 | 66.7 |" in text
     assert (tmp_path / "retrieval.png").stat().st_size > 0
+
+
+def test_a_results_file_saved_before_run_json_existed_is_resumed(tmp_path) -> None:
+    sets = [QuerySet("toy", "passage", QUERIES)]
+    calls: list[str] = []
+
+    def make_search(config: SearchConfig):
+        calls.append(config.name)
+        return _search(RANKING)
+
+    run_retrieval_eval(make_search, sets, [SearchConfig("a")], tmp_path, settings={"engine": "x"}, progress=False)
+    (tmp_path / "run.json").unlink()  # as an older version left the folder
+    run_retrieval_eval(make_search, sets, [SearchConfig("a"), SearchConfig("b")], tmp_path,
+                       settings={"engine": "x"}, progress=False)
+    assert calls == ["a", "b"]
+    assert json.loads((tmp_path / "run.json").read_text("utf-8"))["settings"]["settings"] == {"engine": "x"}
+    (tmp_path / "run.json").unlink()
+    with pytest.raises(ConfigError, match="holds retrieval.json without run.json"):  # other settings: unknown run
+        run_retrieval_eval(make_search, sets, [SearchConfig("a")], tmp_path, settings={"engine": "y"}, progress=False)
 
 
 def test_unknown_set_is_a_clear_error() -> None:

@@ -355,8 +355,11 @@ def test_another_model_or_setting_is_refused_unless_forced(kb: Path, tmp_path: P
     with pytest.raises(ConfigError, match="other model"):
         generate_dataset(other, out, kb=kb, limit=2, progress=False)
     append_decision(tmp_path / "gen.decisions.jsonl", {"id": load_generated(out)[0]["id"], "decision": "rejected"})
+    old_pairs = out.read_bytes()
     report = generate_dataset(other, out, kb=kb, limit=1, force=True, progress=False)
     assert report.processed == 1 and len(load_generated(out)) == 1
+    [replaced] = tmp_path.glob("gen.replaced-*.jsonl")  # the old run is moved aside with its sidecar, not deleted
+    assert replaced.read_bytes() == old_pairs and meta_path(replaced).is_file()
     assert not (tmp_path / "gen.decisions.jsonl").exists()
     assert len(list(tmp_path.glob("gen.decisions.replaced-*.jsonl"))) == 1
     assert json.loads(meta_path(out).read_text(encoding="utf-8"))["model"]["model"] == "another"

@@ -86,3 +86,5 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, dataset: Path, kb_subset: P
     assert sorted(ids) == sorted(first)
     assert all(record["variant"] == "a0" and record["answer"] in ("不知道", "北京") for record in records)
     assert (out / "report.md").is_file() and (out / "summary.json").is_file()
+    killed, resumed = json.loads((out / "run.json").read_text(encoding="utf-8"))["sessions"]
+    assert "finished" not in killed and resumed["started"] <= resumed["finished"]  # the kill shows in run.json

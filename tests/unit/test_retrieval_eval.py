@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from zhrag.errors import ConfigError, DatasetError
 from zhrag.evaluation.retrieval_eval import (
+    Search,
     SearchConfig,
     ablation,
     document_id,
@@ -68,14 +70,20 @@ def test_recall_and_mrr_follow_the_first_hits() -> None:
     assert result["latency_ms_p50"] >= 0
 
 
-def test_run_saves_each_cell_resumes_and_refuses_other_settings(tmp_path) -> None:
-    sets = [QuerySet("toy", "passage", QUERIES)]
+def _counted_searches() -> tuple[list[str], Callable[[SearchConfig], Search]]:
+    """``make_search`` over :data:`RANKING`, and the list of the configurations it was called for."""
     calls: list[str] = []
 
-    def make_search(config: SearchConfig):
+    def make_search(config: SearchConfig) -> Search:
         calls.append(config.name)
         return _search(RANKING)
 
+    return calls, make_search
+
+
+def test_run_saves_each_cell_resumes_and_refuses_other_settings(tmp_path) -> None:
+    sets = [QuerySet("toy", "passage", QUERIES)]
+    calls, make_search = _counted_searches()
     configs = [SearchConfig("a", mode="sparse"), SearchConfig("b")]
     document = run_retrieval_eval(make_search, sets, configs, tmp_path, settings={"engine": "x"}, progress=False)
     assert calls == ["a", "b"]
@@ -101,12 +109,7 @@ def test_run_saves_each_cell_resumes_and_refuses_other_settings(tmp_path) -> Non
 
 def test_a_results_file_saved_before_run_json_existed_is_resumed(tmp_path) -> None:
     sets = [QuerySet("toy", "passage", QUERIES)]
-    calls: list[str] = []
-
-    def make_search(config: SearchConfig):
-        calls.append(config.name)
-        return _search(RANKING)
-
+    calls, make_search = _counted_searches()
     run_retrieval_eval(make_search, sets, [SearchConfig("a")], tmp_path, settings={"engine": "x"}, progress=False)
     (tmp_path / "run.json").unlink()  # as an older version left the folder
     run_retrieval_eval(make_search, sets, [SearchConfig("a"), SearchConfig("b")], tmp_path,

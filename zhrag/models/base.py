@@ -288,6 +288,6 @@ class LLMBase(ABC):
             return ToolReply(content=text.strip(), calls=tuple(parse_tool_calls(text)))
         kinds = {"system": SystemMessage, "assistant": AIMessage}
         rendered = render_tool_messages(list(messages), list(tools), required=required)
-        prompt = [kinds.get(m["role"], HumanMessage)(content=m["content"]) for m in rendered]
-        [text] = self.generate([prompt], max_new_tokens=max_new_tokens, stop=())
+        conversation = [kinds.get(m["role"], HumanMessage)(content=m["content"]) for m in rendered]
+        [text] = self.generate([conversation], max_new_tokens=max_new_tokens, stop=())
         return ToolReply(content=text.strip(), calls=tuple(parse_tool_calls(text)))

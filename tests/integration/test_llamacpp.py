@@ -16,7 +16,7 @@ import pytest
 
 from zhrag import settings
 from zhrag.errors import ConfigError
-from zhrag.models import LocalLLM, load_llm
+from zhrag.models import LLM, load_llm
 from zhrag.models.packaged import PACKAGED_MODELS, packaged_gguf
 from zhrag.nodes.judge import judge_scores
 from zhrag.prompts import build_answer_prompt, build_judge_prompt
@@ -33,11 +33,11 @@ QUESTION = "《九命奇冤》是由哪位作者所著？"
 
 
 @pytest.fixture(scope="module")
-def qwen() -> LocalLLM:
+def qwen() -> LLM:
     return load_llm()
 
 
-def test_the_default_model_is_the_checked_qwen_gguf_on_llama_cpp(qwen: LocalLLM) -> None:
+def test_the_default_model_is_the_checked_qwen_gguf_on_llama_cpp(qwen: LLM) -> None:
     info = qwen.load_info
     assert (info["model"], info["kind"], info["engine"]) == ("qwen2.5-coder-1.5b", "packaged", "llama.cpp")
     assert qwen.is_chat and qwen.supports_logprobs
@@ -45,7 +45,7 @@ def test_the_default_model_is_the_checked_qwen_gguf_on_llama_cpp(qwen: LocalLLM)
     assert hit and str(path) == info["source"] and path.stat().st_size == PACKAGED_MODELS[settings.DEFAULT_LLM].size
 
 
-def test_it_reads_the_answer_from_the_passage(qwen: LocalLLM) -> None:
+def test_it_reads_the_answer_from_the_passage(qwen: LLM) -> None:
     prompt = build_answer_prompt(QUESTION, [RIVER, JIUMING], chat=True)
     [scored] = qwen.generate_scored([prompt], max_new_tokens=16, stop=("\n",))
     assert "吴沃尧" in scored.text
@@ -53,14 +53,14 @@ def test_it_reads_the_answer_from_the_passage(qwen: LocalLLM) -> None:
     assert qwen.generate([prompt], max_new_tokens=16) == [scored.text]
 
 
-def test_the_judge_scores_the_answering_passage_above_an_unrelated_one(qwen: LocalLLM) -> None:
+def test_the_judge_scores_the_answering_passage_above_an_unrelated_one(qwen: LLM) -> None:
     prompts = [build_judge_prompt(QUESTION, passage, chat=True) for passage in (JIUMING, RIVER)]
     (relevant, raw_relevant), (unrelated, raw_unrelated) = judge_scores(qwen, prompts)
     assert raw_relevant is None and raw_unrelated is None  # scores from probabilities, no text parsed
     assert relevant > 0.8 and unrelated < relevant - 0.3
 
 
-def test_concurrent_requests_share_the_slots_and_equal_sequential_answers(qwen: LocalLLM) -> None:
+def test_concurrent_requests_share_the_slots_and_equal_sequential_answers(qwen: LLM) -> None:
     questions = ["中国的首都是哪里？", "《红楼梦》的作者是谁？", "水的化学式是什么？", "日本的首都是哪里？"]
     prompts = [build_answer_prompt(question, [], chat=True) for question in questions]
     alone = [qwen.generate([prompt], max_new_tokens=8)[0] for prompt in prompts]
@@ -70,7 +70,7 @@ def test_concurrent_requests_share_the_slots_and_equal_sequential_answers(qwen: 
     assert "北京" in alone[0] and "曹雪芹" in alone[1]
 
 
-def test_a_prompt_longer_than_the_context_is_a_one_line_error(qwen: LocalLLM) -> None:
+def test_a_prompt_longer_than_the_context_is_a_one_line_error(qwen: LLM) -> None:
     with pytest.raises(ConfigError, match="llama.cpp refused the request .*exceeds the available context size"):
         qwen.generate(["很长的问题" * 5000], max_new_tokens=4)
 

@@ -98,7 +98,7 @@ def gemma_tokenizer() -> Any:
 def test_a_base_model_learns_the_chatml_turns_the_agent_sends_it(gemma_tokenizer: Any) -> None:
     """Gemma-3-270M has no chat template: the trace is the ChatML text of tool_chat_prompt, its assistant turns
     (calls, answer, end markers) learned and nothing else."""
-    from zhrag.prompts.agent import TURN_END, tool_chat_prompt
+    from zhrag.models.tool_calls import TURN_END, tool_chat_prompt
 
     assert not gemma_tokenizer.chat_template
     result = tokenize_conversation(TRACE, gemma_tokenizer, max_length=2048, tools=TOOLS)

@@ -136,7 +136,7 @@ def test_cli_build_data_tools_writes_llama_factory_files(knowledge, tmp_path: Pa
 def test_eval_tools_replays_held_out_traces_on_a_real_model_and_resumes(knowledge, tmp_path: Path, capsys, model):
     """The chat model calls through its own template (llama.cpp), the base model through ChatML text; every
     held-out turn is scored from what the model wrote, and a second run resumes with nothing left to do."""
-    from zhrag.prompts.agent import parse_tool_calls
+    from zhrag.models.tool_calls import parse_tool_calls
 
     kb, pairs, config = knowledge
     data = tmp_path / "tools"

@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
-from zhrag.models.llm import LocalLLM, ScoredText
+from zhrag.models import LocalLLM, ScoredText
 
 
 

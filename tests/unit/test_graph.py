@@ -323,7 +323,9 @@ def test_timings_are_recorded_per_node_and_summed_over_rounds(
 
 PACKAGE_ROOT = Path(zhrag.__file__).parent
 FORBIDDEN = {
-    "zhrag.models": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag.models": (
+        "zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli", "zhrag.prompts"
+    ),
     "zhrag.kb": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
     "zhrag.mcp": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
     "zhrag.prompts": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),

@@ -146,6 +146,20 @@ def test_endpoint_model_sends_chat_messages_greedily_with_the_budget(stub: Calla
     assert load_endpoint_llm(server.url, "served-a") is llm  # one client per endpoint and model
 
 
+def test_endpoint_tool_turns_are_hermes_text_parsed_back(stub: Callable[..., StubServer]) -> None:
+    call = '<tool_call>\n{"name": "qdrant-find", "arguments": {"query": "甲城"}}\n</tool_call>'
+    server = stub(["served-tools"], lambda body: call)
+    llm = load_endpoint_llm(server.url, "served-tools")
+    tool = {"type": "function", "function": {"name": "qdrant-find", "parameters": {}}}
+    reply = llm.call_tools([{"role": "system", "content": "S"}, {"role": "user", "content": QUESTION}], [tool])
+    [found] = reply.calls
+    assert (found.name, found.arguments, found.well_formed) == ("qdrant-find", {"query": "甲城"}, True)
+    [body] = server.chat_bodies()
+    system, user = body["messages"]
+    assert system["role"] == "system" and "<tools>" in system["content"] and user["content"] == QUESTION
+    assert "tools" not in body  # the tools travel in the messages, in the Hermes format
+
+
 def test_unreachable_endpoint_is_one_error_naming_the_url() -> None:
     url = closed_port_url()
     with pytest.raises(ModelEndpointError, match=rf"model endpoint {url} unreachable") as caught:

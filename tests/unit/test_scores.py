@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zhrag.models.llm import ScoredText
+from zhrag.models import ScoredText
 from zhrag.nodes.answer import abstains
 from zhrag.prompts import UNKNOWN_ANSWER, verdict_score, yes_score
 

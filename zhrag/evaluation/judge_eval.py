@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.models import LocalLLM
+from zhrag.models import LLM
 from zhrag.nodes.judge import judge_scores
 from zhrag.prompts import Prompt
 from zhrag.run_folder import RESULTS_FILE, claim_run, finish_run, process_pending
@@ -88,7 +88,7 @@ def judge_items(examples: Sequence[Example], split: str, *, chat: bool) -> list[
 
 
 def evaluate_judge(
-    llm: LocalLLM,
+    llm: LLM,
     data: str | Path,
     out: str | Path,
     *,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models.llms import LLM
+from langchain_core.language_models.llms import LLM as LangChainLLM
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import ConfigDict
 
@@ -37,7 +37,7 @@ from zhrag.evaluation.ragas_metrics import (
     ragas_llm,
     require_ragas,
 )
-from zhrag.models import LocalLLM, load_llm
+from zhrag.models import LLM, load_llm
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
 from zhrag.kb.embeddings import resolve_embedder
 
@@ -57,7 +57,7 @@ ENDPOINT_TIMEOUT_S = 120.0
 ENDPOINT_ATTEMPTS = 3
 
 
-class LocalLLMAdapter(LLM):
+class LocalLLMAdapter(LangChainLLM):
     """A ``LocalLLM`` as a LangChain text LLM, for RAGAS: greedy, long outputs, no newline stop.
 
     Chat models get the prompt as one user message (``LocalLLM.generate`` does that for strings).
@@ -89,7 +89,7 @@ def eval_endpoint(context: Any) -> tuple[str, str] | None:
     return None
 
 
-def eval_llm(context: Any) -> LocalLLM:
+def eval_llm(context: Any) -> LLM:
     """The local evaluation model: ``context.eval_model``, else ``context.model`` without adapter."""
     return load_llm(context.eval_model or context.model, device=context.device, dtype=context.dtype)
 
@@ -138,7 +138,7 @@ def _endpoint_ragas_llm(base_url: str, model: str) -> BaseRagasLLM:
 
 
 @lru_cache(maxsize=8)
-def _local_ragas_llm(llm: LocalLLM) -> BaseRagasLLM:
+def _local_ragas_llm(llm: LLM) -> BaseRagasLLM:
     return ragas_llm(LocalLLMAdapter(local=llm))
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.rule_grader import is_refusal, mentions_gold, normalize_answer
-from zhrag.models import LocalLLM
+from zhrag.models import LLM
 from zhrag.prompts import Prompt, clean_answer
 from zhrag.run_folder import RESULTS_FILE, claim_run, finish_run, process_pending
 from zhrag.training.card import examples_sha256
@@ -130,7 +130,7 @@ def adapter_identity(adapter: str | Path | None) -> dict[str, Any] | None:
 
 
 def evaluate_reading(
-    llm: LocalLLM,
+    llm: LLM,
     data: str | Path,
     out: str | Path,
     *,

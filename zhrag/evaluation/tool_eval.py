@@ -3,7 +3,7 @@
 Each held-out trace of ``zhrag build-data --task tools`` (the ``*_eval.jsonl`` split: its paragraphs were held out
 of training) is replayed turn by turn with the reference history (teacher forcing): before every assistant turn the
 model sees the system prompt, the question and the trace's earlier calls and real ``qdrant-find`` results, and takes
-one turn the way the a3 agent node does (:meth:`~zhrag.models.llm.LocalLLM.call_tools` with the tool spec of the
+one turn the way the a3 agent node does (:meth:`~zhrag.models.base.LLM.call_tools` with the tool spec of the
 trace, the agent's token budget) but with ``tool_choice="auto"`` and no prefilled call opening, so the model alone
 decides whether and how to call. Every turn is one step:
 
@@ -31,10 +31,10 @@ from typing import Any
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.metrics import proportion
 from zhrag.evaluation.rule_grader import mentions_gold
-from zhrag.models import LocalLLM
+from zhrag.models import LLM, ToolReply
 from zhrag.nodes.agent import AGENT_MAX_NEW_TOKENS
 from zhrag.prompts import clean_answer
-from zhrag.prompts.agent import ToolReply, call_message
+from zhrag.prompts.agent import call_message
 from zhrag.mcp.client import FIND_TOOL
 from zhrag.run_folder import RESULTS_FILE, claim_run, finish_run, process_pending
 from zhrag.training.card import examples_sha256
@@ -177,7 +177,7 @@ def load_traces(data: str | Path, *, untrained_by: str | Path | None = None) -> 
 
 
 def evaluate_tools(
-    llm: LocalLLM,
+    llm: LLM,
     traces: ToolTraces,
     out: str | Path,
     *,

@@ -1,14 +1,13 @@
 """``load_endpoint_llm``: a chat model served by an OpenAI-compatible endpoint (vLLM, SGLang, llama.cpp, TGI).
 
-The served model is wrapped as a chat :class:`LocalLLM`, so the graph nodes build chat messages for it
-and call the same ``generate`` as for in-process models. Requests go through LangChain's OpenAI
+The served model is a chat :class:`EndpointLLM` (an :class:`~zhrag.models.base.LLM`), so the graph nodes build chat
+messages for it and call the same ``generate`` as for in-process models. Requests go through LangChain's OpenAI
 chat client (``langchain-openai``, the ``serve`` extra): greedy (temperature 0), ``max_new_tokens`` sent as
 ``max_tokens``, the prompts of one ``generate`` call sent concurrently so the server can batch them.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -18,8 +17,8 @@ from typing import Any
 import httpx
 
 from zhrag.errors import ConfigError, ModelEndpointError
+from zhrag.models.base import LLMBase, Prompt, ScoredText, candidate_probabilities, scored_from_logprobs
 from zhrag.models.failures import first_line
-from zhrag.models.llm import LocalLLM, ScoredText, truncate_at_stop
 
 #: Seconds to wait for one reply (long answers on a busy server) and for the reachability check.
 REQUEST_TIMEOUT_S = 120.0
@@ -43,15 +42,17 @@ def _logprob_entries(output: Any) -> list[dict[str, Any]]:
     return [entry for entry in content or [] if isinstance(entry, dict)]
 
 
-class EndpointLLM(LocalLLM):
-    """A chat :class:`LocalLLM` whose model is served by an OpenAI-compatible endpoint.
+class EndpointLLM(LLMBase):
+    """A chat model served by an OpenAI-compatible endpoint.
 
     Attributes:
+        model: The LangChain OpenAI chat client of the endpoint.
         base_url: Endpoint root, the part before ``/chat/completions``.
     """
 
     def __init__(self, model: Any, *, base_url: str, load_info: dict[str, Any]) -> None:
-        super().__init__(model, is_chat=True, load_info=load_info)
+        super().__init__(is_chat=True, load_info=load_info)
+        self.model = model
         self.base_url = base_url
 
     @property
@@ -85,29 +86,22 @@ class EndpointLLM(LocalLLM):
         except openai.APIError as error:
             raise ModelEndpointError(f"model endpoint {self.base_url} failed: {first_line(error)}") from None
 
-    def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
+    def _complete(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
         return [output.text for output in self._send(inputs, stops, max_new_tokens)]
 
     def generate_scored(
-        self, prompts: Sequence[Any], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
+        self, prompts: Sequence[Prompt], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
     ) -> list[ScoredText]:
         """Completions with the token log-probabilities the server returns (none: no tokens, no confidence)."""
         self._check_prompts(prompts, max_new_tokens)
         stops = [s for s in stop if s]
         inputs = [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts]
-        results = []
-        for output in self._send(inputs, stops, max_new_tokens, logprobs=True):
-            tokens = _logprob_entries(output)
-            results.append(
-                ScoredText(
-                    text=truncate_at_stop(output.text, stops),
-                    tokens=tuple(str(entry.get("token", "")) for entry in tokens),
-                    logprobs=tuple(float(entry.get("logprob", -math.inf)) for entry in tokens),
-                )
-            )
-        return results
+        return [
+            scored_from_logprobs(output.text, _logprob_entries(output), stops)
+            for output in self._send(inputs, stops, max_new_tokens, logprobs=True)
+        ]
 
-    def next_token_probabilities(self, prompts: Sequence[Any], candidates: Sequence[str]) -> list[dict[str, float]]:
+    def next_token_probabilities(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
         """Candidate probabilities from the first token's ``top_logprobs``; without them, 1.0 for the candidate the
         one-token reply starts with."""
         self._check_prompts(prompts, 1)
@@ -115,13 +109,8 @@ class EndpointLLM(LocalLLM):
         results = []
         for output in self._send(inputs, [], 1, logprobs=True, top_logprobs=TOP_LOGPROBS):
             entries = _logprob_entries(output)
-            probabilities = dict.fromkeys(candidates, 0.0)
-            if entries:
-                for alternative in entries[0].get("top_logprobs") or []:
-                    word = str(alternative.get("token", "")).strip()
-                    if word in probabilities:
-                        probabilities[word] += math.exp(float(alternative.get("logprob", -math.inf)))
-            else:
+            probabilities = candidate_probabilities(entries, candidates)
+            if not entries:
                 reply = output.text.strip()
                 for candidate in candidates:
                     if reply.startswith(candidate):

@@ -1,4 +1,4 @@
-"""One loaded transformers model, shared by every ``LocalLLM`` built on it.
+"""The transformers engine's runtime: one loaded transformers model, shared by every ``LocalLLM`` built on it.
 
 The model and tokenizer sit behind one transformers ``text-generation`` pipeline. LoRA adapters are
 added to the same model through transformers' PEFT integration (``load_adapter``), so an answer model
@@ -24,7 +24,7 @@ from zhrag.compat import check_lora_stack
 from zhrag.errors import ModelLoadError
 from zhrag.models.batching import MicroBatcher, default_concurrency, max_batch_for, max_wait_s
 from zhrag.models.failures import first_line
-from zhrag.models.llm import ScoredText, chat_dicts
+from zhrag.models.base import ScoredText, chat_dicts
 
 #: Training card ``zhrag train`` writes beside an adapter; its ``base_model`` is checked when the adapter loads.
 TRAINING_CARD_FILE = "training_card.json"

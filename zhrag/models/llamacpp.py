@@ -23,9 +23,7 @@ for cached prompts, default 512).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import mmap
 import os
 import secrets
@@ -39,9 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, ModelLoadError
+from zhrag.models.base import (
+    LLMBase,
+    Prompt,
+    ScoredText,
+    candidate_probabilities,
+    chat_dicts,
+    scored_from_logprobs,
+)
 from zhrag.models.failures import first_line
-from zhrag.models.llm import LocalLLM, ScoredText, chat_dicts, truncate_at_stop
-from zhrag.prompts.agent import ToolReply, arguments_object, call_prefill, parse_tool_calls, tool_call
+from zhrag.models.tool_calls import ToolReply, arguments_object, call_prefill, parse_tool_calls, tool_call
 from zhrag.settings import env_int
 
 logger = logging.getLogger(__name__)
@@ -246,11 +251,15 @@ def _text(choice: dict[str, Any]) -> str:
     return str(choice.get("text") or "")
 
 
-class LlamaCppLLM(LocalLLM):
-    """A :class:`LocalLLM` whose model runs on llama.cpp (see the module doc)."""
+class LlamaCppLLM(LLMBase):
+    """A GGUF model on llama.cpp, in process (see the module doc).
+
+    Attributes:
+        runtime: The loaded model (shared by the models of the same file, settings and LoRA).
+    """
 
     def __init__(self, runtime: LlamaCppRuntime, *, load_info: dict[str, Any]) -> None:
-        super().__init__(runtime, is_chat=runtime.is_chat, load_info=load_info)
+        super().__init__(is_chat=runtime.is_chat, load_info=load_info)
         self.runtime = runtime
 
     @property
@@ -281,28 +290,20 @@ class LlamaCppLLM(LocalLLM):
             body["prompt"] = prompt
         return body
 
-    def _batch(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
+    def _complete(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
         bodies = [self._body(prompt, max_new_tokens, stops) for prompt in inputs]
         return [_text(choice) for choice in self.runtime.map(bodies)]
 
     def generate_scored(
-        self, prompts: Sequence[Any], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
+        self, prompts: Sequence[Prompt], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
     ) -> list[ScoredText]:
         """Greedy completions with the log-probability of every generated token (stop strings excluded)."""
         self._check_prompts(prompts, max_new_tokens)
         stops = [s for s in stop if s]
         bodies = [self._body(prompt, max_new_tokens, stops, logprobs=True) for prompt in prompts]
-        results = []
-        for choice in self.runtime.map(bodies):
-            tokens = _token_logprobs(choice)
-            results.append(
-                ScoredText(
-                    text=truncate_at_stop(_text(choice), stops),
-                    tokens=tuple(str(token.get("token", "")) for token in tokens),
-                    logprobs=tuple(float(token.get("logprob", -math.inf)) for token in tokens),
-                )
-            )
-        return results
+        return [
+            scored_from_logprobs(_text(choice), _token_logprobs(choice), stops) for choice in self.runtime.map(bodies)
+        ]
 
     def call_tools(
         self,
@@ -314,7 +315,7 @@ class LlamaCppLLM(LocalLLM):
         """One assistant turn with ``tools`` formatted by the model's own chat template (llama.cpp's jinja); calls
         llama.cpp parses are well-formed; a call it could not parse is recovered from the text when possible.
         ``tool_choice="required"`` with one tool prefills the opening of a call to it (the model writes the
-        arguments). A model without a chat template takes the ChatML text of :meth:`LocalLLM.call_tools`."""
+        arguments). A model without a chat template takes the ChatML text of :meth:`LLMBase.call_tools`."""
         if not self.is_chat:
             return super().call_tools(messages, tools, max_new_tokens, tool_choice)
         messages, prefix = list(messages), call_prefill(list(tools), tool_choice)
@@ -359,7 +360,7 @@ class LlamaCppLLM(LocalLLM):
         )
         return _text(self.runtime.request({"prompt": rendered[0], "max_tokens": max_new_tokens}))
 
-    def next_token_probabilities(self, prompts: Sequence[Any], candidates: Sequence[str]) -> list[dict[str, float]]:
+    def next_token_probabilities(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
         """For each prompt, the probability that the next token is each candidate (whitespace around it ignored).
 
         One forward pass per prompt (a one-token request); the prompts run in parallel slots. A candidate
@@ -367,17 +368,7 @@ class LlamaCppLLM(LocalLLM):
         """
         self._check_prompts(prompts, 1)
         bodies = [self._body(prompt, 1, (), logprobs=True, top_logprobs=TOP_LOGPROBS) for prompt in prompts]
-        results = []
-        for choice in self.runtime.map(bodies):
-            tokens = _token_logprobs(choice)
-            alternatives = tokens[0].get("top_logprobs", []) if tokens else []
-            probabilities = dict.fromkeys(candidates, 0.0)
-            for alternative in alternatives:
-                word = str(alternative.get("token", "")).strip()
-                if word in probabilities:
-                    probabilities[word] += math.exp(float(alternative.get("logprob", -math.inf)))
-            results.append(probabilities)
-        return results
+        return [candidate_probabilities(_token_logprobs(choice), candidates) for choice in self.runtime.map(bodies)]
 
 
 _lock = threading.Lock()

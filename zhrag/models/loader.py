@@ -16,13 +16,14 @@ from typing import Any
 
 from zhrag import settings
 from zhrag.errors import ConfigError, ModelLoadError
+from zhrag.models.base import LLM
 from zhrag.models.device import resolve_device, resolve_dtype
 from zhrag.models.endpoint import endpoint_models
 from zhrag.models.failures import first_line
 from zhrag.models.gguf_cache import gguf_model_dir, packaged_model_dir
+from zhrag.models.hf import LocalLLM
 from zhrag.models.hf_runtime import HFRuntime
 from zhrag.models.llamacpp import load_llamacpp
-from zhrag.models.llm import LocalLLM
 from zhrag.models.packaged import packaged_gguf
 from zhrag.models.registry import registered_llm
 from zhrag.models.sources import ModelSource, resolve_adapter, resolve_model_source
@@ -34,7 +35,7 @@ ENGINES = ("auto", "llama.cpp", "transformers")
 _DEVICE_NAME = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 _lock = threading.RLock()
-_llms: dict[tuple[ModelSource, str | None, str, str], LocalLLM] = {}
+_llms: dict[tuple[ModelSource, str | None, str, str], LLM] = {}
 _runtimes: dict[tuple[ModelSource, str, str], tuple[HFRuntime, str, bool | None]] = {}
 
 
@@ -45,7 +46,7 @@ def load_llm(
     device: str | None = None,
     dtype: str | None = None,
     engine: str = "auto",
-) -> LocalLLM:
+) -> LLM:
     """The local model ``model`` (with an optional LoRA ``adapter``), loaded once per process.
 
     Args:
@@ -145,7 +146,7 @@ def resolve_engine(engine: str, source: ModelSource, adapter: str | None) -> str
 
 def _load_llamacpp(
     model: str, source: ModelSource, device: str | None, adapter: str | None = None, *, fallback: bool = False
-) -> LocalLLM | None:
+) -> LLM | None:
     """The llama.cpp model of a packaged alias or GGUF file (with the PEFT ``adapter`` converted to a GGUF LoRA,
     :mod:`zhrag.models.gguf_lora`), loaded once per process.
 
@@ -186,7 +187,7 @@ def _load_llamacpp(
         return llm
 
 
-def loaded_models() -> list[LocalLLM]:
+def loaded_models() -> list[LLM]:
     """The models :func:`load_llm` has loaded in this process (in load order), then the endpoint models in use."""
     with _lock:
         return [*_llms.values(), *endpoint_models()]

@@ -1,16 +1,17 @@
-"""Pre-built ``LocalLLM`` objects that ``load_llm`` resolves by name (fake models in tests, custom models)."""
+"""Pre-built models (any :class:`~zhrag.models.base.LLM`) that ``load_llm`` resolves by name (fake models in tests,
+custom models)."""
 
 from __future__ import annotations
 
 import threading
 
-from zhrag.models.llm import LocalLLM
+from zhrag.models.base import LLM
 
-_registered: dict[str, LocalLLM] = {}
+_registered: dict[str, LLM] = {}
 _lock = threading.Lock()
 
 
-def register_llm(name: str, llm: LocalLLM) -> None:
+def register_llm(name: str, llm: LLM) -> None:
     """Make ``load_llm(name)`` return ``llm``; a registered name takes precedence over paths and aliases."""
     with _lock:
         _registered[name] = llm
@@ -22,7 +23,7 @@ def unregister_llm(name: str) -> None:
         _registered.pop(name, None)
 
 
-def registered_llm(name: str) -> LocalLLM | None:
+def registered_llm(name: str) -> LLM | None:
     """The model registered as ``name``, or ``None``."""
     with _lock:
         return _registered.get(name)

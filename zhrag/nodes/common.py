@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from zhrag.errors import InputError
-from zhrag.models import LocalLLM, load_endpoint_llm, load_llm
+from zhrag.models import LLM, load_endpoint_llm, load_llm
 from zhrag.models.endpoint import DEFAULT_API_KEY_ENV
 
 #: Longest question a graph accepts (Chinese-SimpleQA's are under 100 characters; qdrant-find takes 1,000).
@@ -65,7 +65,7 @@ def judge_endpoint(context: Any) -> str | None:
     return getattr(context, "model_base_url", None) if context.judge_model is None else None
 
 
-def answer_llm(context: Any) -> LocalLLM:
+def answer_llm(context: Any) -> LLM:
     """The answer model of a run: ``context.model`` served by ``context.model_base_url``, or local with ``context.answer_adapter``."""
     base_url = getattr(context, "model_base_url", None)
     if base_url:
@@ -79,7 +79,7 @@ def answer_llm(context: Any) -> LocalLLM:
     )
 
 
-def judge_llm(context: Any) -> LocalLLM:
+def judge_llm(context: Any) -> LLM:
     """The judge/requery model of a run: ``context.judge_model`` (or ``context.model``), from its endpoint or local with ``context.judge_adapter``."""
     base_url = judge_endpoint(context)
     if base_url:

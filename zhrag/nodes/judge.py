@@ -7,13 +7,13 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from zhrag.models import LocalLLM
+from zhrag.models import LLM
 from zhrag.nodes.common import judge_llm, require_question, timed
 from zhrag.prompts import JUDGE_MAX_NEW_TOKENS, NO, YES, Prompt, build_judge_prompt, verdict_score, yes_score
 from zhrag.kb.passage import Passage
 
 
-def judge_scores(llm: LocalLLM, prompts: Sequence[Prompt]) -> list[tuple[float, str | None]]:
+def judge_scores(llm: LLM, prompts: Sequence[Prompt]) -> list[tuple[float, str | None]]:
     """The judge's score in [0, 1] for each prompt, with the verdict text where the score was read from text.
 
     Models that give probabilities are scored by the next-token probabilities of 是 and 否 (one forward pass
@@ -25,7 +25,7 @@ def judge_scores(llm: LocalLLM, prompts: Sequence[Prompt]) -> list[tuple[float, 
     return [(verdict_score(reply), reply) for reply in replies]
 
 
-def score_passages(llm: LocalLLM, question: str, passages: Sequence[Passage]) -> list[tuple[float, str | None]]:
+def score_passages(llm: LLM, question: str, passages: Sequence[Passage]) -> list[tuple[float, str | None]]:
     """:func:`judge_scores` of each passage for ``question``, with the judge prompt in the model's form."""
     return judge_scores(llm, [build_judge_prompt(question, passage, chat=llm.is_chat) for passage in passages])
 

@@ -9,7 +9,8 @@ from langchain_core.messages import BaseMessage
 
 from zhrag.kb.passage import Passage
 
-#: A prompt is plain text for base (completion) models, or a message list for chat models.
+#: A prompt is plain text for base (completion) models, or a message list for chat models (what the builders
+#: return; models take any :data:`zhrag.models.base.Prompt`, which also allows other message sequences).
 Prompt = str | list[BaseMessage]
 
 _BRACKETED_TITLE = "【{title}】"

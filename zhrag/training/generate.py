@@ -50,7 +50,7 @@ from tqdm import tqdm
 from zhrag import settings as zhrag_settings
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.jsonl import append_jsonl, iter_jsonl
-from zhrag.models import LocalLLM
+from zhrag.models import LLM
 from zhrag.prompts import normalize_text, parse_judgement
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
 from zhrag.prompts.common import Prompt, format_passage
@@ -214,7 +214,7 @@ def prompt_templates(*, chat: bool, settings: GenerationSettings) -> dict[str, d
 
 
 def generate_dataset(
-    llm: LocalLLM,
+    llm: LLM,
     out: str | Path,
     *,
     kb: str | Path | None = None,
@@ -259,7 +259,7 @@ def generate_dataset(
     return report
 
 
-def _run_meta(llm: LocalLLM, kb: Path, limit: int | None, settings: GenerationSettings) -> dict[str, Any]:
+def _run_meta(llm: LLM, kb: Path, limit: int | None, settings: GenerationSettings) -> dict[str, Any]:
     info = llm.load_info
     return {
         "format": FORMAT,
@@ -342,7 +342,7 @@ def _finish_meta(out: Path, meta: dict[str, Any], records: Sequence[Mapping[str,
 
 
 def _process_batch(
-    llm: LocalLLM, batch: Sequence[Passage], settings: GenerationSettings, seen: set[str]
+    llm: LLM, batch: Sequence[Passage], settings: GenerationSettings, seen: set[str]
 ) -> list[list[dict[str, Any]]]:
     """Records of each chunk of ``batch``: generate, parse, rule-check, LLM-check, de-duplicate (updating ``seen``)."""
     texts = [format_passage(p, PASSAGE_CHARS) for p in batch]
@@ -388,7 +388,7 @@ def _record(
     }
 
 
-def _llm_check(llm: LocalLLM, records: Sequence[dict[str, Any]]) -> None:
+def _llm_check(llm: LLM, records: Sequence[dict[str, Any]]) -> None:
     """Ask the model whether each record's passage supports its answer; set ``llm_check`` and the reason."""
     prompts = [build_check_prompt(r["passage"], r["question"], r["answer"], chat=llm.is_chat) for r in records]
     # No stop string: the verdict is a few tokens, and parse_judgement reads only the first line, while stop

@@ -12,7 +12,7 @@ Two layouts, chosen by the tokenizer:
 - **completion** (no chat template, e.g. the packaged Gemma-3-270M base model): the non-assistant turns,
   joined by a blank line, are the prompt (tokenised with the tokenizer's special tokens, as the generation
   pipeline does), then the single final gpt turn and EOS are the target. A tool-use trace for such a model is
-  written as the ChatML text the a3 agent sends it (:func:`zhrag.prompts.agent.tool_chat_segments`); every
+  written as the ChatML text the a3 agent sends it (:func:`zhrag.models.tool_calls.tool_chat_segments`); every
   assistant turn's content and ``<|im_end|>`` marker are learned.
 
 Labels are the input ids on learned tokens and ``IGNORE_INDEX`` (-100) elsewhere. A sequence longer than
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.prompts.agent import tool_chat_segments
+from zhrag.models.tool_calls import tool_chat_segments
 from zhrag.training.examples import Example, Turn, check_conversation
 
 #: Label of tokens the loss ignores (PyTorch cross-entropy's default ``ignore_index``).
@@ -199,7 +199,7 @@ def _completion_tokens(turns: list[Turn], tokenizer: Any) -> tuple[list[int], li
 
 def _tool_text_tokens(turns: list[Turn], tokenizer: Any, tools: list[dict[str, Any]]) -> tuple[list[int], list[bool]]:
     """A tool-use conversation for a tokenizer without a chat template: the ChatML text the agent sends such a
-    model (:func:`~zhrag.prompts.agent.tool_chat_segments`), each assistant turn's content and end marker learned."""
+    model (:func:`~zhrag.models.tool_calls.tool_chat_segments`), each assistant turn's content and end marker learned."""
     if not tokenizer.is_fast:
         raise TrainingDataError("locating assistant tokens needs a fast tokenizer (character offsets)")
     text, spans = "", []

@@ -11,15 +11,16 @@ import typer
 from zhrag import settings
 from zhrag.cli.common import _check_variant, _context, _direct_store_only, _open_store, _prepare_knowledge_base, _split_values
 from zhrag.cli.options import (
-    DeviceOpt,
-    EngineOpt,
     ForceOpt,
     GraphOptions,
     KbOpt,
     ModelOptions,
     RerankerOpt,
     RunOutOpt,
+    SingleModelOptions,
     StoreOptions,
+    out_option,
+    single_model_options,
     with_option_groups,
 )
 from zhrag.errors import ConfigError
@@ -34,7 +35,7 @@ def eval_(
     variants: Annotated[
         list[str], typer.Option("--variants", help="Variants to compare on the same questions: --variants a0 a1 a2.")
     ] = ["a0", "a1", "a2"],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory; re-running resumes it.")] = Path("runs/eval"),
+    out: Annotated[Path, out_option("Run directory; re-running resumes it.")] = Path("runs/eval"),
     data: Annotated[
         Optional[str],
         typer.Option(help="Question jsonl file, HF dataset id, or rc (held-out reading-comprehension pairs as open questions); default: shared dev set."),
@@ -63,7 +64,7 @@ def eval_(
     ] = None,
     eval_api_model: Annotated[Optional[str], typer.Option(help="Model name served by --eval-base-url.")] = None,
     eval_embedder: Annotated[str, typer.Option(help="Embedder of RAGAS answer similarity.")] = settings.PACKAGED_EMBEDDER,
-    force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
+    force: ForceOpt = False,
     concurrency: Annotated[
         Optional[int], typer.Option(min=1, help="Questions evaluated at once, their generation batched (default: 1 on CPU, the batch limit on GPUs).")
     ] = None,
@@ -100,7 +101,7 @@ def eval_(
 @with_option_groups
 def eval_retrieval(
     store_options: StoreOptions,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; re-running resumes it.")] = Path("runs/retrieval"),
+    out: Annotated[Path, out_option("Output folder; re-running resumes it.")] = Path("runs/retrieval"),
     sets: Annotated[
         list[str],
         typer.Option(
@@ -121,7 +122,7 @@ def eval_retrieval(
             "also gets a row with the evidence reranker (for tuning).",
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")] = False,
+    force: ForceOpt = False,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,
 ) -> None:
@@ -194,7 +195,7 @@ def report(
 
 def compare(
     runs: Annotated[list[str], typer.Argument(help="Run directories of zhrag eval, each DIR or DIR=LABEL (its variants become LABEL:variant).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the combined report.md, summary.json and plots.")],
+    out: Annotated[Path, out_option("Folder for the combined report.md, summary.json and plots.")],
 ) -> None:
     """One report over several eval runs (e.g. a variant with and without an adapter), compared on shared questions."""
     from zhrag.evaluation.report import merged_results, write_report
@@ -211,7 +212,7 @@ def compare(
 
 def tune_abstention(
     run_dir: Annotated[Path, typer.Argument(help="Tuning run written by zhrag eval (questions outside the evaluation sample).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Thresholds file (default: RUN_DIR/abstention.json).")] = None,
+    out: Annotated[Optional[Path], out_option("Thresholds file (default: RUN_DIR/abstention.json).")] = None,
 ) -> None:
     """Pick per variant the answer-confidence threshold of highest F on RUN_DIR; write abstention.json."""
     from zhrag.evaluation.abstention import ABSTENTION_FILE, tune_thresholds, write_thresholds
@@ -227,35 +228,39 @@ def tune_abstention(
     typer.echo(f"thresholds: {path}")
 
 
-def _run_model(model: str, adapter: str | None, device: str | None, engine: str) -> tuple[Any, dict[str, Any]]:
-    """The model of an evaluation over examples (eval-reading, eval-tools) and what its ``run.json`` records of it."""
+AnswerModelOptions = single_model_options("answer", "--answer-adapter")
+AgentModelOptions = single_model_options("agent", "--answer-adapter")
+JudgeModelOptions = single_model_options("judge", "--judge-adapter")
+
+
+def _run_model(models: SingleModelOptions, record_engine: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The model of an evaluation over examples (eval-reading, eval-tools, eval-judge) and what its ``run.json``
+    records of it (the engine where it is not auto, or always with ``record_engine``)."""
     from zhrag.models import load_llm
     from zhrag.evaluation.reading import adapter_identity
 
-    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
-    record = {"model": model, "adapter": adapter_identity(adapter)}
-    if engine != "auto":
-        record["engine"] = engine
+    llm = load_llm(models.model, adapter=models.adapter, device=models.device, engine=models.engine)
+    record = {"model": models.model, "adapter": adapter_identity(models.adapter)}
+    if record_engine or models.engine != "auto":
+        record["engine"] = models.engine
     return llm, record
 
 
+@with_option_groups
 def eval_reading(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data.")],
     out: RunOutOpt,
-    model: Annotated[str, typer.Option(help="Answer model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter of the answer model.")] = None,
-    engine: EngineOpt = "auto",
+    models: AnswerModelOptions,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N answer examples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (the answer node's default).")] = 32,
-    device: DeviceOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Reading accuracy (exact / contains) of the answer model on held-out answer examples; resumable."""
     from zhrag.evaluation.reading import evaluate_reading
 
     writable_dir(out, "reading run folder", create=False)  # before the model loads; the run creates it
-    llm, model_record = _run_model(model, adapter, device, engine)
+    llm, model_record = _run_model(models)
     summary = evaluate_reading(
         llm, data, out, model=model_record, limit=limit,
         batch_size=batch_size, max_new_tokens=max_new_tokens, force=force,
@@ -267,17 +272,15 @@ def eval_reading(
     )
 
 
+@with_option_groups
 def eval_tools(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data --task tools.")],
     out: RunOutOpt,
-    model: Annotated[str, typer.Option(help="Agent model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter of the agent model.")] = None,
-    engine: EngineOpt = "auto",
+    models: AgentModelOptions,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N traces.")] = None,
     untrained_by: Annotated[Optional[Path], typer.Option(
         help="Replay the training split's traces this adapter folder did not train on (nor their paragraphs) "
              "instead of the held-out split; for the base model too.")] = None,
-    device: DeviceOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Tool-call validity of the agent model on held-out tool traces, turn by turn (base vs adapter); resumable."""
@@ -287,7 +290,7 @@ def eval_tools(
         raise ConfigError(f"limit must be >= 1, got {limit}")
     writable_dir(out, "tool-use run folder", create=False)  # before the model loads; the run creates it
     traces = load_traces(data, untrained_by=untrained_by)
-    llm, model_record = _run_model(model, adapter, device, engine)
+    llm, model_record = _run_model(models)
     summary = evaluate_tools(llm, traces, out, model=model_record, limit=limit, force=force)
     calls, answers = summary["call_steps"], summary["answer_steps"]
     typer.echo(
@@ -297,28 +300,21 @@ def eval_tools(
     )
 
 
+@with_option_groups
 def eval_judge(
     data: Annotated[Path, typer.Option(help="Folder written by zhrag build-data with judge examples (train and eval splits).")],
     out: RunOutOpt,
-    model: Annotated[str, typer.Option(help="Judge model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
-    adapter: Annotated[Optional[str], typer.Option("--adapter", "--judge-adapter", help="LoRA adapter of the judge model.")] = None,
-    engine: EngineOpt = "auto",
+    models: JudgeModelOptions,
     limit: Annotated[int, typer.Option(help="Seeded examples scored per split.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
-    device: DeviceOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Calibrate the A2 judge's threshold on training judge examples and measure it on held-out ones."""
-    from zhrag.models import load_llm
     from zhrag.evaluation.judge_eval import evaluate_judge
-    from zhrag.evaluation.reading import adapter_identity
 
     writable_dir(out, "judge run folder", create=False)  # before the model loads; the run creates it
-    llm = load_llm(model, adapter=adapter, device=device, engine=engine)
-    summary = evaluate_judge(
-        llm, data, out, model={"model": model, "adapter": adapter_identity(adapter), "engine": engine}, limit=limit,
-        seed=seed, force=force,
-    )
+    llm, model_record = _run_model(models, record_engine=True)
+    summary = evaluate_judge(llm, data, out, model=model_record, limit=limit, seed=seed, force=force)
     held_out = summary["eval"]["at_threshold"]
     typer.echo(
         f"threshold {summary['threshold']:.4f} (best F1 on training examples); held out: precision "

@@ -10,7 +10,17 @@ import typer
 
 from zhrag import settings
 from zhrag.cli.common import _split_values
-from zhrag.cli.options import DeviceOpt, StoreOptions, fields_of, with_option_groups
+from zhrag.cli.options import (
+    DeviceOpt,
+    PassageKbOpt,
+    StoreOptions,
+    adapter_option,
+    fields_of,
+    force_option,
+    model_option,
+    out_option,
+    with_option_groups,
+)
 from zhrag.errors import ConfigError
 from zhrag.jsonl import writable_dir
 
@@ -18,14 +28,14 @@ from zhrag.jsonl import writable_dir
 @with_option_groups
 def build_data(
     store_options: StoreOptions,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the train/eval files, dataset_info.json, manifest.")],
+    out: Annotated[Path, out_option("Folder for the train/eval files, dataset_info.json, manifest.")],
     task: Annotated[
         str, typer.Option(help="answer, judge, both, or tools (A3 tool-use traces searched through qdrant-find).")
     ] = "both",
     source: Annotated[
         str, typer.Option(help="rc (the shared reading-comprehension pairs), rc:FILE (other pairs) or a QA jsonl file.")
     ] = "rc",
-    kb: Annotated[Optional[Path], typer.Option(help="Knowledge-base source of the passages (default: shared KB).")] = None,
+    kb: PassageKbOpt = None,
     data_format: Annotated[str, typer.Option("--format", help="sharegpt or alpaca.")] = "sharegpt",
     limit: Annotated[Optional[int], typer.Option(help="A seeded sample of N pairs / questions.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample, passage order and held-out split.")] = 0,
@@ -110,8 +120,8 @@ def _build_tool_data(
 def train(
     task: Annotated[str, typer.Option(help="What the adapter is for: answer, judge or tools (the a3 agent).")],
     data: Annotated[Path, typer.Option(help="ShareGPT / Alpaca file, or a folder written by zhrag build-data.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder, e.g. adapters/NAME; re-running resumes.")],
-    model: Annotated[str, typer.Option(help="Base model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
+    out: Annotated[Path, out_option("Adapter folder, e.g. adapters/NAME; re-running resumes.")],
+    model: Annotated[str, model_option("Base")] = settings.DEFAULT_LLM,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after N optimiser steps (overrides --epochs).")] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
@@ -133,7 +143,7 @@ def train(
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N optimiser steps.")] = 50,
     logging_steps: Annotated[int, typer.Option(help="Log the loss every N optimiser steps.")] = 5,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or mps (default: auto; bf16 on CUDA).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace another adapter or other checkpoints in OUT.")] = False,
+    force: Annotated[bool, force_option("Replace another adapter or other checkpoints in OUT.")] = False,
 ) -> None:
     """Train a LoRA adapter for the answer or judge node or the a3 agent (resumable; multi-GPU with accelerate launch -m zhrag.cli)."""
     from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
@@ -163,10 +173,10 @@ def train(
 
 
 def generate_data(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Pairs file (.jsonl); re-running resumes it.")],
-    kb: Annotated[Optional[Path], typer.Option(help="Knowledge-base source of the passages (default: shared KB).")] = None,
-    model: Annotated[str, typer.Option(help="Generating model: packaged alias, .gguf file, HF directory or hub id.")] = settings.DEFAULT_LLM,
-    adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter of the generating model.")] = None,
+    out: Annotated[Path, out_option("Pairs file (.jsonl); re-running resumes it.")],
+    kb: PassageKbOpt = None,
+    model: Annotated[str, model_option("Generating")] = settings.DEFAULT_LLM,
+    adapter: Annotated[Optional[str], adapter_option("generating")] = None,
     device: DeviceOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Use the first N passages of the seeded order (default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the passage order.")] = 0,
@@ -175,7 +185,7 @@ def generate_data(
     copy_span: Annotated[int, typer.Option(help="Reject questions sharing this many consecutive characters with the passage.")] = 12,
     max_answer_chars: Annotated[int, typer.Option(help="Reject longer answers.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Passages generated together.")] = 4,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT when it holds a run with other settings.")] = False,
+    force: Annotated[bool, force_option("Replace OUT when it holds a run with other settings.")] = False,
 ) -> None:
     """Let the model write question/answer pairs from KB passages, check each, and keep all with status and reason."""
     from zhrag.models import load_llm
@@ -215,7 +225,7 @@ def review(
 
 def export_pairs(
     file: Annotated[Path, typer.Argument(help="Pairs file written by zhrag generate-data.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Reading-comprehension pairs file for build-data --source rc:OUT.")],
+    out: Annotated[Path, out_option("Reading-comprehension pairs file for build-data --source rc:OUT.")],
     decisions: Annotated[Optional[Path], typer.Option(help="Review decisions to apply (default: the review default, if present).")] = None,
 ) -> None:
     """Write the accepted (and reviewed) generated pairs as reading-comprehension pairs for build-data."""

@@ -145,22 +145,34 @@ def eval_retrieval(
         ensure_index(store, source=list(kb) if kb else None, dense=True)  # the dense rows need every vector
         retriever = Retriever(store, reranker)
         configs = ablation_rows(weights, reranked=bool(dense_weights)) if ablation else (SearchConfig("store default"),)
-        store_settings = {
-            "collection": options.collection, "location": store.location, "engine": store.engine,
-            "embedder": options.embedder,
-            "chunks": store.count(), "bm25": store.index_settings()["bm25"],
-        }
-
-        def make_search(config: SearchConfig):
-            return lambda query, top_k: retriever.search(
-                query, top_k, mode=config.mode, dense_weight=config.dense_weight, reranker=config.reranker
-            )
-
+        store_settings = _store_settings(options, store)
+        make_search = _config_search(retriever)
         requery_sets = [query_set for query_set in query_sets if query_set.match == "passage"]
         document = run_retrieval_eval(
             make_search, query_sets, configs, out, settings=store_settings, requery_sets=requery_sets, force=force
         )
     typer.echo(f"report: {write_retrieval_report(document, out)}")
+
+
+def _store_settings(options: StoreOptions, store) -> dict[str, Any]:
+    """What ``eval-retrieval`` records of the store it searched (collection, location, engine, embedder, size)."""
+    return {
+        "collection": options.collection, "location": store.location, "engine": store.engine,
+        "embedder": options.embedder,
+        "chunks": store.count(), "bm25": store.index_settings()["bm25"],
+    }
+
+
+def _config_search(retriever):
+    """``make_search`` of :func:`~zhrag.evaluation.retrieval_eval.run_retrieval_eval`: the search function of one
+    configuration (mode, dense weight, reranker) through ``retriever``."""
+
+    def make_search(config):
+        return lambda query, top_k: retriever.search(
+            query, top_k, mode=config.mode, dense_weight=config.dense_weight, reranker=config.reranker
+        )
+
+    return make_search
 
 
 def _weights(values: list[str]) -> tuple[float, ...]:

@@ -43,22 +43,12 @@ def index(
     """Index SOURCES into the Qdrant collection (idempotent: re-indexing updates in place; a killed run of the same,
     unchanged sources resumes after the last batch it wrote)."""
     from zhrag.kb.indexing import build_dense, index_sources
-    from zhrag.kb.migration import copy_collection
-    from zhrag.kb.store import KnowledgeStore
 
     _direct_store_only(store_options, "index")
     options = store_options.resolved()
     collection = options.collection
     if from_local:
-        if sources or options.qdrant_url or options.qdrant_engine != "edge":
-            raise ConfigError("--from-local copies into the Edge shard: give no sources, no --qdrant-url, engine edge")
-        path = options.qdrant_path or settings.qdrant_path()
-        with (
-            KnowledgeStore(collection, path=path, embedder=options.embedder, engine="local") as local,
-            KnowledgeStore(collection, path=path, embedder=options.embedder, engine="edge") as store,
-        ):
-            copied = copy_collection(local, store, progress=True)
-            typer.echo(f"copied {copied} points of collection {collection!r} from local mode into Edge in {path}")
+        _copy_from_local(options, sources)
         return
     if dense and (sources or sparse_only):
         raise ConfigError("--dense embeds an indexed collection: give no sources and no --sparse-only")
@@ -73,16 +63,38 @@ def index(
             report = built
         else:
             report = index_sources(store, sources or [], batch_size=batch_size, progress=True, dense=not sparse_only)
-        vectors = (
-            f"{report.embedded} embedded, {report.chunks - report.embedded} from the embedding cache"
-            if report.dense
-            else "BM25 only: `zhrag index --dense` adds the dense half"
-        )
-        resumed = f" after skipping {report.skipped} documents an interrupted run had written" if report.skipped else ""
-        typer.echo(
-            f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s ({vectors}){resumed}; "
-            f"collection {collection!r} now holds {store.count()} chunks"
-        )
+        typer.echo(_index_summary(report, collection, store.count()))
+
+
+def _copy_from_local(options: StoreOptions, sources: list[Path] | None) -> None:
+    """``index --from-local``: copy the qdrant-client local collection at the Qdrant path into its Edge shard."""
+    from zhrag.kb.migration import copy_collection
+    from zhrag.kb.store import KnowledgeStore
+
+    collection = options.collection
+    if sources or options.qdrant_url or options.qdrant_engine != "edge":
+        raise ConfigError("--from-local copies into the Edge shard: give no sources, no --qdrant-url, engine edge")
+    path = options.qdrant_path or settings.qdrant_path()
+    with (
+        KnowledgeStore(collection, path=path, embedder=options.embedder, engine="local") as local,
+        KnowledgeStore(collection, path=path, embedder=options.embedder, engine="edge") as store,
+    ):
+        copied = copy_collection(local, store, progress=True)
+        typer.echo(f"copied {copied} points of collection {collection!r} from local mode into Edge in {path}")
+
+
+def _index_summary(report, collection: str, chunks: int) -> str:
+    """The line ``index`` prints after indexing (or embedding) into ``collection``, which now holds ``chunks``."""
+    vectors = (
+        f"{report.embedded} embedded, {report.chunks - report.embedded} from the embedding cache"
+        if report.dense
+        else "BM25 only: `zhrag index --dense` adds the dense half"
+    )
+    resumed = f" after skipping {report.skipped} documents an interrupted run had written" if report.skipped else ""
+    return (
+        f"indexed {report.documents} documents as {report.chunks} chunks in {report.seconds:.1f} s ({vectors}){resumed}; "
+        f"collection {collection!r} now holds {chunks} chunks"
+    )
 
 
 def serve_mcp(ctx: typer.Context) -> None:

@@ -12,9 +12,7 @@ from zhrag.cli.common import _check_question, _check_variant, _context, _open_st
 from zhrag.cli.options import GraphOptions, KbOpt, ModelOptions, RerankerOpt, StoreOptions, with_option_groups
 from zhrag.errors import ConfigError
 
-
 SAMPLE_QUESTION = "《九命奇冤》是由哪位作者所著？"
-
 
 ModeOpt = Annotated[str, typer.Option(help="hybrid (BM25 + dense fused), sparse (BM25 only) or dense.")]
 

@@ -1,4 +1,7 @@
-"""Helpers of the commands of several areas: the run context of option groups, the store, input checks."""
+"""Helpers of the commands of several areas: the run context of option groups, the store, input checks.
+
+They keep the names they had in the single-module CLI (a leading underscore: they are the cli package's own).
+"""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def render_help(*command: str) -> str:
     """``zhrag [COMMAND] --help`` as printed."""
     result = CliRunner().invoke(app, [*command, "--help"], env=ENV, prog_name="zhrag")
     assert result.exit_code == 0, result.output
-    return ANSI.sub("", result.output).rstrip() + "\n"
+    lines = [line.rstrip() for line in ANSI.sub("", result.output).splitlines()]
+    return "\n".join(lines).strip("\n") + "\n"  # no trailing blanks for editors and hooks to strip
 
 
 def snapshot_path(command: tuple[str, ...]) -> Path:

@@ -30,8 +30,10 @@ COMMANDS = sorted(get_command(app).commands)
 
 @pytest.fixture(autouse=True)
 def plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No terminal features even where CI forces them (typer reads FORCE_COLOR and friends at import)."""
+    """No terminal features and a fixed width even where CI sets them (typer reads FORCE_COLOR, TERMINAL_WIDTH and
+    friends at import)."""
     monkeypatch.setattr(typer.rich_utils, "FORCE_TERMINAL", None)
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", int(ENV["COLUMNS"]))
     monkeypatch.setattr(typer.rich_utils, "COLOR_SYSTEM", None)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zhrag.cli import main
-from zhrag.cli_options import StoreOptions, with_option_groups
+from zhrag.cli.options import StoreOptions, with_option_groups
 from zhrag.jsonl import writable_dir
 
 

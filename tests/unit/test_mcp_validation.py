@@ -118,7 +118,7 @@ def test_settings_layer_cli_over_official_env_over_zhrag_env():
 
 def test_each_embedder_has_its_own_default_collection_everywhere():
     from zhrag import settings
-    from zhrag.cli_options import StoreOptions
+    from zhrag.cli.options import StoreOptions
     from zhrag.graph.context import Context
 
     assert settings.DEFAULT_EMBEDDER == settings.E5_EMBEDDER

@@ -1,9 +1,14 @@
-"""Option groups of the CLI, declared once and handed to each command as one object per group.
+"""The options of several commands, each declared once here, and option groups handed to a command as one object.
+
+Single options are ``Annotated`` types (``ForceOpt``, ``DeviceOpt``, ...) or, where each command words its help
+itself, a function that makes the option with that help (``out_option``, ``force_option``, ``model_option``).
 
 A command names a group by a parameter annotated with its dataclass (``models: ModelOptions``); the
 :func:`with_option_groups` decorator replaces that parameter by the group's fields as Typer options (their
 ``Annotated`` declarations carry the flags and help) and, on a call, collects them back into the dataclass.
-So ``zhrag ask``, ``eval`` and ``demo`` share one declaration of every model, graph and store option.
+So ``zhrag ask``, ``eval`` and ``demo`` share one declaration of every model, graph and store option, and
+``eval-reading``, ``eval-tools`` and ``eval-judge`` one of their model, adapter, engine and device
+(:func:`single_model_options`).
 """
 
 from __future__ import annotations
@@ -20,17 +25,39 @@ import typer
 
 from zhrag import settings
 
+
+def out_option(help: str) -> Any:
+    """``--out`` / ``-o``: where a command writes, in the command's own words."""
+    return typer.Option("--out", "-o", help=help)
+
+
+def force_option(help: str) -> Any:
+    """``--force``: what a command replaces when OUT holds other work, in the command's own words."""
+    return typer.Option("--force", help=help)
+
+
+def model_option(role: str) -> Any:
+    """``--model`` of the model in ``role`` (e.g. "Answer"): any source :func:`zhrag.models.load_llm` loads."""
+    return typer.Option(help=f"{role} model: packaged alias, .gguf file, HF directory or hub id.")
+
+
+def adapter_option(role: str, *aliases: str) -> Any:
+    """``--adapter`` (and ``aliases``, e.g. ``--judge-adapter``) of the model in ``role`` (e.g. "judge")."""
+    return typer.Option("--adapter", *aliases, help=f"LoRA adapter of the {role} model.")
+
+
 RerankerOpt = Annotated[
     Optional[str], typer.Option(help="evidence (offline, default), none, or a sentence-transformers cross-encoder.")
 ]
 EngineOpt = Annotated[str, typer.Option(help="auto (llama.cpp for GGUF models without adapter, else transformers), llama.cpp or transformers.")]
-RunOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder; re-running resumes it.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Start afresh when OUT holds a run with other settings.")]
+RunOutOpt = Annotated[Path, out_option("Run folder; re-running resumes it.")]
+ForceOpt = Annotated[bool, force_option("Start afresh when OUT holds a run with other settings.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")]
 KbOpt = Annotated[
     Optional[list[Path]],
     typer.Option("--kb", help="Source(s) indexed on first use when the collection is empty (default: shared KB)."),
 ]
+PassageKbOpt = Annotated[Optional[Path], typer.Option(help="Knowledge-base source of the passages (default: shared KB).")]
 
 
 @dataclass
@@ -57,9 +84,38 @@ class ModelOptions:
     judge_base_url: Annotated[
         Optional[str], typer.Option(help="OpenAI-compatible endpoint serving the judge (default: --model-base-url).")
     ] = None
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")] = None
+    device: DeviceOpt = None
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (transformers engine; default: per device).")] = None
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (1..512).")] = 32
+
+
+@dataclass
+class SingleModelOptions:
+    """The one model a command loads (eval-reading, eval-tools, eval-judge): which, its adapter, engine and device.
+
+    Commands take the subclass :func:`single_model_options` makes, whose help names the model's role.
+    """
+
+    model: str = settings.DEFAULT_LLM
+    adapter: Optional[str] = None
+    engine: str = "auto"
+    device: Optional[str] = None
+
+
+def single_model_options(role: str, adapter_alias: str) -> type[SingleModelOptions]:
+    """:class:`SingleModelOptions` whose help speaks of the ``role`` model ("answer", "agent", "judge") and whose
+    ``--adapter`` is also ``adapter_alias`` (e.g. ``--judge-adapter``)."""
+    fields = [
+        ("model", Annotated[str, model_option(role.capitalize())], settings.DEFAULT_LLM),
+        ("adapter", Annotated[Optional[str], adapter_option(role, adapter_alias)], None),
+        ("engine", EngineOpt, "auto"),
+        ("device", DeviceOpt, None),
+    ]
+    return dataclasses.make_dataclass(
+        f"{role.capitalize()}ModelOptions",
+        [(name, hint, dataclasses.field(default=default)) for name, hint, default in fields],
+        bases=(SingleModelOptions,),
+    )
 
 
 @dataclass

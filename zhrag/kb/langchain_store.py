@@ -17,6 +17,7 @@ Such a collection has dense vectors only, so its search is dense; BM25 (``--mode
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -143,4 +144,6 @@ class LangChainCollection:
 
     def add(self, texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None = None) -> list[str]:
         """Add texts as ``QdrantVectorStore`` does (one point each, metadata under ``metadata``); their point ids."""
-        return [str(point) for point in self.vector_store.add_texts(list(texts), list(metadatas or []) or None)]
+        ids = [str(uuid.uuid4()) for _ in texts]  # as Qdrant spells them (langchain-qdrant's own are unhyphenated)
+        self.vector_store.add_texts(list(texts), list(metadatas or []) or None, ids=ids)
+        return ids

@@ -155,7 +155,8 @@ class KnowledgeStore:
         if self.engine == "edge" and not self._backend.exists() and local_collection_exists(self.location, collection):
             logger.warning(
                 "collection %r has no Qdrant Edge shard in %s but a qdrant-client local collection: "
-                "`zhrag index --from-local` copies it without re-embedding, --qdrant-engine local uses it as it is",
+                "`zhrag index --from-local` copies it without re-embedding, --qdrant-engine local uses it as it is "
+                "(the only way for one written by LangChain's QdrantVectorStore)",
                 collection,
                 self.location,
             )

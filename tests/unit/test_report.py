@@ -123,6 +123,36 @@ def test_plots_are_valid_pngs(report_dir: Path) -> None:
             image.verify()
 
 
+def test_packaged_cjk_font_is_found_first() -> None:
+    path = report_module.packaged_cjk_font()
+    assert path is not None and Path(path).name == "NotoSansCJK-Regular.ttc"
+    family = report_module.find_cjk_font("中华文化社会")
+    assert family is not None and family.startswith("Noto Sans CJK")
+    from matplotlib import font_manager
+
+    assert font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False) == path
+
+
+def test_plots_label_categories_in_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    drawn: dict[str, tuple[list[str], set[str]]] = {}
+    save = Figure.savefig
+
+    def recording_savefig(figure: Figure, path: Any, *args: Any, **kwargs: Any) -> None:
+        save(figure, path, *args, **kwargs)  # draws the figure, so the tick labels have their final text and font
+        ticks = figure.axes[0].get_xticklabels()
+        drawn[Path(path).name] = ([tick.get_text() for tick in ticks], {tick.get_fontname() for tick in ticks})
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    markdown = write_report(RESULTS, tmp_path).read_text(encoding="utf-8")
+    names, fonts = drawn[PLOT_FILES["f_by_category"]]
+    assert sorted(names) == ["中华文化", "社会"]
+    assert len(fonts) == 1 and next(iter(fonts)).startswith("Noto Sans CJK")
+    assert "No CJK font" not in markdown
+    assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["category_labels"] is None
+
+
 def test_plots_fall_back_to_ascii_category_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report_module, "find_cjk_font", lambda characters: None)
     markdown = write_report(RESULTS, tmp_path).read_text(encoding="utf-8")

@@ -11,7 +11,8 @@ One result record per question × variant::
 
 Only ``variant`` and ``grade`` are required; a missing or ``None`` value is left out of its mean and
 counted as missing. Plots are drawn with matplotlib's Agg renderer (no display needed). Chinese category
-labels need a CJK font; without one the plots label categories C1, C2, ... and ``report.md`` gives the key.
+labels need a CJK font: the Noto Sans CJK of PyPI ``noto-cjk-sans-otc`` (a dependency), else a system font;
+without one the plots label categories C1, C2, ... and ``report.md`` gives the key.
 """
 
 from __future__ import annotations
@@ -333,18 +334,42 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
 # ---------------------------------------------------------------------------------------------- plots
 
 
+#: The Simplified Chinese face of the packaged Noto Sans CJK collection (matplotlib >= 3.10 registers every face
+#: of a .ttc; older releases register the first, Noto Sans CJK JP, which has the same glyphs).
+PACKAGED_CJK_FAMILY = "Noto Sans CJK SC"
+
+
+def packaged_cjk_font() -> str | None:
+    """Path of the Noto Sans CJK collection shipped by PyPI ``noto-cjk-sans-otc`` (OFL-1.1), or None without it."""
+    try:
+        from noto_cjk_sans_otc import FONT_PATH  # noqa: PLC0415 - a data-only package
+    except ImportError:
+        return None
+    path = Path(str(FONT_PATH))
+    return str(path) if path.is_file() else None
+
+
 @lru_cache(maxsize=32)
 def find_cjk_font(characters: str) -> str | None:
-    """Family name of an installed font with all of ``characters`` (registered with matplotlib), or None."""
+    """Family name of a font with all of ``characters`` (registered with matplotlib), or None.
+
+    The packaged Noto Sans CJK (:func:`packaged_cjk_font`) comes first, so plots carry Chinese labels offline
+    on any machine; then the system's fonts.
+    """
     from matplotlib import font_manager, ft2font  # noqa: PLC0415 - matplotlib loads only when plotting
 
-    for path in sorted(font_manager.findSystemFonts()):
+    packaged = packaged_cjk_font()
+    for path in [*([packaged] if packaged else []), *sorted(font_manager.findSystemFonts())]:
         try:
             font = ft2font.FT2Font(path)
         except (OSError, RuntimeError):
             continue
         if all(font.get_char_index(ord(character)) for character in characters):
             font_manager.fontManager.addfont(path)
+            if path == packaged:
+                faces = {entry.name for entry in font_manager.fontManager.ttflist if entry.fname == path}
+                if PACKAGED_CJK_FAMILY in faces:
+                    return PACKAGED_CJK_FAMILY
             return font_manager.FontProperties(fname=path).get_name()
     return None
 

@@ -189,6 +189,11 @@ class ClientBackend:
             self.engine, self.location = "local", str(path)
             self._client = _open_local(str(path))
 
+    @property
+    def client(self) -> QdrantClient:
+        """The qdrant-client (for readers of collections zhrag did not write: :mod:`zhrag.kb.langchain_store`)."""
+        return self._client
+
     def exists(self) -> bool:
         """Whether the collection exists."""
         return self._client.collection_exists(self.collection)

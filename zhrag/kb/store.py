@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zhrag import settings
 from zhrag.errors import ConfigError, KnowledgeBaseError
@@ -52,6 +52,9 @@ from zhrag.kb.embeddings import E5_EMBEDDER, USE_EMBEDDER, Embedder, embedding_d
 from zhrag.kb.passage import Passage
 from zhrag.kb.qdrant_backends import Backend, ClientBackend, PointData, local_collection_exists
 from zhrag.kb.qdrant_edge_backend import EdgeBackend
+
+if TYPE_CHECKING:
+    from zhrag.kb.langchain_store import LangChainCollection
 
 #: Namespace of the uuid5 point ids derived from chunk ids (the URL is only a name, never fetched).
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/zhrag/chunk")
@@ -141,6 +144,9 @@ class KnowledgeStore:
         self._checked = False
         self._dense_ready = False  # once every chunk has its dense vector, the collection stays that way
         self._dense_checked: float | None = None  # monotonic time of the last "dense missing" reading
+        # A collection written by LangChain's QdrantVectorStore, searched through langchain-qdrant
+        # (None: not looked at yet, False: a zhrag collection or an engine without such collections).
+        self._langchain: LangChainCollection | bool | None = None
         self._backend = _open_backend(
             collection, None if url else Path(path or settings.qdrant_path()).expanduser(), url, engine
         )
@@ -149,7 +155,8 @@ class KnowledgeStore:
         if self.engine == "edge" and not self._backend.exists() and local_collection_exists(self.location, collection):
             logger.warning(
                 "collection %r has no Qdrant Edge shard in %s but a qdrant-client local collection: "
-                "`zhrag index --from-local` copies it without re-embedding, --qdrant-engine local uses it as it is",
+                "`zhrag index --from-local` copies it without re-embedding, --qdrant-engine local uses it as it is "
+                "(the only way for one written by LangChain's QdrantVectorStore)",
                 collection,
                 self.location,
             )
@@ -276,6 +283,15 @@ class KnowledgeStore:
             raise ConfigError(f"top_k must be >= 1, got {top_k}")
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}: use {', '.join(SEARCH_MODES)}")
+        langchain = self.langchain_collection()
+        if langchain is not None:
+            if mode == "sparse":
+                raise KnowledgeBaseError(
+                    f"collection {self.collection!r} was written by LangChain's QdrantVectorStore and has no BM25 "
+                    "vectors: search it in hybrid or dense mode (both are dense there)"
+                )
+            with self._lock:
+                return langchain.search(query, top_k)
         self.check_embedder()
         if mode != "sparse" and not self.dense_ready():
             if mode == "dense":
@@ -307,6 +323,32 @@ class KnowledgeStore:
             )
             for hit in hits
         ]
+
+    def langchain_collection(self) -> LangChainCollection | None:
+        """The collection as a LangChain ``QdrantVectorStore`` collection (:mod:`zhrag.kb.langchain_store`), or None.
+
+        Such a collection (no zhrag metadata, ``page_content`` payloads) is searched through langchain-qdrant with
+        this store's embedder. Only qdrant-client engines (``local``, ``server``) hold them; the answer is looked up
+        once the collection exists and kept.
+
+        Raises:
+            KnowledgeBaseError: a LangChain collection whose dimension or distance does not fit the embedder.
+        """
+        with self._lock:
+            if self._langchain is None:
+                client = self._backend.client if isinstance(self._backend, ClientBackend) else None
+                if client is None or self._checked:
+                    self._langchain = False
+                elif self._backend.exists():
+                    if self._backend.metadata() is not None:
+                        self._langchain = False
+                    else:
+                        from zhrag.kb import langchain_store  # noqa: PLC0415 - langchain-qdrant only when needed
+
+                        if langchain_store.is_langchain_collection(client, self.collection):
+                            embeddings = langchain_store.ZhragEmbeddings(self.embedder)
+                            self._langchain = langchain_store.LangChainCollection(client, self.collection, embeddings)
+            return self._langchain or None
 
     def dense_ready(self) -> bool:
         """Whether every chunk has its dense vector (not after a sparse-only first use until ``zhrag index --dense``).

@@ -101,9 +101,13 @@ class KnowledgeService:
     def add(
         self, text: str, title: str = "", metadata: dict[str, Any] | None = None, doc_id: str | None = None
     ) -> list[str]:
-        """Store ``text`` as a note; the ids of its chunks."""
+        """Store ``text`` as a note; the ids of its chunks (one point as LangChain writes it in a LangChain collection)."""
         from zhrag.kb.indexing import add_document
 
+        langchain = self.store.langchain_collection()
+        if langchain is not None:
+            extra = {**(metadata or {}), **({"id": doc_id} if doc_id else {})}
+            return langchain.add([text], [{**({"title": title} if title else {}), **extra}])
         return add_document(self.store, text, title, metadata, doc_id)
 
 

@@ -283,6 +283,31 @@ def _abstention_section(abstention: Mapping[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+#: How the report names each grader of ``run.json`` (``settings.context.grader``).
+GRADER_LABELS = {
+    "rules": "Graded by the offline rule grader (string matching, `grader: rules` in run.json); the benchmark's own "
+    "grade uses an LLM judge (`--grader official`), so these scores are not official ones.",
+    "official": "Graded by the benchmark's grading prompt sent to the evaluation judge (`grader: official` in "
+    "run.json; judge model: {judge}).",
+}
+
+
+def _grader(out_dir: Path) -> dict[str, Any] | None:
+    """``{"grader", "eval_model"}`` from ``out_dir/run.json``, or ``None`` when the folder records none."""
+    try:
+        context = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))["settings"]["context"]
+        return {"grader": str(context["grader"]), "eval_model": context.get("eval_model")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _grader_line(grader: Mapping[str, Any] | None) -> list[str]:
+    if not grader:
+        return []
+    label = GRADER_LABELS.get(grader["grader"], "Graded by the grader `{name}` (run.json).")
+    return [label.format(judge=grader.get("eval_model") or "the run's model", name=grader["grader"]), ""]
+
+
 def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labels: Mapping[str, str] | None) -> str:
     score_names = summary["score_names"]
     lines = [
@@ -291,6 +316,7 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
         f"{summary['n_records']} result records, {summary['n_questions']} questions, "
         f"variants: {', '.join(summary['variants'])}.",
         "",
+        *_grader_line(summary.get("grader")),
         "CO / NA / IN: % correct / not attempted / incorrect; CGA = CO / (CO + IN); F = 2·CGA·CO / (CGA + CO); "
         "[low, high]: 95 % percentile-bootstrap interval over the questions. "
         "Scores are means over the records that have them. Recall: % of records whose retrieved (after the "
@@ -480,6 +506,7 @@ def write_report(
             },
         },
     }
+    summary["grader"] = _grader(out_dir)
     summary["paired"] = _paired(groups)
     if abstention:
         summary["abstention"] = _abstention(groups, abstention, abstention_source or "")

@@ -17,17 +17,29 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: The load average when the benchmark script imported this module, i.e. before its own work began (the
+#: benchmarks call ``machine_info`` at different points, some only after they have run).
+_LOAD_AT_IMPORT = [round(value, 2) for value in os.getloadavg()]
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages now, rounded to 2 decimals."""
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 def machine_info(device: str | None = None, dtype: str | None = None, note: str | None = None) -> dict[str, Any]:
-    """Platform, CPU count, load average, torch version and the accelerator used, plus a free-text ``note``."""
+    """Platform, CPU count, load average, torch version and the accelerator used, plus a free-text ``note``.
+
+    ``load_average_at_start`` is the load when the script started (this module's import), whenever this is called;
+    :func:`write_result` adds ``load_average_at_end``.
+    """
     import torch
 
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
-        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+        "load_average_at_start": list(_LOAD_AT_IMPORT),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,
@@ -40,7 +52,12 @@ def machine_info(device: str | None = None, dtype: str | None = None, note: str 
 
 
 def write_result(path: Path, benchmark: str, smoke: bool, machine: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """Write ``{"benchmark", "created", "smoke", "machine", **body}`` to ``path`` as JSON; return the document."""
+    """Write ``{"benchmark", "created", "smoke", "machine", **body}`` to ``path`` as JSON; return the document.
+
+    ``machine`` gets ``load_average_at_end`` (the load now, as the run ends) beside ``load_average_at_start``, so
+    the rendered page can say whether other work shared the CPUs (``render_performance.load_label``).
+    """
+    machine = {**machine, "load_average_at_end": load_average()}
     document = {
         "benchmark": benchmark,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

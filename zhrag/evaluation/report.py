@@ -36,6 +36,7 @@ from zhrag.evaluation.metrics import (
     paired_difference,
     proportion,
 )
+from zhrag.evaluation.retrieval_metrics import MIN_SHARED_BIGRAMS
 from zhrag.jsonl import iter_jsonl
 from zhrag.run_folder import RESULTS_FILE
 
@@ -284,6 +285,31 @@ def _abstention_section(abstention: Mapping[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+#: How the report names each grader of ``run.json`` (``settings.context.grader``).
+GRADER_LABELS = {
+    "rules": "Graded by the offline rule grader (string matching, `grader: rules` in run.json); the benchmark's own "
+    "grade uses an LLM judge (`--grader official`), so these scores are not official ones.",
+    "official": "Graded by the benchmark's grading prompt sent to the evaluation judge (`grader: official` in "
+    "run.json; judge model: {judge}).",
+}
+
+
+def _grader(out_dir: Path) -> dict[str, Any] | None:
+    """``{"grader", "eval_model"}`` from ``out_dir/run.json``, or ``None`` when the folder records none."""
+    try:
+        context = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))["settings"]["context"]
+        return {"grader": str(context["grader"]), "eval_model": context.get("eval_model")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _grader_line(grader: Mapping[str, Any] | None) -> list[str]:
+    if not grader:
+        return []
+    label = GRADER_LABELS.get(grader["grader"], "Graded by the grader `{name}` (run.json).")
+    return [label.format(judge=grader.get("eval_model") or "the run's model", name=grader["grader"]), ""]
+
+
 def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labels: Mapping[str, str] | None) -> str:
     score_names = summary["score_names"]
     lines = [
@@ -292,6 +318,7 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
         f"{summary['n_records']} result records, {summary['n_questions']} questions, "
         f"variants: {', '.join(summary['variants'])}.",
         "",
+        *_grader_line(summary.get("grader")),
         "CO / NA / IN: % correct / not attempted / incorrect; CGA = CO / (CO + IN); F = 2·CGA·CO / (CGA + CO); "
         "[low, high]: 95 % percentile-bootstrap interval over the questions. "
         "Scores are means over the records that have them. Recall: % of records whose retrieved (after the "
@@ -316,7 +343,9 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
     if covered["n_known"]:
         lines += [
             f"{covered['n_covered']} of the {covered['n_known']} records whose coverage is known have a knowledge-base "
-            "passage that contains the gold answer and is about the question.",
+            f"passage that contains the gold answer and shares at least {MIN_SHARED_BIGRAMS} content character bigrams "
+            "with the question (a loose automatic criterion: on dev questions most such matches hold the answer string by "
+            "coincidence, see zhrag/evaluation/retrieval_sets.py).",
             "",
             *(_main_table(covered["variants"], score_names) if covered["n_covered"] else ["No covered question."]),
         ]
@@ -505,6 +534,7 @@ def write_report(
             },
         },
     }
+    summary["grader"] = _grader(out_dir)
     summary["paired"] = _paired(groups)
     if abstention:
         summary["abstention"] = _abstention(groups, abstention, abstention_source or "")

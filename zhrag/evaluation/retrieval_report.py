@@ -16,7 +16,8 @@ _SET_NOTES = {
     "chunk of the paragraph the question was written on",
     "rc-heldout": "reading-comprehension pairs of the held-out paragraphs (the ones zhrag eval --data rc asks); hit = a "
     "chunk of the paragraph the question was written on",
-    "dev-verified": "dev questions the KB answers, checked by hand; hit = a chunk of the answering paragraph",
+    "dev-verified": "dev questions the KB answers: picked by a lexical-overlap filter (a retrieval-like selection, "
+    "so it favours questions lexical retrieval finds), then checked by hand; hit = a chunk of the answering paragraph",
     "dev-covered": "dev questions the loose automatic criterion calls covered; hit = a chunk mentioning the gold "
     "answer (mostly coincidental matches, see zhrag/evaluation/retrieval_sets.py)",
 }

@@ -145,7 +145,7 @@ def collection_config(dimension: int, *, server: bool = False) -> dict[str, Any]
     sparse vectors; on a ``server`` also the layout for a knowledge base larger than RAM (zhwiki: several million
     chunks): dense vectors and payload on disk with int8 quantized copies in RAM (:data:`SERVER_QUANTIZATION`),
     the sparse index on disk, :data:`SERVER_HNSW`, and shards / replicas from ``ZHRAG_QDRANT_SHARDS`` /
-    ``ZHRAG_QDRANT_REPLICAS`` (see docs/scale.md).
+    ``ZHRAG_QDRANT_REPLICAS`` (see docs/scaling.md).
 
     Raises:
         ConfigError: a shard or replica count that is not a positive integer.

@@ -31,8 +31,8 @@ from zhrag.errors import ConfigError
 #: Prompts per forward pass by device type, when ``ZHRAG_GENERATION_BATCH`` does not set it.
 DEFAULT_MAX_BATCH = {"cpu": 4, "mps": 16, "cuda": 32}
 #: Concurrent questions of an evaluation run by device type, when neither ``--concurrency`` nor
-#: ``ZHRAG_GENERATION_BATCH`` says otherwise. One on CPU: there, batched evaluation measured 0.76x (A1) and
-#: 0.84x (A0) the questions/s of one-at-a-time runs on 2 idle cores (benchmarks/results/eval_throughput.json):
+#: ``ZHRAG_GENERATION_BATCH`` says otherwise. One on CPU: there, batched evaluation answered fewer questions/s
+#: than one-at-a-time runs on 2 cores (benchmarks/results/eval_throughput.json, rendered in docs/PERFORMANCE.md):
 #: long prompts make prefill compute-bound, and a batch decodes until its longest answer stops.
 DEFAULT_CONCURRENCY = {"cpu": 1}
 #: Longest wait (ms) of a batch's leader for companions, when ``ZHRAG_BATCH_WAIT_MS`` does not set it.

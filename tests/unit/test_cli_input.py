@@ -8,6 +8,9 @@ from zhrag.cli import main
 from zhrag.cli.options import StoreOptions, with_option_groups
 from zhrag.jsonl import writable_dir
 
+#: Stands for a fresh output folder of the test (a fixed path such as /tmp/x may be a file on a shared machine).
+OUT = "<out>"
+
 
 @pytest.mark.parametrize(
     ("argv", "message"),
@@ -21,19 +24,20 @@ from zhrag.jsonl import writable_dir
         (["ask", "--variant", "a2", "--a2-fallback", "guess", "问题"], "unknown a2_fallback 'guess'"),
         (["ask", "--variant", "a0", "--engine", "vllm", "问题"], "unknown engine 'vllm'"),
         (["ask", "--variant", "a0", "--max-new-tokens", "100000", "问题"], "max_new_tokens must be between 1 and 512"),
-        (["eval", "--data", "/nonexistent/q.jsonl", "--out", "/tmp/x"], "question file not found: /nonexistent/q.jsonl"),
-        (["eval-retrieval", "--dense-weights", "0.5,-1", "--out", "/tmp/x"], "--dense-weights must be >= 0, got -1"),
-        (["eval-retrieval", "--dense-weights", "0.5,x", "--out", "/tmp/x"], "--dense-weights takes numbers, got 'x'"),
-        (["eval-retrieval", "--sets", "rc-test", "--out", "/tmp/x"], "unknown retrieval set 'rc-test'"),
+        (["eval", "--data", "/nonexistent/q.jsonl", "--out", OUT], "question file not found: /nonexistent/q.jsonl"),
+        (["eval-retrieval", "--dense-weights", "0.5,-1", "--out", OUT], "--dense-weights must be >= 0, got -1"),
+        (["eval-retrieval", "--dense-weights", "0.5,x", "--out", OUT], "--dense-weights takes numbers, got 'x'"),
+        (["eval-retrieval", "--sets", "rc-test", "--out", OUT], "unknown retrieval set 'rc-test'"),
         (["index", "--dense", "--sparse-only"], "--dense embeds an indexed collection"),
-        (["compare", "/nonexistent/run", "--out", "/tmp/x"], "run directory not found: /nonexistent/run"),
-        (["eval-tools", "--data", "/nonexistent/d", "--out", "/tmp/x", "--limit", "0"], "limit must be >= 1, got 0"),
-        (["eval-tools", "--data", "/nonexistent/d", "--out", "/tmp/x"], "evaluation data not found: /nonexistent/d"),
-        (["eval-tools", "--data", "/nonexistent/d", "--untrained-by", "/nonexistent/a", "--out", "/tmp/x"],
+        (["compare", "/nonexistent/run", "--out", OUT], "run directory not found: /nonexistent/run"),
+        (["eval-tools", "--data", "/nonexistent/d", "--out", OUT, "--limit", "0"], "limit must be >= 1, got 0"),
+        (["eval-tools", "--data", "/nonexistent/d", "--out", OUT], "evaluation data not found: /nonexistent/d"),
+        (["eval-tools", "--data", "/nonexistent/d", "--untrained-by", "/nonexistent/a", "--out", OUT],
          "/nonexistent/a has no training card"),
     ],
 )
-def test_bad_ask_input_gives_one_line_error(argv, message, capsys):
+def test_bad_ask_input_gives_one_line_error(argv, message, capsys, tmp_path):
+    argv = [str(tmp_path / "out") if arg == OUT else arg for arg in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err

@@ -388,6 +388,20 @@ def import_violations(module: str, source: str, *, is_package: bool = False) -> 
     ]
 
 
+@pytest.mark.parametrize("node", ["answer", "retrieve", "judge", "requery", "agent", "tools"])
+def test_nodes_are_typed_with_the_graph_state_and_context(node: str) -> None:
+    import importlib
+    import typing
+
+    from langgraph.runtime import Runtime
+
+    from zhrag.graph.state import GraphState
+
+    module = importlib.import_module(f"zhrag.nodes.{'agent' if node == 'tools' else node}")
+    hints = typing.get_type_hints(getattr(module, node))
+    assert hints == {"state": GraphState, "runtime": Runtime[Context], "return": dict[str, Any]}
+
+
 def test_import_rules_let_nodes_import_only_the_graphs_state_and_context() -> None:
     source = (
         "from zhrag.graph.state import GraphState\nfrom zhrag.graph.context import Context\n"

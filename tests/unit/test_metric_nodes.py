@@ -103,7 +103,8 @@ def test_rule_grade(fake_llm: FakeLLM, reply: str, grade: str) -> None:
 def test_official_grade_asks_the_eval_model_with_the_official_prompt(fake_llm: FakeLLM) -> None:
     answer_model, answer_chat = fake_llm(lambda text: "乙省")
     eval_model, eval_chat = fake_llm(lambda text: "B")  # the judge disagrees with the rule grader
-    state = run("a0", ["grade"], Context(model=answer_model), evaluation=EvalSettings(grader="official", eval_model=eval_model))
+    evaluation = EvalSettings(grader="official", eval_model=eval_model)
+    state = run("a0", ["grade"], Context(model=answer_model), evaluation=evaluation)
     assert state["scores"] == {"grade": "INCORRECT", "grader": "official", "grade_raw": "B"}
     [prompt] = eval_chat.prompts
     assert GRADER_SYSTEM_PROMPT in prompt and f"正确答案: {GOLD}" in prompt and "预测答案: 乙省" in prompt

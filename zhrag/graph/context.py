@@ -55,7 +55,9 @@ class Context:
     )
     answer_adapter: str | None = field(
         default=None,
-        metadata={"description": "Optional LoRA adapter directory loaded on top of model for answering (local models only)."},
+        metadata={
+            "description": "Optional LoRA adapter directory loaded on top of model for answering (local models only)."
+        },
     )
     judge_model: str | None = field(
         default=None,
@@ -97,7 +99,9 @@ class Context:
     max_new_tokens: int = field(
         default=32, metadata={"description": f"Generation budget of the answer node (1..{MAX_NEW_TOKENS_LIMIT})."}
     )
-    top_k: int = field(default=3, metadata={"description": "Passages requested from qdrant-find per retrieval round (1..50)."})
+    top_k: int = field(
+        default=3, metadata={"description": "Passages requested from qdrant-find per retrieval round (1..50)."}
+    )
     max_requeries: int = field(
         default=2,
         metadata={

@@ -15,9 +15,9 @@ limit on GPUs; 1 for models that are not local Hugging Face models). Concurrency
 resumed with another N.
 
 ``run.json`` in the output directory records the settings (variants, metrics, question set and its
-hash, filters, the graph's ``context``, the ``evaluation`` settings (grader, evaluation judge), KB sources). A run with other settings into the same directory is refused
-unless ``force=True``, which moves the old run's files into ``replaced-<timestamp>/`` and starts
-afresh, so results of two runs never mix.
+hash, filters, the graph's ``context``, the ``evaluation`` settings (grader, evaluation judge), KB sources).
+A run with other settings into the same directory is refused unless ``force=True``, which moves the
+old run's files into ``replaced-<timestamp>/`` and starts afresh, so results of two runs never mix.
 
 Result record (one per line; what ``zhrag.evaluation.report`` reads)::
 
@@ -153,7 +153,8 @@ def run_evaluation(
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     variant_list = _variants([variants] if isinstance(variants, str) else variants)
     metric_list = list(dict.fromkeys(["grade", *([metrics] if isinstance(metrics, str) else metrics)]))
-    graphs = {variant: build_graph(variant, terminal_nodes=metric_terminal_nodes(metric_list, evaluation)) for variant in variant_list}
+    metric_nodes = metric_terminal_nodes(metric_list, evaluation)
+    graphs = {variant: build_graph(variant, terminal_nodes=metric_nodes) for variant in variant_list}
     if not questions:
         raise DatasetError("no questions to evaluate (the question set is empty after filtering)")
     if len({question.id for question in questions}) != len(questions):

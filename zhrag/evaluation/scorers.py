@@ -19,7 +19,6 @@ evaluation's settings (:class:`~zhrag.evaluation.eval_settings.EvalSettings`, bo
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from zhrag.evaluation.official_grader import OfficialGrader
 from zhrag.evaluation.retrieval_metrics import answer_recall, passage_text
 from zhrag.evaluation.rule_grader import grade_by_rules
 from zhrag.graph.context import Context
-from zhrag.nodes.metrics import MetricNode, MetricSample, metric_node
+from zhrag.nodes.metrics import MetricNode, MetricSample, Scorer, metric_node
 from zhrag.kb.passage import Passage
 
 
@@ -121,4 +120,13 @@ def metric_terminal_nodes(
     if len(set(metrics)) != len(metrics):
         raise ConfigError(f"a metric is listed twice: {', '.join(metrics)}")
     settings = evaluation or EvalSettings()
-    return [(name, metric_node(name, functools.partial(SCORERS[name], evaluation=settings))) for name in metrics]
+    return [(name, metric_node(name, _with_settings(SCORERS[name], settings))) for name in metrics]
+
+
+def _with_settings(scorer: EvalScorer, evaluation: EvalSettings) -> Scorer:
+    """``scorer`` as a metric node's :data:`~zhrag.nodes.metrics.Scorer`, with ``evaluation`` bound in."""
+
+    def score(sample: MetricSample, context: Context) -> Mapping[str, Any]:
+        return scorer(sample, context, evaluation)
+
+    return score

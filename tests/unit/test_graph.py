@@ -322,6 +322,7 @@ def test_timings_are_recorded_per_node_and_summed_over_rounds(
 # --- import direction -------------------------------------------------------------------------
 
 PACKAGE_ROOT = Path(zhrag.__file__).parent
+#: Layer (package or module; the longest match applies) → what its modules may not import.
 FORBIDDEN = {
     "zhrag.models": (
         "zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli", "zhrag.prompts"
@@ -330,8 +331,16 @@ FORBIDDEN = {
     "zhrag.mcp": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
     "zhrag.prompts": ("zhrag.graph", "zhrag.nodes", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
     "zhrag.nodes": ("zhrag.graph", "zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    "zhrag.graph": ("zhrag.evaluation", "zhrag.training", "zhrag.cli"),
+    # What nodes may import of the graph package imports no node and no builder: no cycle.
+    "zhrag.graph.state": ("zhrag.nodes", "zhrag.graph.builder", "zhrag.graph.served", "zhrag.evaluation",
+                          "zhrag.training", "zhrag.cli"),
+    "zhrag.graph.context": ("zhrag.nodes", "zhrag.graph.builder", "zhrag.graph.served", "zhrag.evaluation",
+                            "zhrag.training", "zhrag.cli"),
     "zhrag": ("zhrag.cli",),
 }
+#: Layer → modules it may import although FORBIDDEN bans their package (with what they define).
+ALLOWED = {"zhrag.nodes": ("zhrag.graph.state", "zhrag.graph.context")}
 
 
 def module_name(path: Path) -> str:
@@ -360,20 +369,68 @@ def test_import_checker_resolves_relative_and_nested_imports() -> None:
     assert {"zhrag.graph.builder", "zhrag.cli", "zhrag.nodes.common"} <= names
 
 
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def import_violations(module: str, source: str, *, is_package: bool = False) -> list[str]:
+    """``"<module> imports <name>"`` for each import of ``source`` (the code of ``module``) its layer forbids.
+
+    ``from zhrag.graph import state`` names the package ``zhrag.graph`` too: importing a package's
+    ``__init__`` alone is no violation where a module of it is allowed.
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    layer = max((name for name in FORBIDDEN if _within(module, (name,))), key=len)
+    allowed = ALLOWED.get(layer, ())
+    parents = {name.rpartition(".")[0] for name in allowed}
+    return [
+        f"{module} imports {imported}"
+        for imported in imported_modules(source, package)
+        if _within(imported, FORBIDDEN[layer]) and not _within(imported, allowed) and imported not in parents
+    ]
+
+
+@pytest.mark.parametrize("node", ["answer", "retrieve", "judge", "requery", "agent", "tools"])
+def test_nodes_are_typed_with_the_graph_state_and_context(node: str) -> None:
+    import importlib
+    import typing
+
+    from langgraph.runtime import Runtime
+
+    from zhrag.graph.state import GraphState
+
+    module = importlib.import_module(f"zhrag.nodes.{'agent' if node == 'tools' else node}")
+    hints = typing.get_type_hints(getattr(module, node))
+    assert hints == {"state": GraphState, "runtime": Runtime[Context], "return": dict[str, Any]}
+
+
+def test_import_rules_let_nodes_import_only_the_graphs_state_and_context() -> None:
+    source = (
+        "from zhrag.graph.state import GraphState\nfrom zhrag.graph.context import Context\n"
+        "from zhrag.graph import context\nfrom zhrag.graph import builder\nimport zhrag.graph.served\n"
+    )
+    assert import_violations("zhrag.nodes.judge", source) == [
+        "zhrag.nodes.judge imports zhrag.graph.builder", "zhrag.nodes.judge imports zhrag.graph.served"
+    ]
+    for module in ("zhrag.graph.context", "zhrag.graph.state"):
+        assert import_violations(module, "from zhrag.nodes.common import timed\nimport zhrag.graph.builder\n") == [
+            f"{module} imports zhrag.nodes.common", f"{module} imports zhrag.nodes.common.timed",
+            f"{module} imports zhrag.graph.builder",
+        ]
+    assert import_violations("zhrag.graph.builder", "from zhrag.nodes.answer import answer\n") == []
+    assert import_violations("zhrag.graph.builder", "from zhrag.evaluation import scorers\n") == [
+        "zhrag.graph.builder imports zhrag.evaluation", "zhrag.graph.builder imports zhrag.evaluation.scorers"
+    ]
+
+
 def test_imports_flow_one_way() -> None:
     violations = []
     for path in sorted(PACKAGE_ROOT.rglob("*.py")):
         module = module_name(path)
         if module == "zhrag.cli" or module.startswith("zhrag.cli."):
             continue
-        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        layer = max((name for name in FORBIDDEN if module == name or module.startswith(name + ".")), key=len)
-        for imported in imported_modules(path.read_text(encoding="utf-8"), package):
-            violations.extend(
-                f"{module} imports {imported}"
-                for banned in FORBIDDEN[layer]
-                if imported == banned or imported.startswith(banned + ".")
-            )
+        source = path.read_text(encoding="utf-8")
+        violations.extend(import_violations(module, source, is_package=path.name == "__init__.py"))
     assert violations == []
 
 

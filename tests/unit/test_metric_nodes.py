@@ -10,6 +10,7 @@ import pytest
 from fakes import FakeLLM
 
 from zhrag.errors import ConfigError
+from zhrag.evaluation.eval_settings import EvalSettings
 from zhrag.evaluation.official_grader import JudgeError
 from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.graph.builder import build_graph
@@ -49,8 +50,10 @@ def knowledge(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[Passage]], None
     return install
 
 
-def run(variant: str, metrics: list[str], context: Context, gold: str | None = GOLD) -> dict[str, Any]:
-    graph = build_graph(variant, terminal_nodes=metric_terminal_nodes(metrics))
+def run(
+    variant: str, metrics: list[str], context: Context, gold: str | None = GOLD, evaluation: EvalSettings | None = None
+) -> dict[str, Any]:
+    graph = build_graph(variant, terminal_nodes=metric_terminal_nodes(metrics, evaluation))
     payload = {"question": QUESTION} if gold is None else {"question": QUESTION, "gold_answer": gold}
     return graph.invoke(payload, context=context)
 
@@ -100,7 +103,8 @@ def test_rule_grade(fake_llm: FakeLLM, reply: str, grade: str) -> None:
 def test_official_grade_asks_the_eval_model_with_the_official_prompt(fake_llm: FakeLLM) -> None:
     answer_model, answer_chat = fake_llm(lambda text: "乙省")
     eval_model, eval_chat = fake_llm(lambda text: "B")  # the judge disagrees with the rule grader
-    state = run("a0", ["grade"], Context(model=answer_model, grader="official", eval_model=eval_model))
+    evaluation = EvalSettings(grader="official", eval_model=eval_model)
+    state = run("a0", ["grade"], Context(model=answer_model), evaluation=evaluation)
     assert state["scores"] == {"grade": "INCORRECT", "grader": "official", "grade_raw": "B"}
     [prompt] = eval_chat.prompts
     assert GRADER_SYSTEM_PROMPT in prompt and f"正确答案: {GOLD}" in prompt and "预测答案: 乙省" in prompt
@@ -150,7 +154,8 @@ def test_faithfulness_from_valid_judge_output(knowledge: Callable, fake_llm: Fak
     knowledge([P_CITY])
     answer_model, _ = fake_llm(lambda text: "乙省")
     eval_model, eval_chat = fake_llm(ragas_judge(["甲城位于乙省。", "甲城是乙省省会。"], [1, 0]))
-    state = run("a1", ["grade", "faithfulness"], Context(model=answer_model, eval_model=eval_model))
+    evaluation = EvalSettings(eval_model=eval_model)
+    state = run("a1", ["grade", "faithfulness"], Context(model=answer_model), evaluation=evaluation)
     assert state["scores"]["faithfulness"] == pytest.approx(0.5)
     assert state["scores"]["faithfulness_reason"] is None
     nli_prompt = next(p for p in eval_chat.prompts if NLI_PROMPT in p)
@@ -171,7 +176,8 @@ def test_faithfulness_failure_is_recorded_and_the_run_goes_on(
     knowledge([P_CITY])
     answer_model, _ = fake_llm(lambda text: "乙省")
     eval_model, _ = fake_llm(reply)
-    state = run("a1", ["faithfulness", "grade", "retrieval"], Context(model=answer_model, eval_model=eval_model))
+    evaluation = EvalSettings(eval_model=eval_model)
+    state = run("a1", ["faithfulness", "grade", "retrieval"], Context(model=answer_model), evaluation=evaluation)
     assert state["scores"]["faithfulness"] is None
     assert reason in state["scores"]["faithfulness_reason"]
     assert state["scores"]["grade"] == "CORRECT" and state["scores"]["recall_kept"] is True
@@ -186,7 +192,8 @@ def test_judge_exception_is_recorded(knowledge: Callable, fake_llm: FakeLLM) -> 
         raise RuntimeError("judge crashed")
 
     eval_model, _ = fake_llm(broken)
-    state = run("a1", ["faithfulness"], Context(model=answer_model, eval_model=eval_model))
+    evaluation = EvalSettings(eval_model=eval_model)
+    state = run("a1", ["faithfulness"], Context(model=answer_model), evaluation=evaluation)
     assert state["scores"] == {"faithfulness": None, "faithfulness_reason": "RuntimeError: judge crashed"}
 
 
@@ -194,7 +201,8 @@ def test_judge_exception_is_recorded(knowledge: Callable, fake_llm: FakeLLM) -> 
 def test_faithfulness_without_context_is_not_applicable(fake_llm: FakeLLM) -> None:
     answer_model, _ = fake_llm(lambda text: "乙省")
     eval_model, eval_chat = fake_llm(lambda text: "{}")
-    state = run("a0", ["faithfulness"], Context(model=answer_model, eval_model=eval_model))
+    evaluation = EvalSettings(eval_model=eval_model)
+    state = run("a0", ["faithfulness"], Context(model=answer_model), evaluation=evaluation)
     assert state["scores"] == {"faithfulness": None, "faithfulness_reason": "no context"}
     assert eval_chat.prompts == []
 
@@ -208,7 +216,7 @@ def test_answer_correctness_combines_statement_f1_and_similarity(
     from zhrag.evaluation import ragas_metrics, scorers
 
     embedder = ragas_metrics.ragas_embeddings(DeterministicFakeEmbedding(size=16))
-    monkeypatch.setattr(scorers, "ragas_embedder", lambda context: embedder)
+    monkeypatch.setattr(scorers, "ragas_embedder", lambda context, evaluation: embedder)
 
     def reply(text: str) -> str:
         if STATEMENTS_PROMPT in text:
@@ -220,7 +228,8 @@ def test_answer_correctness_combines_statement_f1_and_similarity(
 
     answer_model, _ = fake_llm(lambda text: GOLD)  # same text as the gold answer: similarity 1
     eval_model, _ = fake_llm(reply)
-    state = run("a0", ["answer_correctness"], Context(model=answer_model, eval_model=eval_model))
+    evaluation = EvalSettings(eval_model=eval_model)
+    state = run("a0", ["answer_correctness"], Context(model=answer_model), evaluation=evaluation)
     # F1 with TP=1, FP=1, FN=0 is 2/3; score = 0.75 * 2/3 + 0.25 * 1
     assert state["scores"]["answer_correctness"] == pytest.approx(0.75)
     assert state["scores"]["answer_correctness_reason"] is None
@@ -282,19 +291,20 @@ def test_endpoint_judge_grades_and_scores_several_answers(
     base_url, prompts = judge_endpoint
     knowledge([P_CITY])
     answer_model, _ = fake_llm(lambda text: "丙省")  # wrong by the rules; the judge says A
-    context = Context(model=answer_model, grader="official", eval_base_url=base_url, eval_api_model="stub")
-    check_evaluation_setup(context, ["grade", "faithfulness"])
+    context = Context(model=answer_model)
+    evaluation = EvalSettings(grader="official", eval_base_url=base_url, eval_api_model="stub")
+    check_evaluation_setup(context, evaluation, ["grade", "faithfulness"])
     for _ in range(2):  # a second answer reuses the judge's clients
-        scores = run("a1", ["grade", "faithfulness"], context)["scores"]
+        scores = run("a1", ["grade", "faithfulness"], context, evaluation=evaluation)["scores"]
         assert scores == {
             "grade": "CORRECT", "grader": "official", "grade_raw": "A",
             "faithfulness": 1.0, "faithfulness_reason": None,
         }
     assert sum(GRADER_SYSTEM_PROMPT in prompt for prompt in prompts) == 2
     assert sum(NLI_PROMPT in prompt for prompt in prompts) == 2
-    wrong_model = Context(model=answer_model, grader="official", eval_base_url=base_url, eval_api_model="other")
+    wrong_model = EvalSettings(grader="official", eval_base_url=base_url, eval_api_model="other")
     with pytest.raises(JudgeError, match="does not serve model 'other'"):
-        check_evaluation_setup(wrong_model, ["grade"])
+        check_evaluation_setup(context, wrong_model, ["grade"])
 
 
 @pytest.mark.parametrize(

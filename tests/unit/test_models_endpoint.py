@@ -17,6 +17,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from zhrag.cli import main
 from zhrag.errors import ConfigError, ModelEndpointError, ModelLoadError
 from zhrag.evaluation.datasets import Question
+from zhrag.evaluation.eval_settings import EvalSettings
 from zhrag.evaluation.judges import eval_endpoint
 from zhrag.evaluation.report import RESULTS_FILE, read_results
 from zhrag.evaluation.runner import run_evaluation
@@ -209,20 +210,22 @@ def test_adapters_do_not_apply_to_served_models() -> None:
     ],
 )
 def test_the_judge_uses_its_own_endpoint_or_inherits_the_answer_one(fields: dict[str, str], endpoint: str | None) -> None:
-    assert common.judge_endpoint(Context(**fields)) == endpoint
+    assert Context(**fields).judge_endpoint == endpoint
 
 
 @pytest.mark.parametrize(
-    ("fields", "endpoint"),
+    ("fields", "evaluation", "endpoint"),
     [
-        ({}, None),
-        ({"model": "served-a", "model_base_url": "http://a/v1"}, ("http://a/v1", "served-a")),
-        ({"model": "served-a", "model_base_url": "http://a/v1", "eval_model": "local"}, None),
-        ({"model_base_url": "http://a/v1", "eval_base_url": "http://e/v1", "eval_api_model": "e"}, ("http://e/v1", "e")),
+        ({}, {}, None),
+        ({"model": "served-a", "model_base_url": "http://a/v1"}, {}, ("http://a/v1", "served-a")),
+        ({"model": "served-a", "model_base_url": "http://a/v1"}, {"eval_model": "local"}, None),
+        ({"model_base_url": "http://a/v1"}, {"eval_base_url": "http://e/v1", "eval_api_model": "e"}, ("http://e/v1", "e")),
     ],
 )
-def test_the_evaluation_judge_defaults_to_the_answer_endpoint(fields: dict[str, str], endpoint: Any) -> None:
-    assert eval_endpoint(Context(**fields)) == endpoint
+def test_the_evaluation_judge_defaults_to_the_answer_endpoint(
+    fields: dict[str, str], evaluation: dict[str, str], endpoint: Any
+) -> None:
+    assert eval_endpoint(Context(**fields), EvalSettings(**evaluation)) == endpoint
 
 
 def test_answer_and_judge_nodes_use_the_endpoints(stub: Callable[..., StubServer]) -> None:

@@ -15,6 +15,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 
 from zhrag.errors import ConfigError, DatasetError
 from zhrag.evaluation.datasets import Question
+from zhrag.evaluation.eval_settings import EvalSettings
 from zhrag.evaluation.official_grader import JudgeError
 from zhrag.evaluation.report import RESULTS_FILE, read_results
 from zhrag.evaluation.runner import dataset_info, run_evaluation
@@ -119,6 +120,12 @@ def test_records_have_the_report_shape(tmp_path: Path, answer_model: Callable, k
     run = json.loads((tmp_path / "run" / RUN_FILE).read_text(encoding="utf-8"))["settings"]
     assert run["variants"] == ["a0", "a1"] and run["metrics"] == ["grade", "retrieval"]
     assert run["context"]["model"] == answer_model.name and run["questions"]["n"] == 6
+    # the graph's context and the evaluation's own settings are recorded apart
+    assert run["evaluation"] == {
+        "grader": "rules", "eval_model": None, "eval_base_url": None, "eval_api_model": None,
+        "eval_embedder": EvalSettings().eval_embedder,
+    }
+    assert not set(run["context"]) & set(run["evaluation"])
 
 
 def test_resume_after_a_crash_redoes_nothing_and_loses_nothing(
@@ -215,11 +222,9 @@ def test_bad_arguments_fail_before_anything_is_written(
 
 def test_unreachable_judge_endpoint_fails_before_the_run(tmp_path: Path, answer_model: Callable, kb: Path) -> None:
     model = answer_model()
-    context = Context(
-        model=answer_model.name, grader="official", eval_base_url="http://127.0.0.1:9/v1", eval_api_model="judge"
-    )
+    evaluation = EvalSettings(grader="official", eval_base_url="http://127.0.0.1:9/v1", eval_api_model="judge")
     with pytest.raises(JudgeError, match="unreachable"):
-        evaluate(tmp_path / "run", answer_model.name, kb, context=context)
+        evaluate(tmp_path / "run", answer_model.name, kb, evaluation=evaluation)
     assert not (tmp_path / "run").exists() and model.calls == 0
 
 
@@ -278,3 +283,34 @@ def test_a_run_recorded_before_a_context_field_existed_resumes_at_its_default(
     assert healthy.calls == 12 - 5
     with pytest.raises(ConfigError, match=r"differs in: context\.mcp_url"):  # a non-default value is a change
         evaluate(out, answer_model.name, kb, context=Context(model=answer_model.name, mcp_url="http://127.0.0.1:9/mcp"))
+
+
+def test_a_change_of_evaluation_settings_is_refused_by_name(tmp_path: Path, answer_model: Callable, kb: Path) -> None:
+    out = tmp_path / "run"
+    model = answer_model()
+    evaluate(out, answer_model.name, kb)
+    with pytest.raises(ConfigError, match=r"differs in: evaluation\.eval_embedder\)"):
+        evaluate(out, answer_model.name, kb, evaluation=EvalSettings(eval_embedder="other-embedder"))
+    assert model.calls == 12
+
+
+def test_a_run_recorded_in_format_1_resumes_with_its_evaluation_settings_read_from_its_context(
+    tmp_path: Path, answer_model: Callable, kb: Path
+) -> None:
+    out = tmp_path / "run"
+    answer_model(fail_after=5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate(out, answer_model.name, kb)
+    run_file = out / RUN_FILE
+    recorded = json.loads(run_file.read_text(encoding="utf-8"))
+    settings = recorded["settings"]
+    settings["format"] = 1  # as written before the evaluation settings left the context
+    settings["context"].update(settings.pop("evaluation"))
+    run_file.write_text(json.dumps(recorded), encoding="utf-8")
+    healthy = answer_model()
+    evaluate(out, answer_model.name, kb)
+    assert healthy.calls == 12 - 5
+    settings["context"]["grader"] = "official"  # a format-1 run graded otherwise is another run
+    run_file.write_text(json.dumps(recorded), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"differs in: evaluation\.grader\)"):
+        evaluate(out, answer_model.name, kb)

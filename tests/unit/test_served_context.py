@@ -15,11 +15,11 @@ from test_graph import P_CITY, QUESTION, FakeKnowledge, knowledge, scoring_model
 from zhrag.errors import ConfigError, RunContextError
 from zhrag.graph import builder
 from zhrag.graph.builder import build_graph
-from zhrag.graph.context import (
+from zhrag.graph.context import Context
+from zhrag.graph.served import (
     CALLER_FIELDS,
     SERVED_CONTEXT_ENV,
     SERVED_MODELS_ENV,
-    Context,
     ServedContext,
     operator_context,
     served_context,
@@ -91,7 +91,7 @@ def test_a_caller_cannot_point_the_server_at_a_storage_path(variant: str, tmp_pa
         ({"top_k": 10_000}, "top_k must be between 1 and 50"),
         ({"max_new_tokens": 100_000}, "max_new_tokens must be between 1 and 512"),
         ({"answer_adapter": "/tmp/x"}, "context field 'answer_adapter' is set by the server's operator"),
-        ({"eval_base_url": "http://x/v1"}, "context field 'eval_base_url' is set by the server's operator"),
+        ({"api_key_env": "HOME"}, "context field 'api_key_env' is set by the server's operator"),
         ({"mcp_url": "http://attacker/mcp"}, "context field 'mcp_url' is set by the server's operator"),
     ],
 )

@@ -73,6 +73,7 @@ def eval_(
 ) -> None:
     """Evaluate variants on Chinese-SimpleQA (resumable) and write report.md, summary.json and plots into OUT."""
     from zhrag.evaluation.datasets import load_questions
+    from zhrag.evaluation.eval_settings import EvalSettings
     from zhrag.evaluation.runner import dataset_info, default_metrics, run_evaluation
 
     variant_list = [_check_variant(name) for name in _split_values(variants)]
@@ -83,15 +84,16 @@ def eval_(
     if exclude_sample is not None:
         filters.update(exclude_sample=exclude_sample, exclude_seed=exclude_seed)
     questions = load_questions(data, **filters)
-    context = _context(
-        models, graph, store, reranker=reranker, grader=grader, eval_model=eval_model, eval_base_url=eval_base_url,
-        eval_api_model=eval_api_model, eval_embedder=eval_embedder,
+    context = _context(models, graph, store, reranker=reranker)
+    evaluation = EvalSettings(
+        grader=grader, eval_model=eval_model, eval_base_url=eval_base_url, eval_api_model=eval_api_model,
+        eval_embedder=eval_embedder,
     )
     if any(name != "a0" for name in variant_list):
         _prepare_knowledge_base(context, kb)
     report_path = run_evaluation(
         variant_list, questions, out, context=context, metrics=_split_values(metrics) if metrics else default_metrics(),
-        force=force,
+        evaluation=evaluation, force=force,
         data=dataset_info(data or settings.default_dataset(), **filters),
         kb_sources=kb, concurrency=concurrency,
     )

@@ -1,6 +1,8 @@
-"""The evaluation judge of a run, built from its context: who grades answers and scores RAGAS metrics.
+"""The evaluation judge of a run, built from its evaluation settings and context: who grades answers and scores
+RAGAS metrics.
 
-Two kinds, chosen by the context:
+Two kinds, chosen by the evaluation settings (:class:`~zhrag.evaluation.eval_settings.EvalSettings`) and the
+run context:
 
 - an OpenAI-compatible endpoint (``eval_base_url`` + ``eval_api_model``; vLLM, llama.cpp server,
   Ollama, ...), the key read from ``OPENAI_API_KEY``; without ``eval_model``, the answer model's
@@ -26,6 +28,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import ConfigDict
 
 from zhrag.errors import ModelLoadError
+from zhrag.evaluation.eval_settings import EvalSettings
 from zhrag.evaluation.official_grader import (
     Judge,
     OpenAICompatibleJudge,
@@ -37,6 +40,7 @@ from zhrag.evaluation.ragas_metrics import (
     ragas_llm,
     require_ragas,
 )
+from zhrag.graph.context import Context
 from zhrag.models import LLM, load_llm
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
 from zhrag.kb.embeddings import resolve_embedder
@@ -58,9 +62,9 @@ ENDPOINT_ATTEMPTS = 3
 
 
 class LocalLLMAdapter(LangChainLLM):
-    """A ``LocalLLM`` as a LangChain text LLM, for RAGAS: greedy, long outputs, no newline stop.
+    """A ``LLM`` as a LangChain text LLM, for RAGAS: greedy, long outputs, no newline stop.
 
-    Chat models get the prompt as one user message (``LocalLLM.generate`` does that for strings).
+    Chat models get the prompt as one user message (``LLM.generate`` does that for strings).
     """
 
     local: Any
@@ -76,22 +80,22 @@ class LocalLLMAdapter(LangChainLLM):
         return text
 
 
-def eval_endpoint(context: Any) -> tuple[str, str] | None:
+def eval_endpoint(context: Context, evaluation: EvalSettings) -> tuple[str, str] | None:
     """(base URL, model name) of the endpoint serving the evaluation judge, or ``None`` for a local model.
 
     ``eval_base_url`` with ``eval_api_model``; else, without ``eval_model``, the answer model's
     endpoint (``model_base_url`` serving ``model``).
     """
-    if context.eval_base_url:
-        return context.eval_base_url, context.eval_api_model
-    if getattr(context, "model_base_url", None) and context.eval_model is None:
+    if evaluation.eval_base_url and evaluation.eval_api_model:
+        return evaluation.eval_base_url, evaluation.eval_api_model
+    if context.model_base_url and evaluation.eval_model is None:
         return context.model_base_url, context.model
     return None
 
 
-def eval_llm(context: Any) -> LLM:
-    """The local evaluation model: ``context.eval_model``, else ``context.model`` without adapter."""
-    return load_llm(context.eval_model or context.model, device=context.device, dtype=context.dtype)
+def eval_llm(context: Context, evaluation: EvalSettings) -> LLM:
+    """The local evaluation model: ``evaluation.eval_model``, else ``context.model`` without adapter."""
+    return load_llm(evaluation.eval_model or context.model, device=context.device, dtype=context.dtype)
 
 
 @lru_cache(maxsize=8)
@@ -99,16 +103,16 @@ def _endpoint_judge(base_url: str, model: str) -> OpenAICompatibleJudge:
     return openai_compatible_judge(base_url, model, timeout=ENDPOINT_TIMEOUT_S)
 
 
-def grading_judge(context: Any) -> Judge:
+def grading_judge(context: Context, evaluation: EvalSettings) -> Judge:
     """The judge callable (prompt → reply) for the official grader.
 
     A local chat model gets the official system message and the grading prompt as the user
     message; a base model gets both as one completion prompt.
     """
-    endpoint = eval_endpoint(context)
+    endpoint = eval_endpoint(context, evaluation)
     if endpoint:
         return _endpoint_judge(*endpoint)
-    llm = eval_llm(context)
+    llm = eval_llm(context, evaluation)
 
     def judge(prompt: str) -> str:
         message: Any = (
@@ -142,12 +146,12 @@ def _local_ragas_llm(llm: LLM) -> BaseRagasLLM:
     return ragas_llm(LocalLLMAdapter(local=llm))
 
 
-def ragas_judge(context: Any) -> BaseRagasLLM:
+def ragas_judge(context: Context, evaluation: EvalSettings) -> BaseRagasLLM:
     """The RAGAS judge of the run (built once per process per judge)."""
-    endpoint = eval_endpoint(context)
+    endpoint = eval_endpoint(context, evaluation)
     if endpoint:
         return _endpoint_ragas_llm(*endpoint)
-    return _local_ragas_llm(eval_llm(context))
+    return _local_ragas_llm(eval_llm(context, evaluation))
 
 
 @lru_cache(maxsize=4)
@@ -163,12 +167,12 @@ def _ragas_embedder(name: str, device: str | None) -> BaseRagasEmbeddings:
     return ragas_embeddings(embeddings)
 
 
-def ragas_embedder(context: Any) -> BaseRagasEmbeddings:
-    """The sentence-transformers embedder of RAGAS answer similarity (``context.eval_embedder``), loaded once."""
-    return _ragas_embedder(context.eval_embedder, context.device)
+def ragas_embedder(context: Context, evaluation: EvalSettings) -> BaseRagasEmbeddings:
+    """The sentence-transformers embedder of RAGAS answer similarity (``evaluation.eval_embedder``), loaded once."""
+    return _ragas_embedder(evaluation.eval_embedder, context.device)
 
 
-def check_evaluation_setup(context: Any, metrics: Sequence[str]) -> None:
+def check_evaluation_setup(context: Context, evaluation: EvalSettings, metrics: Sequence[str]) -> None:
     """Build what ``metrics`` need before a run, so problems surface before the first question.
 
     Checks that ragas imports (RAGAS metrics), that the endpoint answers and serves the model, or
@@ -183,15 +187,15 @@ def check_evaluation_setup(context: Any, metrics: Sequence[str]) -> None:
     wants_ragas = any(name in RAGAS_METRICS for name in metrics)
     if wants_ragas:
         require_ragas()
-    if wants_ragas or ("grade" in metrics and context.grader == "official"):
-        endpoint = eval_endpoint(context)
+    if wants_ragas or ("grade" in metrics and evaluation.grader == "official"):
+        endpoint = eval_endpoint(context, evaluation)
         if endpoint:
             _endpoint_judge(*endpoint).check()
-        elif not eval_llm(context).is_chat and wants_ragas:  # eval_llm loads the model (once per process)
+        elif not eval_llm(context, evaluation).is_chat and wants_ragas:  # eval_llm loads the model (once per process)
             logger.warning(
                 "the RAGAS judge %r is a base model without a chat template: expect unparsable replies "
                 "(scores recorded as missing) and slow runs; an instruction-tuned model or an endpoint works better",
-                context.eval_model or context.model,
+                evaluation.eval_model or context.model,
             )
     if "answer_correctness" in metrics:
-        ragas_embedder(context)
+        ragas_embedder(context, evaluation)

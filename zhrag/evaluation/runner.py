@@ -15,10 +15,10 @@ limit on GPUs; 1 for models that are not local Hugging Face models). Concurrency
 resumed with another N.
 
 ``run.json`` in the output directory records the settings (variants, metrics, question set and its
-hash, filters, context, KB sources). A run with other settings into the same directory is refused
-unless ``force=True``, which moves the old run's files into ``replaced-<timestamp>/`` and starts
-afresh, so results of two runs never mix. The run folder's rules (claiming, resuming, the commit and load
-average recorded per session) are :mod:`zhrag.run_folder`'s.
+hash, filters, the graph's ``context``, the ``evaluation`` settings (grader, evaluation judge), KB sources).
+A run with other settings into the same directory is refused unless ``force=True``, which moves the
+old run's files into ``replaced-<timestamp>/`` and starts afresh, so results of two runs never mix. The run
+folder's rules (claiming, resuming, the commit and load average recorded per session) are :mod:`zhrag.run_folder`'s.
 
 Result record (one per line; what ``zhrag.evaluation.report`` reads)::
 
@@ -49,6 +49,7 @@ from tqdm import tqdm
 from zhrag import settings
 from zhrag.errors import ConfigError, DatasetError
 from zhrag.evaluation.datasets import Question
+from zhrag.evaluation.eval_settings import EvalSettings
 from zhrag.evaluation.judges import check_evaluation_setup
 from zhrag.evaluation.kb_coverage import KBCoverage
 from zhrag.evaluation.scorers import metric_terminal_nodes
@@ -69,8 +70,8 @@ from zhrag.nodes.agent import agent_record
 from zhrag.nodes.common import answer_llm, judge_llm
 from zhrag.run_folder import check_run, done_ids, finish_run, start_run
 
-#: Version of the ``run.json`` / results layout.
-RUN_FORMAT = 1
+#: Version of the ``run.json`` / results layout (2: the evaluation settings left ``context`` for ``evaluation``).
+RUN_FORMAT = 2
 #: Metrics computed when none are named; ``grade`` is always computed (the report needs it).
 DEFAULT_METRICS = ("grade", "retrieval")
 
@@ -110,7 +111,8 @@ def run_evaluation(
     questions: Sequence[Question],
     out_dir: str | Path,
     *,
-    context: Any,
+    context: Context,
+    evaluation: EvalSettings | None = None,
     metrics: Iterable[str] = DEFAULT_METRICS,
     force: bool = False,
     progress: bool = True,
@@ -124,7 +126,8 @@ def run_evaluation(
         variants: Graph variants (``a0``, ``a1``, ``a2``); run in that order for each question.
         questions: The question set (``load_questions``), the same for every variant.
         out_dir: Run directory: ``run.json``, ``results.jsonl``, then the report files.
-        context: The run's ``zhrag.graph.context.Context`` (models, retrieval, grader, judge).
+        context: The run's ``zhrag.graph.context.Context`` (models, retrieval, A2 judge).
+        evaluation: The grader and evaluation judge (default ``EvalSettings()``: the rule grader).
         metrics: Metric nodes to run (``grade``, ``faithfulness``, ``answer_correctness``,
             ``retrieval``); ``grade`` is added when missing.
         force: Start afresh even when ``out_dir`` holds a run with other settings (its files are
@@ -142,13 +145,15 @@ def run_evaluation(
         JudgeError, ModelLoadError, MCPServerError: the judge, a model or the knowledge server is
             unusable (checked before the first question where possible).
     """
-    if not dataclasses.is_dataclass(context):
+    if not isinstance(context, Context):
         raise ConfigError("context must be a zhrag.graph.context.Context")
+    evaluation = evaluation or EvalSettings()
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     variant_list = _variants([variants] if isinstance(variants, str) else variants)
     metric_list = list(dict.fromkeys(["grade", *([metrics] if isinstance(metrics, str) else metrics)]))
-    graphs = {variant: build_graph(variant, terminal_nodes=metric_terminal_nodes(metric_list)) for variant in variant_list}
+    metric_nodes = metric_terminal_nodes(metric_list, evaluation)
+    graphs = {variant: build_graph(variant, terminal_nodes=metric_nodes) for variant in variant_list}
     if not questions:
         raise DatasetError("no questions to evaluate (the question set is empty after filtering)")
     if len({question.id for question in questions}) != len(questions):
@@ -164,11 +169,12 @@ def run_evaluation(
         "questions": {"n": len(questions), "sha256": questions_digest(questions)},
         "data": dict(data or {}),
         "context": dataclasses.asdict(context),
+        "evaluation": dataclasses.asdict(evaluation),
         "kb_sources": [str(Path(source).expanduser().resolve()) for source in kb_sources],
     }
     resuming = _same_run_or_refuse(out_dir, run_settings, force)
 
-    check_evaluation_setup(context, metric_list)
+    check_evaluation_setup(context, evaluation, metric_list)
     results_path = out_dir / RESULTS_FILE
     done = _done_pairs(results_path) if resuming else set()
     pending = [(q, v) for q in questions for v in variant_list if (q.id, v) not in done]
@@ -302,20 +308,32 @@ def _same_run_or_refuse(out_dir: Path, run_settings: dict[str, Any], force: bool
     Raises:
         ConfigError: ``out_dir`` holds another run (or results without ``run.json``) and not ``force``.
     """
-    return check_run(out_dir, run_settings, force, kind="evaluation", upgrade=_with_context_defaults)
+    return check_run(out_dir, run_settings, force, kind="evaluation", upgrade=_upgraded_settings)
 
 
-def _with_context_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
-    """Recorded settings with the context fields added after the run was recorded at their default value (such a
-    field is opt-in: the run had its default)."""
-    if isinstance(recorded.get("context"), dict):
-        recorded["context"] = {**_context_defaults(), **recorded["context"]}
-    return recorded
+#: The dataclass of each settings section of ``run.json`` that gains fields over time.
+_SECTION_TYPES: dict[str, type[Context] | type[EvalSettings]] = {"context": Context, "evaluation": EvalSettings}
 
 
-def _context_defaults() -> dict[str, Any]:
-    """Every context field's default, as it reads back from JSON."""
-    return json.loads(json.dumps(dataclasses.asdict(Context())))
+def _upgraded_settings(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Recorded ``run.json`` settings as today's version writes them, to compare with the current run's.
+
+    Format 1 kept the evaluation settings inside ``context``; they move to ``evaluation``. A field that a section's
+    dataclass gained after the run was recorded is opt-in, so the run had its default: missing fields take the
+    defaults of :data:`_SECTION_TYPES`, and only a non-default value counts as a change.
+    """
+    upgraded = dict(recorded)
+    if upgraded.get("format") == 1 and isinstance(upgraded.get("context"), dict):
+        context = dict(upgraded["context"])
+        evaluation_fields = [item.name for item in dataclasses.fields(EvalSettings)]
+        upgraded["evaluation"] = {name: context.pop(name) for name in evaluation_fields if name in context}
+        upgraded["context"] = context
+        upgraded["format"] = RUN_FORMAT
+    for section, cls in _SECTION_TYPES.items():
+        if isinstance(upgraded.get(section), dict):
+            defaults = json.loads(json.dumps(dataclasses.asdict(cls())))  # as they read back from JSON
+            upgraded[section] = {**defaults, **upgraded[section]}
+    return upgraded
 
 
 #: The files of a run (besides ``run.json``) that a forced fresh run moves aside.

@@ -24,7 +24,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from zhrag.errors import ConfigError
-from zhrag.graph.context import MAX_REQUERIES_LIMIT, MAX_TOOL_ROUNDS_LIMIT, Context, ServedContext, served_context
+from zhrag.graph.context import MAX_REQUERIES_LIMIT, MAX_TOOL_ROUNDS_LIMIT, Context
+from zhrag.graph.served import ServedContext, served_context
 from zhrag.graph.state import GraphState, InputState
 from zhrag.nodes.agent import agent, tools
 from zhrag.nodes.answer import answer
@@ -44,7 +45,7 @@ def default_context(requested: Any) -> Any:
 
 def with_context(node: Callable[..., Any], resolve: Callable[[Any], Any] = default_context) -> Callable[..., Any]:
     """Run ``node`` with its runtime context resolved by ``resolve`` (defaults for none; for served graphs, the
-    trust boundary of :func:`zhrag.graph.context.served_context`).
+    trust boundary of :func:`zhrag.graph.served.served_context`).
 
     Nodes that take no ``runtime`` are returned as they are.
     """
@@ -75,12 +76,12 @@ def route_after_agent(state: GraphState) -> Literal["answer", "tools"]:
 
 def build_graph(
     variant: str, *, terminal_nodes: Sequence[tuple[str, Callable[..., Any]]] = (), served: bool = False
-) -> CompiledStateGraph:
+) -> CompiledStateGraph[GraphState, Any, InputState, GraphState]:
     """Compile variant ``a0``, ``a1``, ``a2`` or ``a3`` (case-insensitive).
 
     ``served=True`` builds the graph for remote callers (langgraph.json): its context schema is
-    :class:`~zhrag.graph.context.ServedContext`, and each run's context passes the trust boundary of
-    :func:`~zhrag.graph.context.served_context` (callers set only the variant knobs and choose among the models
+    :class:`~zhrag.graph.served.ServedContext`, and each run's context passes the trust boundary of
+    :func:`~zhrag.graph.served.served_context` (callers set only the variant knobs and choose among the models
     the operator allows; paths, endpoints and key names stay the operator's). In-process graphs take any
     :class:`Context`.
 

@@ -14,10 +14,14 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from zhrag.graph.context import Context
+from zhrag.graph.state import GraphState
+
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.nodes import retrieve
 from zhrag.prompts.agent import agent_messages, call_message, format_passages
 from zhrag.kb.evidence import query_bigrams, with_evidence
+from zhrag.kb.passage import Passage
 from zhrag.mcp.client import FIND_TOOL
 
 #: Generation budget of one agent turn (a tool call or a short final reply).
@@ -45,7 +49,7 @@ def find_tool_spec(client: Any) -> dict[str, Any]:
 
 
 @timed("agent")
-def agent(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+def agent(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """One agent turn: call ``qdrant-find`` (``pending_calls``) or stop (``agent_reply``); with the round budget
     spent, stop without asking the model."""
     question = require_question(state)
@@ -58,7 +62,7 @@ def agent(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
     # The first turn must search (a small model otherwise answers from memory, which is A0); later turns decide.
     choice = "required" if rounds == 0 else "auto"
     reply = answer_llm(context).call_tools(messages, tools, max_new_tokens=AGENT_MAX_NEW_TOKENS, tool_choice=choice)
-    calls = [
+    calls: list[dict[str, Any]] = [
         {"id": call.id or f"call_{rounds}_{number}", "name": call.name, "arguments": call.arguments,
          "well_formed": call.well_formed}
         for number, call in enumerate(reply.calls[:MAX_CALLS_PER_TURN])
@@ -71,7 +75,7 @@ def agent(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
 
 
 @timed("tools")
-def tools(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+def tools(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Run the agent's pending calls; their results go back to the agent, the passages found to ``contexts``.
 
     Each passage's evidence window is chosen for the question rather than for the agent's query (the server picks
@@ -82,7 +86,7 @@ def tools(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
     wanted = query_bigrams(require_question(state))
     round_number = state.get("tool_rounds", 0) + 1
     client = retrieve.get_knowledge_client(retrieve.server_config(context))
-    found: list[dict[str, Any]] = []
+    found: list[Passage] = []
     records: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     queries: list[str] = []

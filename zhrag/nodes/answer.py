@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from langgraph.runtime import Runtime
+
+from zhrag.graph.context import Context
+from zhrag.graph.state import GraphState
 
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.prompts import UNKNOWN_ANSWER, build_answer_prompt, clean_answer
@@ -20,7 +22,7 @@ def abstains(answer: str, confidence: float | None, threshold: float | None) -> 
 
 
 @timed("answer")
-def answer(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+def answer(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Generate the answer greedily, stopping at the first newline, and clean it to a short answer.
 
     Uses the passages in ``contexts``; with none (A0, or A2 when nothing was judged relevant) the prompt is

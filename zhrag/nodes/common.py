@@ -1,7 +1,7 @@
 """Helpers shared by the graph nodes: wall-time recording, input validation, model selection (local or endpoint).
 
-Nodes read their configuration from ``runtime.context`` (a ``zhrag.graph.context.Context``) by
-attribute only, so this package never imports ``zhrag.graph``.
+Nodes are typed ``(state: GraphState, runtime: Runtime[Context])``: from the graph package they import only
+``zhrag.graph.state`` and ``zhrag.graph.context``, which import no node (tests/unit/test_graph.py checks it).
 """
 
 from __future__ import annotations
@@ -9,27 +9,29 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ParamSpec
 
 from zhrag.errors import InputError
+from zhrag.graph.context import Context
+from zhrag.graph.state import GraphState
 from zhrag.models import LLM, load_endpoint_llm, load_llm
 from zhrag.models.endpoint import DEFAULT_API_KEY_ENV
 
 #: Longest question a graph accepts (Chinese-SimpleQA's are under 100 characters; qdrant-find takes 1,000).
 MAX_QUESTION_CHARS = 1000
 
-NodeFn = Callable[..., Mapping[str, Any] | None]
+P = ParamSpec("P")
 
 
-def timed(name: str) -> Callable[[NodeFn], NodeFn]:
+def timed(name: str) -> Callable[[Callable[P, Mapping[str, Any] | None]], Callable[P, dict[str, Any]]]:
     """Decorate a node so its update also carries ``{"timings_ms": {name: wall ms}}``.
 
     The wrapper keeps the node's signature, so LangGraph still injects ``runtime``/``config``.
     """
 
-    def decorate(node: NodeFn) -> NodeFn:
+    def decorate(node: Callable[P, Mapping[str, Any] | None]) -> Callable[P, dict[str, Any]]:
         @functools.wraps(node)
-        def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
             start = time.perf_counter()
             update = dict(node(*args, **kwargs) or {})
             elapsed_ms = (time.perf_counter() - start) * 1000.0
@@ -41,7 +43,7 @@ def timed(name: str) -> Callable[[NodeFn], NodeFn]:
     return decorate
 
 
-def require_question(state: Mapping[str, Any]) -> str:
+def require_question(state: GraphState) -> str:
     """The stripped question of ``state``.
 
     Raises:
@@ -58,30 +60,23 @@ def require_question(state: Mapping[str, Any]) -> str:
     return question
 
 
-def judge_endpoint(context: Any) -> str | None:
-    """The endpoint serving the judge: ``judge_base_url``, else ``model_base_url`` when the judge is ``model``."""
-    if getattr(context, "judge_base_url", None):
-        return context.judge_base_url
-    return getattr(context, "model_base_url", None) if context.judge_model is None else None
-
-
-def answer_llm(context: Any) -> LLM:
+def answer_llm(context: Context) -> LLM:
     """The answer model of a run: ``context.model`` served by ``context.model_base_url``, or local with ``context.answer_adapter``."""
-    base_url = getattr(context, "model_base_url", None)
-    if base_url:
-        return load_endpoint_llm(base_url, context.model, api_key_env=_api_key_env(context))
+    if context.model_base_url:
+        return load_endpoint_llm(context.model_base_url, context.model, api_key_env=_api_key_env(context))
     return load_llm(
         context.model,
         adapter=context.answer_adapter,
         device=context.device,
         dtype=context.dtype,
-        engine=getattr(context, "engine", "auto"),
+        engine=context.engine,
     )
 
 
-def judge_llm(context: Any) -> LLM:
-    """The judge/requery model of a run: ``context.judge_model`` (or ``context.model``), from its endpoint or local with ``context.judge_adapter``."""
-    base_url = judge_endpoint(context)
+def judge_llm(context: Context) -> LLM:
+    """The judge/requery model of a run: ``context.judge_model`` (or ``context.model``), from its endpoint
+    (:attr:`Context.judge_endpoint`) or local with ``context.judge_adapter``."""
+    base_url = context.judge_endpoint
     if base_url:
         return load_endpoint_llm(base_url, context.judge_model or context.model, api_key_env=_api_key_env(context))
     return load_llm(
@@ -89,9 +84,9 @@ def judge_llm(context: Any) -> LLM:
         adapter=context.judge_adapter,
         device=context.device,
         dtype=context.dtype,
-        engine=getattr(context, "engine", "auto"),
+        engine=context.engine,
     )
 
 
-def _api_key_env(context: Any) -> str:
-    return getattr(context, "api_key_env", None) or DEFAULT_API_KEY_ENV
+def _api_key_env(context: Context) -> str:
+    return context.api_key_env or DEFAULT_API_KEY_ENV

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from langgraph.runtime import Runtime
+
+from zhrag.graph.context import Context
+from zhrag.graph.state import GraphState
 
 from zhrag.models import LLM
 from zhrag.nodes.common import judge_llm, require_question, timed
@@ -31,7 +34,7 @@ def score_passages(llm: LLM, question: str, passages: Sequence[Passage]) -> list
 
 
 @timed("judge")
-def judge(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+def judge(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Score the newly retrieved passages and keep those whose score reaches ``judge_threshold``.
 
     Passages already judged in an earlier round are not scored again. Adds one ``{"id", "score",
@@ -46,7 +49,7 @@ def judge(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
     scores = {record["id"]: record["score"] for record in state.get("judgements", [])}
     fresh = list({p["id"]: p for p in state.get("retrieved", []) if p["id"] not in scores}.values())
     records: list[dict[str, Any]] = []
-    kept: list[Any] = []
+    kept: list[Passage] = []
     best = state.get("best_rejected")
     if fresh:
         llm = judge_llm(context)

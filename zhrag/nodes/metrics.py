@@ -4,7 +4,8 @@ A metric node runs after ``answer`` (``build_graph(..., terminal_nodes=metric_te
 chains them) and writes its
 results into ``scores``. What it computes is a *scorer* handed in when the node is built, because
 the scoring code (graders, RAGAS, recall) lives in ``zhrag.evaluation``, a layer nodes may not import.
-Scorers read their settings from the run context by attribute, as every node does.
+A scorer gets the sample and the run's :class:`~zhrag.graph.context.Context`; settings of its own (the
+evaluation's grader and judge) are bound into it when evaluation builds it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from langgraph.runtime import Runtime
+
+from zhrag.graph.context import Context
+from zhrag.graph.state import GraphState
 
 from zhrag.errors import ConfigError
 from zhrag.nodes.common import require_question
@@ -44,10 +48,12 @@ class MetricSample:
 
 
 #: A scorer turns a sample and the run context into score entries (merged into ``scores``).
-Scorer = Callable[[MetricSample, Any], Mapping[str, Any]]
+Scorer = Callable[[MetricSample, Context], Mapping[str, Any]]
+#: A terminal metric node, as :func:`metric_node` builds it.
+MetricNode = Callable[[GraphState, Runtime[Context]], dict[str, Any]]
 
 
-def metric_sample(state: Mapping[str, Any], metric: str) -> MetricSample:
+def metric_sample(state: GraphState, metric: str) -> MetricSample:
     """The ``MetricSample`` of a finished run's state.
 
     Raises:
@@ -68,14 +74,14 @@ def metric_sample(state: Mapping[str, Any], metric: str) -> MetricSample:
     )
 
 
-def metric_node(name: str, scorer: Scorer) -> Callable[[Mapping[str, Any], Runtime[Any]], dict[str, Any]]:
+def metric_node(name: str, scorer: Scorer) -> MetricNode:
     """A terminal node named ``name`` that writes ``{"scores": scorer(sample, runtime.context)}``.
 
     Scorers decide how they fail: optional scores (RAGAS) record ``None`` with a reason, while a
     grade that cannot be computed raises, since every evaluated answer needs one.
     """
 
-    def node(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+    def node(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"scores": dict(scorer(metric_sample(state, name), runtime.context))}
 
     node.__name__ = f"{name}_metric"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langgraph.runtime import Runtime
+
+from zhrag.graph.context import Context
+from zhrag.graph.state import GraphState
 
 from zhrag.nodes.common import judge_llm, require_question, timed
 from zhrag.prompts import (
@@ -41,7 +44,7 @@ def next_query(question: str, proposal: str, tried: Sequence[str]) -> str:
 
 
 @timed("requery")
-def requery(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+def requery(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask the judge model for a new query unlike every query tried so far and count the rewrite.
 
     Sets ``query`` (the next retrieval round searches it) and increments ``requeries``. An empty or

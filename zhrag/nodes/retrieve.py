@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from langgraph.runtime import Runtime
+
+from zhrag.graph.context import Context
+from zhrag.graph.state import GraphState
 
 from zhrag.nodes.common import require_question, timed
 from zhrag.mcp.client import ServerConfig, get_knowledge_client
 from zhrag.kb.passage import MAX_TOP_K
 
+# get_knowledge_client is used through this module by the A3 tools node (and replaced here by tests).
+__all__ = ["get_knowledge_client", "retrieve", "server_config"]
 
-def server_config(context: Any) -> ServerConfig:
+
+def server_config(context: Context) -> ServerConfig:
     """The MCP knowledge-server configuration named by a run context."""
     return ServerConfig(
         collection=context.collection,
@@ -26,7 +31,7 @@ def server_config(context: Any) -> ServerConfig:
 
 
 @timed("retrieve")
-def retrieve(state: Mapping[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+def retrieve(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Search the knowledge base with the current query (the question in the first round).
 
     Adds the query to ``queries`` and sets ``retrieved`` and ``contexts`` to the passages found

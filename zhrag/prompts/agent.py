@@ -8,6 +8,7 @@ format and parse calls back (:mod:`zhrag.models.tool_calls`).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: The agent's instructions (Chinese, like the task).
@@ -39,7 +40,7 @@ def call_message(calls: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]
     }
 
 
-def format_passages(passages: list[dict[str, Any]]) -> str:
+def format_passages(passages: Sequence[Mapping[str, Any]]) -> str:
     """``qdrant-find`` results as the agent reads them: numbered, title and evidence (or text start)."""
     if not passages:
         return "没有找到相关资料。"

@@ -84,6 +84,10 @@ def test_the_small_qwen_and_the_gemma_base_model() -> None:
     assert not gemma.is_chat and gemma.load_info["engine"] == "llama.cpp"
     [text] = gemma.generate(["问题：中国的首都是哪里？\n答案：北京\n\n问题：日本的首都是哪里？\n答案："], max_new_tokens=6)
     assert "东京" in text
+    # A base model is served by the completion endpoint, which takes the number of alternatives as ``logprobs``
+    # (it ignores ``top_logprobs``): with only the top token returned, at most one candidate could be non-zero.
+    [probs] = gemma.next_token_probabilities(["问题：中国的首都是哪里？\n答案：北京\n\n问题：日本的首都是哪里？\n答案："], ("东", "大"))
+    assert all(p > 0 for p in probs.values()), probs
 
 
 def test_ask_json_names_the_model_and_its_engine() -> None:

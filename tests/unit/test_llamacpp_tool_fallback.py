@@ -72,3 +72,14 @@ def test_a_refused_prefilled_turn_continues_the_prefilled_call() -> None:
     assert (call.arguments, call.well_formed) == ({"query": "九命奇冤"}, True)
     prompt = runtime.requests[1]["prompt"]
     assert prompt.endswith('<|im_start|>assistant<tool_call>\n{"name": "qdrant-find", "arguments": {"')
+
+
+def test_a_base_model_asks_the_completion_endpoint_for_its_alternatives_as_logprobs() -> None:
+    runtime = RefusingRuntime("")
+    model = llm(runtime)
+    model.is_chat = False
+    body = model._body("问题：", 1, (), logprobs=True, top_logprobs=20)
+    assert body["prompt"] == "问题：" and body["logprobs"] == 20 and "top_logprobs" not in body
+    model.is_chat = True
+    body = model._body("问题", 1, (), logprobs=True, top_logprobs=20)
+    assert body["logprobs"] is True and body["top_logprobs"] == 20

@@ -288,6 +288,8 @@ class LlamaCppLLM(LLMBase):
             body["messages"] = chat_dicts(prompt)
         else:
             body["prompt"] = prompt
+            if "top_logprobs" in body:  # the completion endpoint ignores top_logprobs: it takes the count as logprobs
+                body["logprobs"] = body.pop("top_logprobs")
         return body
 
     def _complete(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:

@@ -66,12 +66,16 @@ def lora_stack_problem(min_peft: str | None = None) -> str | None:
             )
         for line in metadata.requires("peft") or []:
             requirement = Requirement(line)
-            if canonicalize_name(requirement.name) == "transformers" and requirement.marker is None:
-                if requirement.specifier and not requirement.specifier.contains(_base(transformers_version), prereleases=True):
-                    return (
-                        f"peft {peft_version} needs transformers{requirement.specifier}, but transformers "
-                        f"{transformers_version} is installed; install the tested pair: {INSTALL_HINT}"
-                    )
+            if (
+                canonicalize_name(requirement.name) == "transformers"
+                and requirement.marker is None
+                and requirement.specifier
+                and not requirement.specifier.contains(_base(transformers_version), prereleases=True)
+            ):
+                return (
+                    f"peft {peft_version} needs transformers{requirement.specifier}, but transformers "
+                    f"{transformers_version} is installed; install the tested pair: {INSTALL_HINT}"
+                )
     except (InvalidVersion, InvalidRequirement):
         return None
     return None

@@ -120,7 +120,7 @@ def test_performance_page_renders_indexing_and_scale(tmp_path: Path) -> None:
         "queries": 5, "top_k": 5,
         "sizes": {"1000": {"points": 1000, "build": {"upsert_s": 1.5, "flush_optimize_s": 2.5}, "store": cell,
                            "mcp": {**cell, "p50_ms": 22.5}, "mcp_overhead_ms_p50": 10.0,
-                           "engine": {m: cell for m in ("hybrid", "dense", "sparse")}}},
+                           "engine": dict.fromkeys(("hybrid", "dense", "sparse"), cell)}},
     }), encoding="utf-8")
     page = tmp_path / "PERFORMANCE.md"
     run_script("render_performance.py", "--results", str(results), "--out", str(page))

@@ -22,8 +22,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from zhrag.errors import MCPServerError
 from zhrag.kb.indexing import index_sources
-from zhrag.mcp.client import KnowledgeClient, ServerConfig, get_knowledge_client, server_launches
 from zhrag.kb.store import KnowledgeStore
+from zhrag.mcp.client import KnowledgeClient, ServerConfig, get_knowledge_client, server_launches
 
 pytestmark = [pytest.mark.integration]
 #: Server processes are found through /proc (Linux).

@@ -19,9 +19,9 @@ from zhrag.evaluation.official_grader import JudgeError
 from zhrag.evaluation.report import RESULTS_FILE, read_results
 from zhrag.evaluation.runner import RUN_FILE, dataset_info, run_evaluation
 from zhrag.graph.context import Context
+from zhrag.kb.passage import Passage
 from zhrag.models import LocalLLM, register_llm, unregister_llm
 from zhrag.nodes import retrieve
-from zhrag.kb.passage import Passage
 
 QUESTIONS = [
     Question(id=f"q{n}", question=f"第{n}号城位于哪个省？", answer=f"{n}号省", primary_category="地理")

@@ -37,9 +37,9 @@ from zhrag.evaluation.ragas_metrics import (
     ragas_llm,
     require_ragas,
 )
+from zhrag.kb.embeddings import resolve_embedder
 from zhrag.models import LocalLLM, load_llm
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
-from zhrag.kb.embeddings import resolve_embedder
 
 if TYPE_CHECKING:
     from ragas.embeddings import BaseRagasEmbeddings
@@ -124,7 +124,7 @@ def grading_judge(context: Any) -> Judge:
 
 @lru_cache(maxsize=8)
 def _endpoint_ragas_llm(base_url: str, model: str) -> BaseRagasLLM:
-    from langchain_openai import ChatOpenAI  # noqa: PLC0415 - installed with ragas
+    from langchain_openai import ChatOpenAI  # installed with ragas
 
     chat = ChatOpenAI(
         base_url=base_url,
@@ -152,7 +152,7 @@ def ragas_judge(context: Any) -> BaseRagasLLM:
 
 @lru_cache(maxsize=4)
 def _ragas_embedder(name: str, device: str | None) -> BaseRagasEmbeddings:
-    from langchain_huggingface import HuggingFaceEmbeddings  # noqa: PLC0415 - loads sentence-transformers
+    from langchain_huggingface import HuggingFaceEmbeddings  # loads sentence-transformers
 
     model_kwargs = {"device": device} if device else {}
     try:

@@ -336,7 +336,7 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
 @lru_cache(maxsize=32)
 def find_cjk_font(characters: str) -> str | None:
     """Family name of an installed font with all of ``characters`` (registered with matplotlib), or None."""
-    from matplotlib import font_manager, ft2font  # noqa: PLC0415 - matplotlib loads only when plotting
+    from matplotlib import font_manager, ft2font  # matplotlib loads only when plotting
 
     for path in sorted(font_manager.findSystemFonts()):
         try:
@@ -351,8 +351,8 @@ def find_cjk_font(characters: str) -> str | None:
 
 def _draw_plots(summary: Mapping[str, Any], categories: Sequence[str], out_dir: Path) -> dict[str, str] | None:
     """Write the PNG plots; returns the category label key when labels had to be ASCII, else None."""
-    from matplotlib import rc_context  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
 
     variants = list(summary["variants"])
     wide = "".join(sorted({character for name in categories for character in name if not character.isascii()}))
@@ -429,7 +429,7 @@ def _abstention(groups: Mapping[str, Sequence[Record]], thresholds: Mapping[str,
         grades = [record["grade"] for record in regraded]
         variants[variant] = {
             "threshold": thresholds[variant],
-            "abstained": sum(bool(a.get("abstained")) and not bool(b.get("abstained")) for a, b in zip(regraded, records)),
+            "abstained": sum(bool(a.get("abstained")) and not bool(b.get("abstained")) for a, b in zip(regraded, records, strict=True)),
             "metrics": {**compute_metrics(grades), "intervals": bootstrap_intervals(grades)},
             "F_without": compute_metrics(record["grade"] for record in records)["F"],
         }

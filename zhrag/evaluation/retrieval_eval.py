@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from zhrag.errors import ConfigError
 from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery
 from zhrag.evaluation.rule_grader import mentions_gold
-from zhrag.nodes.requery import fallback_queries
 from zhrag.kb.passage import Passage
+from zhrag.nodes.requery import fallback_queries
 
 RESULTS_FILE = "retrieval.json"
 #: Cut-offs of recall@k.

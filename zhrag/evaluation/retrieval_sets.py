@@ -29,8 +29,8 @@ from zhrag import settings
 from zhrag.errors import DatasetError
 from zhrag.evaluation.datasets import load_questions
 from zhrag.evaluation.kb_coverage import KBCoverage
-from zhrag.rc_pairs import default_rc_source, held_out_paragraphs, load_rc_pairs
 from zhrag.kb.sources import iter_documents
+from zhrag.rc_pairs import default_rc_source, held_out_paragraphs, load_rc_pairs
 
 Match = Literal["passage", "answer"]
 #: Names of the query sets ``load_query_sets`` knows.

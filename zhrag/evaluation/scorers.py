@@ -26,8 +26,8 @@ from zhrag.evaluation.judges import grading_judge, ragas_embedder, ragas_judge
 from zhrag.evaluation.official_grader import OfficialGrader
 from zhrag.evaluation.retrieval_metrics import answer_recall, passage_text
 from zhrag.evaluation.rule_grader import grade_by_rules
-from zhrag.nodes.metrics import MetricSample, Scorer, metric_node
 from zhrag.kb.passage import Passage
+from zhrag.nodes.metrics import MetricSample, Scorer, metric_node
 
 
 def grade_scores(sample: MetricSample, context: Any) -> dict[str, Any]:

@@ -228,7 +228,7 @@ class EdgeBackend:
         """Load or create the shard, turning Edge's errors into one-line zhrag errors."""
         try:
             return opener(*args)
-        except Exception as error:  # qdrant_edge raises plain Exception
+        except Exception as error:  # noqa: BLE001 - qdrant_edge raises plain Exception
             if "WouldBlock" in str(error):
                 raise locked_error(self.location) from None
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

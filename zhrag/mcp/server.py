@@ -370,7 +370,7 @@ def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeService]:
                     server_settings.collection,
                     where,
                 )
-            store.embedder  # load the embedder now: fail at startup, not on the first search
+            _ = store.embedder  # load the embedder now: fail at startup, not on the first search
             service = KnowledgeService(store, server_settings.reranker)
         yield service
 
@@ -382,11 +382,14 @@ def serve(server_settings: ServerSettings) -> None:
         ConfigError: the HTTP transport on a non-loopback address without ``ZHRAG_MCP_TOKEN``.
     """
     configure_logging()
-    if server_settings.transport == "streamable-http" and not server_settings.token:
-        if not settings.is_loopback(server_settings.host):
-            raise ConfigError(
-                f"serving on {server_settings.host} needs a bearer token: set {TOKEN_ENV} (clients send the same)"
-            )
+    if (
+        server_settings.transport == "streamable-http"
+        and not server_settings.token
+        and not settings.is_loopback(server_settings.host)
+    ):
+        raise ConfigError(
+            f"serving on {server_settings.host} needs a bearer token: set {TOKEN_ENV} (clients send the same)"
+        )
     with open_store(server_settings) as store:
         server = build_server(store, server_settings)
         if server_settings.transport != "streamable-http":

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from zhrag.prompts.common import Prompt, format_passage, normalize_text
 from zhrag.kb.passage import Passage
+from zhrag.prompts.common import Prompt, format_passage, normalize_text
 
 #: Characters kept from each passage in the answer prompt (a knowledge-base chunk is at most 500, plus its title).
 ANSWER_PASSAGE_CHARS = 560

@@ -40,15 +40,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from zhrag import settings
 from zhrag.errors import TrainingDataError
+from zhrag.kb.chunking import chunk_document
+from zhrag.kb.evidence import query_bigrams, with_evidence
+from zhrag.kb.passage import Passage
+from zhrag.kb.sources import Document, iter_documents
 from zhrag.prompts import Prompt, build_answer_prompt, build_judge_prompt, normalize_text
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
 from zhrag.prompts.common import format_passage
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS, NO, YES
 from zhrag.rc_pairs import HELD_OUT_FRACTION, RCPair, held_out_groups
-from zhrag.kb.chunking import chunk_document
-from zhrag.kb.evidence import query_bigrams, with_evidence
-from zhrag.kb.passage import Passage
-from zhrag.kb.sources import Document, iter_documents
 
 Task = Literal["answer", "judge"]
 #: Speaker tags of a turn (LLaMA-Factory's ShareGPT defaults, with ``tool`` for tool results).

@@ -31,12 +31,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from zhrag.errors import TrainingDataError
+from zhrag.kb.evidence import query_bigrams, with_evidence
+from zhrag.kb.sources import Document
+from zhrag.mcp.client import FIND_TOOL
 from zhrag.nodes.requery import next_query
 from zhrag.prompts.agent import AGENT_SYSTEM, PASSAGE_CHARS, format_passages
 from zhrag.rc_pairs import RCPair, held_out_groups
-from zhrag.kb.evidence import query_bigrams, with_evidence
-from zhrag.mcp.client import FIND_TOOL
-from zhrag.kb.sources import Document
 from zhrag.training.examples import (
     DEFAULT_EVAL_FRACTION,
     Example,

@@ -100,7 +100,9 @@ def read_lock(path: Path) -> dict[str, str]:
         raise ConfigError(f"cannot read lock file {path}: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"lock file {path} is not UTF-8 text") from None
-    pins = {canonicalize_name(m.group(1)): m.group(2) for line in lines if (m := _PIN.match(line.strip()))}
+    pins: dict[str, str] = {
+        canonicalize_name(m.group(1)): m.group(2) for line in lines if (m := _PIN.match(line.strip()))
+    }
     if not pins:
         raise ConfigError(f"lock file {path} pins no package (expected name==version lines)")
     return pins

@@ -125,11 +125,12 @@ def grading_judge(context: Any) -> Judge:
 @lru_cache(maxsize=8)
 def _endpoint_ragas_llm(base_url: str, model: str) -> BaseRagasLLM:
     from langchain_openai import ChatOpenAI  # installed with ragas
+    from pydantic import SecretStr
 
     chat = ChatOpenAI(
         base_url=base_url,
         model=model,
-        api_key=os.environ.get("OPENAI_API_KEY") or "unused",
+        api_key=SecretStr(os.environ.get("OPENAI_API_KEY") or "unused"),
         temperature=0,
         timeout=ENDPOINT_TIMEOUT_S,
         max_retries=0,

@@ -96,7 +96,7 @@ def dev_verified_set(dataset: str | Path | None = None) -> QuerySet:
     Raises:
         DatasetError: the dataset lacks a listed id, or cannot be read.
     """
-    listed = json.loads(resources.files("zhrag.evaluation").joinpath("data", VERIFIED_FILE).read_text("utf-8"))
+    listed = json.loads(resources.files("zhrag.evaluation").joinpath("data").joinpath(VERIFIED_FILE).read_text("utf-8"))
     by_id = {question.id: question for question in load_questions(dataset or settings.default_dataset())}
     missing = [item["id"] for item in listed["questions"] if item["id"] not in by_id]
     if missing:

@@ -346,6 +346,6 @@ class KnowledgeStore:
 
 def _open_backend(collection: str, path: Path | None, url: str | None, engine: str) -> Backend:
     """The backend of a server (``url``) or of the embedded ``engine`` at ``path``."""
-    if url is None and engine == "edge":
+    if url is None and path is not None and engine == "edge":
         return EdgeBackend(path, collection)
     return ClientBackend(collection, path=None if url else str(path), url=url)

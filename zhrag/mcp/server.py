@@ -166,9 +166,11 @@ class ServerSettings:
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.collection is None:  # one collection per embedder (settings.default_collection)
-            object.__setattr__(self, "collection", settings.default_collection(self.embedder))
-        if not self.collection.strip():
+        collection = self.collection
+        if collection is None:  # one collection per embedder (settings.default_collection)
+            collection = settings.default_collection(self.embedder)
+            object.__setattr__(self, "collection", collection)
+        if not collection.strip():
             raise ConfigError("the Qdrant collection name must not be empty")
         if self.qdrant_path and self.qdrant_url:
             raise ConfigError("give either a Qdrant path (embedded) or a Qdrant URL, not both")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +188,7 @@ def arguments_object(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def format_passages(passages: list[dict[str, Any]]) -> str:
+def format_passages(passages: Sequence[Mapping[str, Any]]) -> str:
     """``qdrant-find`` results as the agent reads them: numbered, title and evidence (or text start)."""
     if not passages:
         return "没有找到相关资料。"

@@ -34,9 +34,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from typing_extensions import NotRequired  # typing has it from Python 3.11 on
 
 from zhrag import settings
 from zhrag.errors import TrainingDataError
@@ -118,7 +119,7 @@ class ExampleSplits:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def check_conversation(turns: Sequence[Any]) -> list[Turn]:
+def check_conversation(turns: Any) -> list[Turn]:
     """Validate ShareGPT turns: known speakers, text values, a system or human first, at least one gpt turn.
 
     Raises:
@@ -173,7 +174,7 @@ class LexicalRetriever:
 
     def __call__(self, query: str, k: int) -> list[Passage]:
         """The ``k`` best passages for ``query`` (ties keep corpus order), scored by shared bigram weight."""
-        scores: Counter[int] = Counter()
+        scores: defaultdict[int, float] = defaultdict(float)
         for bigram in sorted(_bigrams(query)):  # a fixed summation order: equal inputs give equal float scores
             for index in self._postings.get(bigram, ()):
                 scores[index] += self._weights[bigram]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from rounding import assert_rounded_quotient
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
@@ -43,7 +45,7 @@ def test_llamacpp_smoke_results_are_measured(results: Path) -> None:
         assert row["prefill_tokens_per_s"] > 0 and row["decode_tokens_per_s"] > 0 and row["short_answer_ms"] > 0
     slots = document["parallel_slots"]
     assert list(slots) == ["1", "2"] and slots["1"]["speedup"] == 1.0
-    assert slots["2"]["tokens_per_s"] == pytest.approx(2 * document["forced_tokens"] / slots["2"]["wall_s"], rel=0.02, abs=0.05)  # rounded to 0.1
+    assert_rounded_quotient(slots["2"]["tokens_per_s"], 1, 2 * document["forced_tokens"], None, slots["2"]["wall_s"], 3)
 
 
 def test_generation_smoke_results_are_measured(results: Path) -> None:
@@ -77,9 +79,9 @@ def test_eval_throughput_smoke_results_are_measured(results: Path) -> None:
     for cell in document["variants"].values():
         sequential, batched = cell["sequential"], cell["batched"]
         assert sequential["wall_s"] > 0 and batched["wall_s"] > 0 and batched["concurrency"] == document["concurrency"]
-        # the stored ratio is rounded to 2 decimals (bench_common.ratio): compare at that precision
-        assert cell["speedup"] == pytest.approx(sequential["wall_s"] / batched["wall_s"], abs=0.006)
-        assert sequential["questions_per_s"] == pytest.approx(4 / sequential["wall_s"], rel=0.01)
+        # ratios and rates of the unrounded times: rounded to 2 (bench_common.ratio) and 3 decimals, times to 4
+        assert_rounded_quotient(cell["speedup"], 2, sequential["wall_s"], 4, batched["wall_s"], 4)
+        assert_rounded_quotient(sequential["questions_per_s"], 3, 4, None, sequential["wall_s"], 4)
         same, total = map(int, cell["answers_identical"].split("/"))
         assert total == 4 and 0 <= same <= 4
         overhead = cell["graph_overhead"]

@@ -171,10 +171,12 @@ def test_empty_information_is_a_tool_error(client: KnowledgeClient):
 
 
 def test_locked_qdrant_makes_the_client_fail_fast_with_the_server_message(tmp_path: Path):
-    with KnowledgeStore(COLLECTION, path=tmp_path / "qdrant"):
-        # "failed to start": the server's exit, not the client's startup timeout ("did not start within")
-        with pytest.raises(MCPServerError, match="failed to start: .*is locked") as error:
-            KnowledgeClient(ServerConfig(collection=COLLECTION, qdrant_path=str(tmp_path / "qdrant")))
+    # "failed to start": the server's exit, not the client's startup timeout ("did not start within")
+    with (
+        KnowledgeStore(COLLECTION, path=tmp_path / "qdrant"),
+        pytest.raises(MCPServerError, match="failed to start: .*is locked") as error,
+    ):
+        KnowledgeClient(ServerConfig(collection=COLLECTION, qdrant_path=str(tmp_path / "qdrant")))
     assert "\n" not in str(error.value)
 
 

@@ -62,10 +62,20 @@ def test_generation_smoke_results_are_measured(results: Path) -> None:
         assert row["ttft_ms"] > 0 and row["short_answer_ms"] > 0 and row["tokens_per_s"] > 0
     batched = document["batched_decode"]["batches"]
     assert list(batched) == ["1", "2"]
-    for row in batched.values():
-        assert row["prefill_ms"] > 0 and row["decode_tokens_per_s"] > 0
-        assert row["decode_speedup"] == pytest.approx(row["decode_tokens_per_s"] / batched["1"]["decode_tokens_per_s"], abs=0.01)
-    assert batched["1"]["decode_speedup"] == 1.0
+    # The decode rate is derived: (median time to N tokens - median time to the first) / (N - 1). On a busy
+    # machine that difference can come out at zero or below, and the benchmark then records no rate.
+    base = batched["1"]["decode_tokens_per_s"]
+    for size, row in batched.items():
+        assert row["prefill_ms"] > 0
+        if row["decode_tokens_per_s"] is None:
+            assert row["decode_step_ms"] <= 0
+        else:
+            assert row["decode_tokens_per_s"] > 0
+            assert_rounded_quotient(row["decode_tokens_per_s"], 1, int(size) * 1000, None, row["decode_step_ms"], 2)
+        if base:
+            assert row["decode_speedup"] == pytest.approx((row["decode_tokens_per_s"] or 0) / base, abs=0.01)
+        else:
+            assert row["decode_speedup"] is None
     ratios = document["ratios"]
     assert ratios["ttft_three_passages_vs_closed_book"] == pytest.approx(
         rows["three_passages"]["ttft_ms"] / rows["closed_book"]["ttft_ms"], abs=0.006

@@ -30,17 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import RESULTS_DIR, machine_info, ratio, tiny_model_dir, write_result
-from retrieval_latency import prepare_store
-
 from zhrag import settings
 from zhrag.evaluation.datasets import load_questions
-from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.evaluation.runner import evaluate_one, run_tasks
+from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
 from zhrag.models.batching import concurrent_callers
 from zhrag.nodes.common import answer_llm
+
+from bench_common import RESULTS_DIR, machine_info, ratio, tiny_model_dir, write_result
+from retrieval_latency import prepare_store
 
 RESULTS = RESULTS_DIR / "eval_throughput.json"
 METRICS = ("grade",)

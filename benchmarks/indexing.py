@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import RESULTS_DIR, machine_info, ratio, write_result
-
 from zhrag import settings
 from zhrag.kb.embedding_cache import EmbeddingCache
 from zhrag.kb.indexing import index_documents
 from zhrag.kb.sources import iter_documents
 from zhrag.kb.store import KnowledgeStore
+
+from bench_common import RESULTS_DIR, machine_info, ratio, write_result
 
 SPARSE_TARGET_PER_S = 1000
 SMOKE_DOCUMENTS = 30
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = EmbeddingCache(args.cache or Path(work) / "embeddings.sqlite")
         with KnowledgeStore(path=Path(work) / "qdrant", engine=args.engine, embedder=args.embedder) as store:
             clock = time.perf_counter()
-            store.embedder  # load the model outside the timed run
+            _ = store.embedder  # load the model outside the timed run
             load_s = time.perf_counter() - clock
             report = index_documents(store, documents, batch_size=args.batch_size, progress=True, cache=cache)
             machine["device"] = store.embedder.device

@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import RESULTS_DIR, machine_info, write_result
-
 from zhrag import settings
+
+from bench_common import RESULTS_DIR, machine_info, write_result
 
 #: Articles of the full Chinese Wikipedia dump the projection is for (zhwiki has about 1.4M; WikiExtractor keeps
 #: about 1M with text).

@@ -30,8 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_common import RESULTS_DIR, machine_info, median, ratio, write_result
 from generation import sample_inputs
+
+from bench_common import RESULTS_DIR, machine_info, median, ratio, write_result
 
 RESULTS = RESULTS_DIR / "llamacpp.json"
 QUESTIONS = ["中国的首都是哪里？", "水的化学式是什么？", "太阳系最大的行星是哪一颗？", "光速大约是多少？"]

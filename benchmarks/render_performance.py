@@ -271,7 +271,7 @@ def retrieval_scale(document: dict[str, Any]) -> list[str]:
 def latency_cells(value: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """Every latency cell (``p50_ms``, ``p95_ms``, ``qps``) under ``value``, with its dotted path."""
     if isinstance(value, dict):
-        if _LATENCY_KEYS <= set(value):
+        if set(value) >= _LATENCY_KEYS:
             yield path, value
             return
         for key, inner in value.items():
@@ -281,7 +281,7 @@ def latency_cells(value: Any, path: str = "") -> Iterator[tuple[str, dict[str, A
 def scalars(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     """Every number, string or boolean under ``value`` outside latency cells, with its dotted path."""
     if isinstance(value, dict):
-        if _LATENCY_KEYS <= set(value):
+        if set(value) >= _LATENCY_KEYS:
             return
         for key, inner in value.items():
             if not path and key in _SKIP:

@@ -147,7 +147,7 @@ def kb_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             rankings[engine] = [[p["id"] for p in retriever.search(q, args.top_k)] for q in questions]
             results[engine] = {
                 "store": {
-                    mode: timed(lambda q, m=mode: retriever.search(q, args.top_k, mode=m), questions, f"kb {engine} {mode}")
+                    mode: timed(lambda q, m=mode, r=retriever: r.search(q, args.top_k, mode=m), questions, f"kb {engine} {mode}")
                     for mode in SEARCH_MODES
                 }
             }

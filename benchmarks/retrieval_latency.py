@@ -21,15 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from retrieval_engines import timed  # sibling script: p50/p95/mean/qps after a warm-up, as there
-
 from zhrag import settings
 from zhrag.evaluation.retrieval_sets import rc_set
 from zhrag.kb.indexing import index_documents
-from zhrag.mcp.client import KnowledgeClient, ServerConfig
 from zhrag.kb.retrieval import Retriever
 from zhrag.kb.sources import iter_documents
 from zhrag.kb.store import KnowledgeStore
+from zhrag.mcp.client import KnowledgeClient, ServerConfig
+
+from retrieval_engines import timed  # sibling script: p50/p95/mean/qps after a warm-up, as there
 
 RESULTS = Path(__file__).resolve().parent / "results" / "retrieval_latency.json"
 TOP_K = 5

@@ -36,9 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import RESULTS_DIR, machine_info, write_result
-from retrieval_engines import backend_search, encode_queries, timed, versions
-from retrieval_latency import TOP_K, direct_and_mcp
 from tqdm.auto import tqdm
 
 from zhrag import settings
@@ -50,6 +47,10 @@ from zhrag.kb.qdrant_backends import PointData
 from zhrag.kb.qdrant_edge_backend import EdgeBackend
 from zhrag.kb.sources import iter_documents
 from zhrag.kb.store import SEARCH_MODES, KnowledgeStore, point_id
+
+from bench_common import RESULTS_DIR, machine_info, write_result
+from retrieval_engines import backend_search, encode_queries, timed, versions
+from retrieval_latency import TOP_K, direct_and_mcp
 
 RESULTS = RESULTS_DIR / "retrieval_scale.json"
 COLLECTION = "synthetic_scale"

@@ -54,7 +54,7 @@ def gguf_rows(model: str) -> dict[str, Any]:
         "gguf": path.name,
         "row_norm": {TAG: round(float(np.linalg.norm(rows[0])), 4)},
         "distance_from_tag_row": {token: round(float(np.linalg.norm(row - rows[0])), 4)
-                                  for token, row in zip(tokens[1:], rows[1:])},
+                                  for token, row in zip(tokens[1:], rows[1:], strict=True)},
     }
 
 

@@ -66,12 +66,16 @@ def lora_stack_problem(min_peft: str | None = None) -> str | None:
             )
         for line in metadata.requires("peft") or []:
             requirement = Requirement(line)
-            if canonicalize_name(requirement.name) == "transformers" and requirement.marker is None:
-                if requirement.specifier and not requirement.specifier.contains(_base(transformers_version), prereleases=True):
-                    return (
-                        f"peft {peft_version} needs transformers{requirement.specifier}, but transformers "
-                        f"{transformers_version} is installed; install the tested pair: {INSTALL_HINT}"
-                    )
+            if (
+                canonicalize_name(requirement.name) == "transformers"
+                and requirement.marker is None
+                and requirement.specifier
+                and not requirement.specifier.contains(_base(transformers_version), prereleases=True)
+            ):
+                return (
+                    f"peft {peft_version} needs transformers{requirement.specifier}, but transformers "
+                    f"{transformers_version} is installed; install the tested pair: {INSTALL_HINT}"
+                )
     except (InvalidVersion, InvalidRequirement):
         return None
     return None
@@ -96,7 +100,9 @@ def read_lock(path: Path) -> dict[str, str]:
         raise ConfigError(f"cannot read lock file {path}: {error.strerror or error}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"lock file {path} is not UTF-8 text") from None
-    pins = {canonicalize_name(m.group(1)): m.group(2) for line in lines if (m := _PIN.match(line.strip()))}
+    pins: dict[str, str] = {
+        canonicalize_name(m.group(1)): m.group(2) for line in lines if (m := _PIN.match(line.strip()))
+    }
     if not pins:
         raise ConfigError(f"lock file {path} pins no package (expected name==version lines)")
     return pins

@@ -340,7 +340,7 @@ def process_pending(
     """Run the ``items`` (each with an ``id``) not yet in ``results_path``, ``batch_size`` at a time, and append
     ``to_record(item, output, ms per item)`` for each as it finishes; returns the records of ``items``, in file order.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from tqdm.auto import tqdm
 
     done = done_ids(results_path)
     pending = [item for item in items if item.id not in done]

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from zhrag import settings
+from zhrag.kb.passage import Passage
 from zhrag.models import load_llm
 from zhrag.models.batching import concurrent_callers
 from zhrag.prompts import build_answer_prompt
-from zhrag.kb.passage import Passage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from zhrag.errors import ConfigError, KnowledgeBaseError, ModelLoadError
+from zhrag.kb import indexing
 from zhrag.kb.embedding_cache import EmbeddingCache, embed_documents, text_key
 from zhrag.kb.embeddings import E5_EMBEDDER, USE_EMBEDDER, load_embedder
-from zhrag.kb import indexing
 from zhrag.kb.indexing import build_dense, ensure_index, index_documents, index_sources
 from zhrag.kb.retrieval import Retriever
 from zhrag.kb.sources import Document
@@ -157,6 +157,8 @@ def test_first_use_dense_can_be_refused_or_forced_and_a_bad_value_is_named(tmp_p
     with KnowledgeStore("always", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
         assert ensure_index(store, kb_file, progress=False).embedded == len(TINY_KB) and store.dense_ready()
     monkeypatch.setenv("ZHRAG_FIRST_USE_DENSE", "sometimes")
-    with KnowledgeStore("bad", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store:
-        with pytest.raises(ConfigError, match="ZHRAG_FIRST_USE_DENSE must be one of auto, always, never"):
-            ensure_index(store, kb_file, progress=False)
+    with (
+        KnowledgeStore("bad", path=tmp_path / "qdrant", embedder=E5_EMBEDDER) as store,
+        pytest.raises(ConfigError, match="ZHRAG_FIRST_USE_DENSE must be one of auto, always, never"),
+    ):
+        ensure_index(store, kb_file, progress=False)

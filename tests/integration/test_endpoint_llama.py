@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUESTION = "《九命奇冤》是由哪位作者所著？"
 SERVED = "qwen2.5-coder-0.5b"
-START_TIMEOUT_S = 180
+START_TIMEOUT_S = 600  # a guard against a hang: loading the model on a busy machine takes a while
 API_KEY = "test-key-123"
 
 
@@ -99,7 +99,7 @@ def test_ask_through_the_server_equals_the_in_process_answer(
 def test_a_model_the_server_does_not_serve_is_a_one_line_error(model_server: str) -> None:
     result = zhrag(
         "ask", "--variant", "a0", "--model-base-url", model_server, "--model", "nope", "问题",
-        env={"OPENAI_API_KEY": API_KEY}, timeout=120,
+        env={"OPENAI_API_KEY": API_KEY},
     )
     assert result.returncode == 2
     assert f"model endpoint {model_server} does not serve model 'nope'" in result.stderr
@@ -107,6 +107,6 @@ def test_a_model_the_server_does_not_serve_is_a_one_line_error(model_server: str
 
 
 def test_serving_beyond_loopback_without_a_key_is_refused() -> None:
-    result = zhrag("serve-model", "--host", "0.0.0.0", "--port", str(free_port()), env={"ZHRAG_MODEL_API_KEY": ""}, timeout=60)
+    result = zhrag("serve-model", "--host", "0.0.0.0", "--port", str(free_port()), env={"ZHRAG_MODEL_API_KEY": ""})
     assert result.returncode == 2
     assert result.stderr.strip() == "error: serving on 0.0.0.0 needs an API key: set ZHRAG_MODEL_API_KEY"

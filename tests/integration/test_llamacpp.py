@@ -16,11 +16,11 @@ import pytest
 
 from zhrag import settings
 from zhrag.errors import ConfigError
+from zhrag.kb.passage import Passage
 from zhrag.models import LLM, load_llm
 from zhrag.models.packaged import PACKAGED_MODELS, packaged_gguf
 from zhrag.nodes.judge import judge_scores
 from zhrag.prompts import build_answer_prompt, build_judge_prompt
-from zhrag.kb.passage import Passage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

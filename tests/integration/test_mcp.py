@@ -22,8 +22,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from zhrag.errors import MCPServerError
 from zhrag.kb.indexing import index_sources
-from zhrag.mcp.client import KnowledgeClient, ServerConfig, get_knowledge_client, server_launches
 from zhrag.kb.store import KnowledgeStore
+from zhrag.mcp.client import KnowledgeClient, ServerConfig, get_knowledge_client, server_launches
 
 pytestmark = [pytest.mark.integration]
 #: Server processes are found through /proc (Linux).
@@ -171,12 +171,13 @@ def test_empty_information_is_a_tool_error(client: KnowledgeClient):
 
 
 def test_locked_qdrant_makes_the_client_fail_fast_with_the_server_message(tmp_path: Path):
-    with KnowledgeStore(COLLECTION, path=tmp_path / "qdrant"):
-        start = time.perf_counter()
-        with pytest.raises(MCPServerError, match="is locked") as error:
-            KnowledgeClient(ServerConfig(collection=COLLECTION, qdrant_path=str(tmp_path / "qdrant")))
-        elapsed = time.perf_counter() - start
-    assert elapsed < 60 and "\n" not in str(error.value)
+    # "failed to start": the server's exit, not the client's startup timeout ("did not start within")
+    with (
+        KnowledgeStore(COLLECTION, path=tmp_path / "qdrant"),
+        pytest.raises(MCPServerError, match="failed to start: .*is locked") as error,
+    ):
+        KnowledgeClient(ServerConfig(collection=COLLECTION, qdrant_path=str(tmp_path / "qdrant")))
+    assert "\n" not in str(error.value)
 
 
 def test_locked_qdrant_makes_the_server_exit_with_one_line(tmp_path: Path):
@@ -193,27 +194,25 @@ def test_locked_qdrant_makes_the_server_exit_with_one_line(tmp_path: Path):
 
 
 def test_bogus_command_fails_fast(tmp_path: Path):
-    start = time.perf_counter()
+    # "failed to start": the launch error, not the startup timeout ("did not start within")
     with pytest.raises(MCPServerError, match="failed to start: .*No such file"):
         KnowledgeClient(ServerConfig(command=str(tmp_path / "no-such-server")))
-    assert time.perf_counter() - start < 10
 
 
 def test_crashing_server_reports_its_last_stderr_line():
     crash = "import sys; print('starting', file=sys.stderr); print('qdrant exploded', file=sys.stderr); sys.exit(3)"
-    start = time.perf_counter()
     with pytest.raises(MCPServerError, match="failed to start: qdrant exploded$"):
         KnowledgeClient(ServerConfig(command=sys.executable, args=("-c", crash)))
-    assert time.perf_counter() - start < 10
 
 
 def test_silent_server_times_out_instead_of_hanging():
+    silent_s = 600  # the server would stay silent this long; a client that waited for it would hang as long
     start = time.perf_counter()
     with pytest.raises(MCPServerError, match="did not start within 2 s"):
         KnowledgeClient(
-            ServerConfig(command=sys.executable, args=("-c", "import time; time.sleep(60)"), startup_timeout_s=2)
+            ServerConfig(command=sys.executable, args=("-c", f"import time; time.sleep({silent_s})"), startup_timeout_s=2)
         )
-    assert time.perf_counter() - start < 20
+    assert time.perf_counter() - start < silent_s
 
 
 @pytest.mark.skipif(not HAS_PROC, reason="finds the server process through /proc")

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from langgraph.runtime import Runtime
 
+from zhrag.evaluation.reading import evaluate_reading, score_answer
 from zhrag.graph.context import Context
+from zhrag.kb.passage import Passage
 from zhrag.models import load_llm
 from zhrag.nodes.answer import answer
 from zhrag.prompts import build_answer_prompt
-from zhrag.kb.passage import Passage
 from zhrag.training.examples import Example, conversation
 from zhrag.training.formats import export_examples
-from zhrag.evaluation.reading import evaluate_reading, score_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

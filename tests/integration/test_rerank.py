@@ -22,8 +22,8 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from zhrag.kb.embeddings import resolve_embedder
     from zhrag import settings
+    from zhrag.kb.embeddings import resolve_embedder
 
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("cross-encoder")

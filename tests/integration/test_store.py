@@ -300,17 +300,17 @@ def test_copy_from_local_reproduces_local_rankings(tmp_path, kb_file, caplog):
     with KnowledgeStore("tiny", path=path, engine="local") as local:
         index_sources(local, [kb_file], progress=False)
         expected = [search(local, question, top_k=5) for question in questions]
-    with caplog.at_level(logging.WARNING, logger="zhrag.kb.store"):
-        with (
-            KnowledgeStore("tiny", path=path, engine="local") as local,
-            KnowledgeStore("tiny", path=path, engine="edge") as edge,
-        ):
-            assert "zhrag index --from-local" in caplog.text
-            assert copy_collection(local, edge) == len(TINY_KB)
-            assert edge.index_settings() == local.index_settings()
-            assert copy_collection(local, edge) == len(TINY_KB)  # idempotent
-            assert edge.count() == len(TINY_KB)
-            got = [search(edge, question, top_k=5) for question in questions]
+    with (
+        caplog.at_level(logging.WARNING, logger="zhrag.kb.store"),
+        KnowledgeStore("tiny", path=path, engine="local") as local,
+        KnowledgeStore("tiny", path=path, engine="edge") as edge,
+    ):
+        assert "zhrag index --from-local" in caplog.text
+        assert copy_collection(local, edge) == len(TINY_KB)
+        assert edge.index_settings() == local.index_settings()
+        assert copy_collection(local, edge) == len(TINY_KB)  # idempotent
+        assert edge.count() == len(TINY_KB)
+        got = [search(edge, question, top_k=5) for question in questions]
     for mine, theirs in zip(got, expected, strict=True):
         assert [p["id"] for p in mine] == [p["id"] for p in theirs]
         assert [p["score"] for p in mine] == pytest.approx([p["score"] for p in theirs])

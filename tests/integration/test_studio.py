@@ -119,7 +119,7 @@ def test_served_graphs_refuse_operator_fields_from_callers(studio_url: str, tmp_
             self.send_response(404)
             self.end_headers()
 
-        do_GET = do_POST = _record
+        do_GET = do_POST = _record  # noqa: N815 - http.server API
 
         def log_message(self, *args) -> None:
             pass
@@ -136,7 +136,7 @@ def test_served_graphs_refuse_operator_fields_from_callers(studio_url: str, tmp_
         for variant, (context, field) in probes.items():
             try:
                 outcome = str(client.runs.wait(None, variant, input={"question": QUESTION}, context=context))
-            except Exception as error:  # the SDK raises for a failed run on some versions
+            except Exception as error:  # noqa: BLE001 - the SDK raises for a failed run on some versions
                 outcome = str(error)
             assert f"context field '{field}' is set by the server's operator" in outcome, outcome
     finally:

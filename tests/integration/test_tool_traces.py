@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from zhrag import cli
-from zhrag.nodes.agent import find_tool_spec
 from zhrag.kb.indexing import index_sources
-from zhrag.mcp.client import KnowledgeClient, ServerConfig
 from zhrag.kb.store import KnowledgeStore
+from zhrag.mcp.client import KnowledgeClient, ServerConfig
+from zhrag.nodes.agent import find_tool_spec
+from zhrag.rc_pairs import RCPair
 from zhrag.training.examples import check_conversation
 from zhrag.training.tool_traces import build_tool_traces
-from zhrag.rc_pairs import RCPair
 
 pytestmark = pytest.mark.integration
 

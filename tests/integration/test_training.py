@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_hooks import InterruptAt
 
 from zhrag.cli import main
 from zhrag.models import load_llm
 from zhrag.rc_pairs import default_rc_source
 from zhrag.training.formats import import_examples
 from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
+
+from trainer_hooks import InterruptAt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,6 @@ from pydantic import Field
 from zhrag.models import LocalLLM, ScoredText
 
 
-
 class ScriptedChatModel(BaseChatModel):
     """Chat model whose reply is ``reply(prompt text)``; keeps every prompt it saw."""
 

@@ -15,8 +15,9 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 def modules():
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import bench_common
         import render_performance
+
+        import bench_common
 
         yield bench_common, render_performance
     finally:

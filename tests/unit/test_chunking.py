@@ -27,7 +27,7 @@ def test_windows_respect_size_end_at_sentence_ends_and_cover_every_sentence():
 
 def test_consecutive_windows_overlap():
     windows = split_text(LONG_TEXT, chunk_size=120, overlap=30)
-    for previous, following in zip(windows, windows[1:]):
+    for previous, following in zip(windows, windows[1:], strict=False):
         shared = following[:10]
         assert shared in previous, (previous, following)
         assert previous.index(shared) > 0  # the next window moves forward

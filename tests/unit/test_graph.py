@@ -16,14 +16,14 @@ from zhrag.errors import ConfigError, InputError
 from zhrag.graph import builder
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
+from zhrag.kb.lexical import tokenize
+from zhrag.kb.passage import Passage
 from zhrag.models import LocalLLM
 from zhrag.nodes import common, retrieve
 from zhrag.nodes.requery import next_query
 from zhrag.prompts import normalize_text
 from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
 from zhrag.prompts.requery import CHAT_REQUERY_SYSTEM
-from zhrag.kb.lexical import tokenize
-from zhrag.kb.passage import Passage
 
 QUESTION = "甲城位于哪个省？"
 P_CITY = Passage(id="kb#1", title="甲城", text="甲城位于乙省北部，是乙省第二大城市。", score=0.9)

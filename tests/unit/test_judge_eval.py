@@ -10,11 +10,11 @@ import pytest
 from fakes import ScoringLLM
 
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.prompts import build_judge_prompt
+from zhrag.evaluation.judge_eval import best_threshold, classification, evaluate_judge, roc_auc
 from zhrag.kb.passage import Passage
+from zhrag.prompts import build_judge_prompt
 from zhrag.training.examples import Example, conversation
 from zhrag.training.formats import export_examples
-from zhrag.evaluation.judge_eval import best_threshold, classification, evaluate_judge, roc_auc
 
 # Each passage text says how relevant the fake judge finds it: "分数0.97" → P(是) = 0.97.
 TRAIN = [(True, 0.97), (True, 0.9), (True, 0.6), (False, 0.92), (False, 0.3), (False, 0.1)]

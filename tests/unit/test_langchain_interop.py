@@ -94,9 +94,11 @@ def test_a_langchain_collection_of_another_dimension_is_a_clear_error(tmp_path: 
     client.create_collection("lc", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE))
     client.upsert("lc", [models.PointStruct(id=1, vector=[0.1] * 8, payload={"page_content": "山", "metadata": {}})])
     client.close()
-    with KnowledgeStore("lc", path=tmp_path, engine="local", embedder="toy") as store:
-        with pytest.raises(KnowledgeBaseError, match="8 dimensions.*--embedder"):
-            store.candidates("山", 1)
+    with (
+        KnowledgeStore("lc", path=tmp_path, engine="local", embedder="toy") as store,
+        pytest.raises(KnowledgeBaseError, match="8 dimensions.*--embedder"),
+    ):
+        store.candidates("山", 1)
 
 
 def test_zhrag_collections_are_not_taken_for_langchain_ones(tmp_path: Path, toy_embedder: Embedder) -> None:

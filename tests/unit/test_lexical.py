@@ -59,7 +59,7 @@ def test_longer_documents_get_lower_weights_for_the_same_term_frequency():
     short = lexical.document_vector(["长江", "黄河"], avgdl=4.0)
     long = lexical.document_vector(["长江", "黄河", "珠江", "淮河", "汉江", "湘江"], avgdl=4.0)
     river = lexical.term_id("长江")
-    assert dict(zip(long.indices, long.values))[river] < dict(zip(short.indices, short.values))[river]
+    assert dict(zip(long.indices, long.values, strict=True))[river] < dict(zip(short.indices, short.values, strict=True))[river]
 
 
 def test_average_length():

@@ -13,9 +13,9 @@ from tokenizers.processors import TemplateProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from zhrag.errors import ConfigError, TrainingDataError
+from zhrag.kb.passage import Passage
 from zhrag.models.gguf_cache import cached_model_dir
 from zhrag.prompts import build_answer_prompt
-from zhrag.kb.passage import Passage
 from zhrag.training.examples import Example, conversation
 from zhrag.training.masking import IGNORE_INDEX, tokenize_conversation, tokenize_examples
 

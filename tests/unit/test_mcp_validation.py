@@ -11,9 +11,9 @@ from langchain_core.messages import ToolMessage
 from mcp.shared.memory import create_connected_server_and_client_session
 
 from zhrag.errors import ConfigError, MCPServerError
+from zhrag.kb.passage import Passage
 from zhrag.mcp.client import ServerConfig, _result_items, _to_passage
 from zhrag.mcp.server import ServerSettings, build_server, parse_args
-from zhrag.kb.passage import Passage
 
 
 class RecordingStore:

@@ -15,10 +15,10 @@ from zhrag.evaluation.official_grader import JudgeError
 from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
+from zhrag.kb.passage import Passage
 from zhrag.nodes import retrieve
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
 from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
-from zhrag.kb.passage import Passage
 
 QUESTION = "甲城位于哪个省？"
 GOLD = "乙省"
@@ -137,7 +137,7 @@ def ragas_judge(statements: list[str], verdicts: list[int]) -> Callable[[str], s
         if STATEMENTS_PROMPT in text:
             return json.dumps({"statements": statements}, ensure_ascii=False)
         if NLI_PROMPT in text:
-            rows = [{"statement": s, "reason": "见资料", "verdict": v} for s, v in zip(statements, verdicts)]
+            rows = [{"statement": s, "reason": "见资料", "verdict": v} for s, v in zip(statements, verdicts, strict=True)]
             return "```json\n" + json.dumps({"statements": rows}, ensure_ascii=False) + "\n```"
         raise AssertionError(f"unexpected prompt: {text[:200]}")
 

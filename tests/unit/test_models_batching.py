@@ -6,10 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_models_hf import PROMPTS, make_lora_adapter, make_model_dir
 
 from zhrag.models import load_llm
 from zhrag.models.batching import concurrent_callers
+
+from test_models_hf import PROMPTS, make_lora_adapter, make_model_dir
 
 
 @pytest.fixture(scope="module")

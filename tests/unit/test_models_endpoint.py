@@ -28,25 +28,32 @@ from zhrag.nodes import common
 from zhrag.prompts.answer import CHAT_CLOSED_BOOK_SYSTEM
 
 QUESTION = "甲城位于哪个省？"
+#: The longest a held stub reply waits for company (a guard against a hang, not a speed requirement).
+HOLD_GUARD_S = 60.0
 
 
 class StubServer:
     """A tiny OpenAI-compatible server: ``/v1/models`` lists ``models``, chat replies come from ``reply(body)``.
 
-    Each chat reply waits ``delay_s``; ``max_in_flight`` records the most chat requests served at once.
+    Each chat reply waits ``delay_s``; ``max_in_flight`` records the most chat requests served at once. With
+    ``hold_until`` N, chat replies wait until N requests have been in flight at once (so a client that keeps
+    several in flight shows it however busy the machine is); a client that never does releases them after
+    ``HOLD_GUARD_S``, once.
     """
 
     def __init__(
-        self, models: list[str], reply: Callable[[dict[str, Any]], str], status: int = 200, delay_s: float = 0.0
+        self, models: list[str], reply: Callable[[dict[str, Any]], str], status: int = 200, delay_s: float = 0.0,
+        hold_until: int = 0,
     ) -> None:
         self.models = models
         self.reply = reply
         self.status = status
         self.delay_s = delay_s
+        self.hold_until = hold_until
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self._count = threading.Lock()
+        self._count = threading.Condition()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -74,6 +81,10 @@ class StubServer:
                 with stub._count:
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                    stub._count.notify_all()
+                    held = stub._count.wait_for(lambda: stub.max_in_flight >= stub.hold_until, HOLD_GUARD_S)
+                    if not held:
+                        stub.hold_until = 0  # the client never had that many in flight: stop holding
                 time.sleep(stub.delay_s)
                 with stub._count:
                     stub.in_flight -= 1
@@ -250,7 +261,7 @@ def test_a0_graph_answers_through_the_endpoint_with_chat_messages(stub: Callable
 def test_evaluation_sends_questions_to_the_endpoint_concurrently(stub: Callable[..., StubServer], tmp_path: Path) -> None:
     questions = [Question(id=f"q{n}", question=f"第{n}号城位于哪个省？", answer=f"{n}号省") for n in range(1, 9)]
     server = stub(["served-a"], lambda body: last_user_text(body).replace("第", "").replace("城位于哪个省？", "省"),
-                  delay_s=0.2)
+                  hold_until=2)
     context = Context(model="served-a", model_base_url=server.url)
     run_evaluation(["a0"], questions, tmp_path / "run", context=context, metrics=["grade"], progress=False,
                    kb_sources=[])

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from zhrag.errors import ModelLoadError
 from zhrag.models import LocalLLM, load_llm
+
 from tiny_models import tiny_llama_dir
 
 CORPUS = [
@@ -89,7 +90,7 @@ def test_batched_generation_equals_one_at_a_time(tiny_dir: Path) -> None:
     single = [llm.generate([prompt], max_new_tokens=6, stop=())[0] for prompt in PROMPTS]
     assert batched == single
     assert all(text for text in batched)
-    assert not any(text.startswith(prompt) for text, prompt in zip(batched, PROMPTS))
+    assert not any(text.startswith(prompt) for text, prompt in zip(batched, PROMPTS, strict=True))
 
 
 def test_generation_stops_at_and_drops_the_stop_string(tiny_dir: Path) -> None:

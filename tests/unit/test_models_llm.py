@@ -59,9 +59,8 @@ def test_generate_validates_budget_and_accepts_no_prompts() -> None:
 
 def test_wrapped_langchain_models_have_no_transformers_model() -> None:
     llm = LocalLLM.from_langchain(FakeListChatModel(responses=["x"]))
-    with pytest.raises(ConfigError, match="not a local Hugging Face model"):
-        with llm.hf_model():
-            pass
+    with pytest.raises(ConfigError, match="not a local Hugging Face model"), llm.hf_model():
+        pass
 
 
 def test_registered_models_resolve_by_name_until_unregistered() -> None:

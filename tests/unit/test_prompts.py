@@ -8,6 +8,7 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from zhrag import settings
+from zhrag.kb.passage import Passage
 from zhrag.prompts import (
     UNKNOWN_ANSWER,
     build_answer_prompt,
@@ -21,7 +22,6 @@ from zhrag.prompts import (
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS, CLOSED_BOOK_EXAMPLES, RAG_EXAMPLES
 from zhrag.prompts.judge import JUDGE_EXAMPLES
 from zhrag.prompts.requery import REQUERY_EXAMPLES
-from zhrag.kb.passage import Passage
 
 
 def passage(pid: str, text: str, title: str = "") -> Passage:

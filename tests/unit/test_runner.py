@@ -19,11 +19,11 @@ from zhrag.evaluation.eval_settings import EvalSettings
 from zhrag.evaluation.official_grader import JudgeError
 from zhrag.evaluation.report import RESULTS_FILE, read_results
 from zhrag.evaluation.runner import dataset_info, run_evaluation
-from zhrag.run_folder import RUN_FILE
 from zhrag.graph.context import Context
+from zhrag.kb.passage import Passage
 from zhrag.models import LocalLLM, register_llm, unregister_llm
 from zhrag.nodes import retrieve
-from zhrag.kb.passage import Passage
+from zhrag.run_folder import RUN_FILE
 
 QUESTIONS = [
     Question(id=f"q{n}", question=f"第{n}号城位于哪个省？", answer=f"{n}号省", primary_category="地理")

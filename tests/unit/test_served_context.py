@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_graph import P_CITY, QUESTION, FakeKnowledge, knowledge, scoring_model  # noqa: F401  (fixtures)
 
 from zhrag.errors import ConfigError, RunContextError
 from zhrag.graph import builder
@@ -24,6 +23,8 @@ from zhrag.graph.served import (
     operator_context,
     served_context,
 )
+
+from test_graph import P_CITY, QUESTION, FakeKnowledge, knowledge, scoring_model  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +45,7 @@ def recording_endpoint() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
             self.send_response(404)
             self.end_headers()
 
-        do_GET = do_POST = _record
+        do_GET = do_POST = _record  # noqa: N815 - http.server API
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -153,9 +154,7 @@ def test_served_graphs_run_the_callers_knobs(
     state = graph.invoke({"question": QUESTION}, context={"model": name, "top_k": 2, "max_requeries": 0})
     assert kb.calls == [(QUESTION, 2)]  # no requery: the routing reads the caller's max_requeries too
     assert state["answer"] and seen == [Context(model=name, top_k=2, max_requeries=0)]
-    assert build_graph("a2", served=True).get_context_jsonschema()["properties"].keys() == {
-        item for item in Context.__dataclass_fields__
-    }
+    assert build_graph("a2", served=True).get_context_jsonschema()["properties"].keys() == set(Context.__dataclass_fields__)
 
 
 def test_in_process_graphs_and_full_contexts_stay_trusted(tmp_path: Path) -> None:

@@ -16,11 +16,11 @@ from qdrant_client.hybrid.fusion import reciprocal_rank_fusion
 from zhrag import settings
 from zhrag.errors import ConfigError, QdrantUnavailableError
 from zhrag.graph.context import Context
-from zhrag.mcp.client import ServerConfig
-from zhrag.mcp.server import ServerSettings, parse_args
 from zhrag.kb.qdrant_backends import ClientBackend, PointData, local_collection_exists
 from zhrag.kb.qdrant_edge_backend import EdgeBackend, shard_directory, weighted_rrf
 from zhrag.kb.store import KnowledgeStore
+from zhrag.mcp.client import ServerConfig
+from zhrag.mcp.server import ServerSettings, parse_args
 
 METADATA = {"embedder": "toy", "dimension": 4, "bm25": {"avgdl": 3.0, "k1": 1.2, "b": 0.75}}
 

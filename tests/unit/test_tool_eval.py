@@ -11,9 +11,9 @@ import pytest
 from zhrag.errors import DatasetError, TrainingDataError
 from zhrag.evaluation.metrics import proportion, wilson_interval
 from zhrag.evaluation.report import merged_results, tool_use, write_report
+from zhrag.evaluation.tool_eval import score_step, summarize, tool_steps
 from zhrag.models.tool_calls import ToolCall, ToolReply
 from zhrag.prompts.agent import AGENT_SYSTEM
-from zhrag.evaluation.tool_eval import score_step, summarize, tool_steps
 
 TOOLS = [{"type": "function", "function": {"name": "qdrant-find", "description": "search",
                                             "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]

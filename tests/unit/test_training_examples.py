@@ -12,10 +12,10 @@ from zhrag import settings
 from zhrag.errors import TrainingDataError
 from zhrag.evaluation.datasets import Question
 from zhrag.evaluation.retrieval_metrics import kb_covered
-from zhrag.prompts import build_answer_prompt, build_judge_prompt, normalize_text
-from zhrag.rc_pairs import RCPair, default_rc_source, load_rc_pairs
 from zhrag.kb.passage import Passage
 from zhrag.kb.sources import Document
+from zhrag.prompts import build_answer_prompt, build_judge_prompt, normalize_text
+from zhrag.rc_pairs import RCPair, default_rc_source, load_rc_pairs
 from zhrag.training.examples import (
     Example,
     LexicalRetriever,

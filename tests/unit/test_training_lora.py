@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_hooks import InterruptAt
 from transformers import (
     AutoModelForCausalLM,
     Gemma3ForCausalLM,
@@ -25,11 +24,13 @@ from transformers import (
 
 from zhrag.errors import ConfigError, ModelLoadError
 from zhrag.models import load_llm
-from tiny_models import bpe_tokenizer
 from zhrag.training.card import CARD_FILE, CHECKPOINTS_DIR, LOSS_PLOT_FILE, RUN_FILE
 from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
 from zhrag.training.masking import IGNORE_INDEX, tokenize_conversation
 from zhrag.training.sft import LeftPadCollator, logits_needed, tail_loss
+
+from tiny_models import bpe_tokenizer
+from trainer_hooks import InterruptAt
 
 pytest.importorskip("datasets", reason="the optional 'datasets' package (zhrag[train]) reads training files")
 

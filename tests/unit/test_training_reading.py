@@ -14,12 +14,12 @@ from pydantic import Field
 
 from zhrag.cli import main
 from zhrag.errors import ConfigError, TrainingDataError
+from zhrag.evaluation.reading import evaluate_reading, reading_items, score_answer
+from zhrag.kb.passage import Passage
 from zhrag.models import LocalLLM, register_llm, unregister_llm
 from zhrag.prompts import build_answer_prompt
-from zhrag.kb.passage import Passage
 from zhrag.training.examples import Example, conversation
 from zhrag.training.formats import export_examples
-from zhrag.evaluation.reading import evaluate_reading, reading_items, score_answer
 
 
 class ScriptedLLM(LLM):

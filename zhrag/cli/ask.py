@@ -55,7 +55,13 @@ def ask(
     models: ModelOptions,
     graph: GraphOptions,
     store: StoreOptions,
-    variant: Annotated[str, typer.Option("--variant", "-v", help="a0 (model alone), a1 (retrieve), a2 (judge + requery), a3 (the model calls qdrant-find itself).")] = "a1",
+    variant: Annotated[
+        str,
+        typer.Option(
+            "--variant", "-v",
+            help="a0 (model alone), a1 (retrieve), a2 (judge + requery), a3 (the model calls qdrant-find itself).",
+        ),
+    ] = "a1",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with answer, contexts, queries, timings.")] = False,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,

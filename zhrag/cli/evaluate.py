@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from zhrag import settings
-from zhrag.cli.common import _check_variant, _context, _direct_store_only, _open_store, _prepare_knowledge_base, _split_values
+from zhrag.cli.common import (
+    _check_variant,
+    _context,
+    _direct_store_only,
+    _open_store,
+    _prepare_knowledge_base,
+    _split_values,
+)
 from zhrag.cli.options import (
     ForceOpt,
     GraphOptions,
@@ -34,23 +41,26 @@ def eval_(
     store: StoreOptions,
     variants: Annotated[
         list[str], typer.Option("--variants", help="Variants to compare on the same questions: --variants a0 a1 a2.")
-    ] = ["a0", "a1", "a2"],
+    ] = ["a0", "a1", "a2"],  # noqa: B006 - typer copies a list default; it is never mutated
     out: Annotated[Path, out_option("Run directory; re-running resumes it.")] = Path("runs/eval"),
     data: Annotated[
-        Optional[str],
-        typer.Option(help="Question jsonl file, HF dataset id, or rc (held-out reading-comprehension pairs as open questions); default: shared dev set."),
+        str | None,
+        typer.Option(
+            help="Question jsonl file, HF dataset id, or rc (held-out reading-comprehension pairs as open questions); "
+            "default: shared dev set."
+        ),
     ] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N questions (after the filters).")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="A seeded random sample of N questions (all categories).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions (after the filters).")] = None,
+    sample: Annotated[int | None, typer.Option(help="A seeded random sample of N questions (all categories).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     exclude_sample: Annotated[
-        Optional[int], typer.Option(help="Leave out the questions of the seeded --sample of this size (a tuning set beside it).")
+        int | None, typer.Option(help="Leave out the questions of the seeded --sample of this size (a tuning set beside it).")
     ] = None,
     exclude_seed: Annotated[int, typer.Option(help="Seed of --exclude-sample.")] = 0,
-    category: Annotated[Optional[list[str]], typer.Option("--category", help="Primary category to keep (repeatable).")] = None,
-    ids_file: Annotated[Optional[Path], typer.Option(help="File of question ids to keep, one per line.")] = None,
+    category: Annotated[list[str] | None, typer.Option("--category", help="Primary category to keep (repeatable).")] = None,
+    ids_file: Annotated[Path | None, typer.Option(help="File of question ids to keep, one per line.")] = None,
     metrics: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--metrics",
             help="Any of grade, retrieval, strings, faithfulness, answer_correctness "
@@ -58,15 +68,15 @@ def eval_(
         ),
     ] = None,
     grader: Annotated[str, typer.Option(help="rules (offline string matching) or official (LLM judge).")] = "rules",
-    eval_model: Annotated[Optional[str], typer.Option(help="Local judge model for the official grader and RAGAS.")] = None,
+    eval_model: Annotated[str | None, typer.Option(help="Local judge model for the official grader and RAGAS.")] = None,
     eval_base_url: Annotated[
-        Optional[str], typer.Option(help="OpenAI-compatible judge endpoint, e.g. http://localhost:8000/v1 (key: OPENAI_API_KEY).")
+        str | None, typer.Option(help="OpenAI-compatible judge endpoint, e.g. http://localhost:8000/v1 (key: OPENAI_API_KEY).")
     ] = None,
-    eval_api_model: Annotated[Optional[str], typer.Option(help="Model name served by --eval-base-url.")] = None,
+    eval_api_model: Annotated[str | None, typer.Option(help="Model name served by --eval-base-url.")] = None,
     eval_embedder: Annotated[str, typer.Option(help="Embedder of RAGAS answer similarity.")] = settings.PACKAGED_EMBEDDER,
     force: ForceOpt = False,
     concurrency: Annotated[
-        Optional[int], typer.Option(min=1, help="Questions evaluated at once, their generation batched (default: 1 on CPU, the batch limit on GPUs).")
+        int | None, typer.Option(min=1, help="Questions evaluated at once, their generation batched (default: 1 on CPU, the batch limit on GPUs).")
     ] = None,
     reranker: RerankerOpt = None,
     kb: KbOpt = None,
@@ -109,15 +119,15 @@ def eval_retrieval(
         typer.Option(
             "--sets", help="Query sets: rc, rc-train, rc-heldout, dev-verified, dev-covered (default: rc, dev-verified, dev-covered)."
         ),
-    ] = ["rc", "dev-verified", "dev-covered"],
-    rc_limit: Annotated[Optional[int], typer.Option(help="A seeded sample of N reading-comprehension pairs.")] = None,
+    ] = ["rc", "dev-verified", "dev-covered"],  # noqa: B006 - typer copies a list default; it is never mutated
+    rc_limit: Annotated[int | None, typer.Option(help="A seeded sample of N reading-comprehension pairs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --rc-limit.")] = 0,
-    data: Annotated[Optional[Path], typer.Option(help="Chinese-SimpleQA jsonl (default: the shared dev set).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Chinese-SimpleQA jsonl (default: the shared dev set).")] = None,
     ablation: Annotated[
         bool, typer.Option("--ablation/--no-ablation", help="All ablation rows, or only the store's configuration.")
     ] = True,
     dense_weights: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--dense-weights",
             help="Dense RRF weights of the hybrid ablation rows, e.g. 0.2 0.5 1 (default: 1 0.2); given, each weight "
@@ -198,7 +208,7 @@ def _weights(values: list[str]) -> tuple[float, ...]:
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by zhrag eval.")],
     abstention: Annotated[
-        Optional[Path], typer.Option(help="abstention.json of thresholds tuned on other questions (zhrag tune-abstention).")
+        Path | None, typer.Option(help="abstention.json of thresholds tuned on other questions (zhrag tune-abstention).")
     ] = None,
 ) -> None:
     """Rewrite report.md, summary.json and the plots of RUN_DIR from its results.jsonl."""
@@ -226,7 +236,7 @@ def compare(
 
 def tune_abstention(
     run_dir: Annotated[Path, typer.Argument(help="Tuning run written by zhrag eval (questions outside the evaluation sample).")],
-    out: Annotated[Optional[Path], out_option("Thresholds file (default: RUN_DIR/abstention.json).")] = None,
+    out: Annotated[Path | None, out_option("Thresholds file (default: RUN_DIR/abstention.json).")] = None,
 ) -> None:
     """Pick per variant the answer-confidence threshold of highest F on RUN_DIR; write abstention.json."""
     from zhrag.evaluation.abstention import ABSTENTION_FILE, tune_thresholds, write_thresholds
@@ -250,8 +260,8 @@ JudgeModelOptions = single_model_options("judge", "--judge-adapter")
 def _run_model(models: SingleModelOptions, record_engine: bool = False) -> tuple[Any, dict[str, Any]]:
     """The model of an evaluation over examples (eval-reading, eval-tools, eval-judge) and what its ``run.json``
     records of it (the engine where it is not auto, or always with ``record_engine``)."""
-    from zhrag.models import load_llm
     from zhrag.evaluation.reading import adapter_identity
+    from zhrag.models import load_llm
 
     llm = load_llm(models.model, adapter=models.adapter, device=models.device, engine=models.engine)
     record = {"model": models.model, "adapter": adapter_identity(models.adapter)}
@@ -265,7 +275,7 @@ def eval_reading(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data.")],
     out: RunOutOpt,
     models: AnswerModelOptions,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N answer examples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N answer examples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (the answer node's default).")] = 32,
     force: ForceOpt = False,
@@ -291,8 +301,8 @@ def eval_tools(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data --task tools.")],
     out: RunOutOpt,
     models: AgentModelOptions,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N traces.")] = None,
-    untrained_by: Annotated[Optional[Path], typer.Option(
+    limit: Annotated[int | None, typer.Option(help="Only the first N traces.")] = None,
+    untrained_by: Annotated[Path | None, typer.Option(
         help="Replay the training split's traces this adapter folder did not train on (nor their paragraphs) "
              "instead of the held-out split; for the base model too.")] = None,
     force: ForceOpt = False,

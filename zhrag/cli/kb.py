@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ from zhrag.errors import ConfigError
 def index(
     store_options: StoreOptions,
     sources: Annotated[
-        Optional[list[Path]], typer.Argument(help="jsonl, text files, WikiExtractor directories or SQuAD json.")
+        list[Path] | None, typer.Argument(help="jsonl, text files, WikiExtractor directories or SQuAD json.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Points per upsert batch.")] = 128,
     from_local: Annotated[

@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -47,17 +47,17 @@ def adapter_option(role: str, *aliases: str) -> Any:
 
 
 RerankerOpt = Annotated[
-    Optional[str], typer.Option(help="evidence (offline, default), none, or a sentence-transformers cross-encoder.")
+    str | None, typer.Option(help="evidence (offline, default), none, or a sentence-transformers cross-encoder.")
 ]
 EngineOpt = Annotated[str, typer.Option(help="auto (llama.cpp for GGUF models without adapter, else transformers), llama.cpp or transformers.")]
 RunOutOpt = Annotated[Path, out_option("Run folder; re-running resumes it.")]
 ForceOpt = Annotated[bool, force_option("Start afresh when OUT holds a run with other settings.")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: auto).")]
 KbOpt = Annotated[
-    Optional[list[Path]],
+    list[Path] | None,
     typer.Option("--kb", help="Source(s) indexed on first use when the collection is empty (default: shared KB)."),
 ]
-PassageKbOpt = Annotated[Optional[Path], typer.Option(help="Knowledge-base source of the passages (default: shared KB).")]
+PassageKbOpt = Annotated[Path | None, typer.Option(help="Knowledge-base source of the passages (default: shared KB).")]
 
 
 @dataclass
@@ -73,19 +73,19 @@ class ModelOptions:
     ] = settings.DEFAULT_LLM
     engine: EngineOpt = "auto"
     answer_adapter: Annotated[
-        Optional[str], typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering (transformers engine).")
+        str | None, typer.Option("--adapter", "--answer-adapter", help="LoRA adapter for answering (transformers engine).")
     ] = None
-    judge_model: Annotated[Optional[str], typer.Option(help="A2 judge / requery model (default: the answer model).")] = None
-    judge_adapter: Annotated[Optional[str], typer.Option(help="LoRA adapter for the A2 judge.")] = None
+    judge_model: Annotated[str | None, typer.Option(help="A2 judge / requery model (default: the answer model).")] = None
+    judge_adapter: Annotated[str | None, typer.Option(help="LoRA adapter for the A2 judge.")] = None
     model_base_url: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="OpenAI-compatible endpoint serving --model, e.g. http://localhost:8000/v1 (key: OPENAI_API_KEY)."),
     ] = None
     judge_base_url: Annotated[
-        Optional[str], typer.Option(help="OpenAI-compatible endpoint serving the judge (default: --model-base-url).")
+        str | None, typer.Option(help="OpenAI-compatible endpoint serving the judge (default: --model-base-url).")
     ] = None
     device: DeviceOpt = None
-    dtype: Annotated[Optional[str], typer.Option(help="bfloat16, float16 or float32 (transformers engine; default: per device).")] = None
+    dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (transformers engine; default: per device).")] = None
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (1..512).")] = 32
 
 
@@ -97,9 +97,9 @@ class SingleModelOptions:
     """
 
     model: str = settings.DEFAULT_LLM
-    adapter: Optional[str] = None
+    adapter: str | None = None
     engine: str = "auto"
-    device: Optional[str] = None
+    device: str | None = None
 
 
 def single_model_options(role: str, adapter_alias: str) -> type[SingleModelOptions]:
@@ -107,7 +107,7 @@ def single_model_options(role: str, adapter_alias: str) -> type[SingleModelOptio
     ``--adapter`` is also ``adapter_alias`` (e.g. ``--judge-adapter``)."""
     fields = [
         ("model", Annotated[str, model_option(role.capitalize())], settings.DEFAULT_LLM),
-        ("adapter", Annotated[Optional[str], adapter_option(role, adapter_alias)], None),
+        ("adapter", Annotated[str | None, adapter_option(role, adapter_alias)], None),
         ("engine", EngineOpt, "auto"),
         ("device", DeviceOpt, None),
     ]
@@ -126,13 +126,13 @@ class GraphOptions:
     max_requeries: Annotated[int, typer.Option(help="A2: maximum query rewrites.")] = 2
     max_tool_rounds: Annotated[int, typer.Option(help="A3: most rounds of qdrant-find calls the agent makes (0..5).")] = 2
     judge_threshold: Annotated[
-        Optional[float], typer.Option(help="A2: keep passages whose judge score P(是)/(P(是)+P(否)) reaches this (default: calibrated).")
+        float | None, typer.Option(help="A2: keep passages whose judge score P(是)/(P(是)+P(否)) reaches this (default: calibrated).")
     ] = None
     a2_fallback: Annotated[
         str, typer.Option(help="A2 when nothing is kept: closed_book or top_passage (the best rejected passage).")
     ] = "closed_book"
     abstain_below: Annotated[
-        Optional[float], typer.Option(help="Answer 不知道 when the answer's confidence is below this (default: never).")
+        float | None, typer.Option(help="Answer 不知道 when the answer's confidence is below this (default: never).")
     ] = None
 
 
@@ -141,15 +141,15 @@ class StoreOptions:
     """Where the knowledge base is stored and how it is embedded."""
 
     collection: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Qdrant collection of the knowledge base; default: the embedder's (zhrag_kb_e5 for e5)."),
     ] = None
     qdrant_url: Annotated[
-        Optional[str], typer.Option(help="Qdrant server URL (env ZHRAG_QDRANT_URL); default: embedded storage.")
+        str | None, typer.Option(help="Qdrant server URL (env ZHRAG_QDRANT_URL); default: embedded storage.")
     ] = None
-    qdrant_path: Annotated[Optional[Path], typer.Option(help="Embedded Qdrant directory (env ZHRAG_QDRANT_PATH).")] = None
+    qdrant_path: Annotated[Path | None, typer.Option(help="Embedded Qdrant directory (env ZHRAG_QDRANT_PATH).")] = None
     qdrant_engine: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Embedded engine: edge (Qdrant Edge, default) or local (qdrant-client; env ZHRAG_QDRANT_ENGINE)."),
     ] = None
     embedder: Annotated[
@@ -160,7 +160,7 @@ class StoreOptions:
         ),
     ] = settings.DEFAULT_EMBEDDER
     mcp_url: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="A running knowledge server's MCP endpoint (zhrag serve-mcp --transport streamable-http; env "
             "ZHRAG_MCP_URL, token ZHRAG_MCP_TOKEN) used by graphs and search instead of opening the store."

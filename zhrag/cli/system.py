@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -46,7 +46,7 @@ def serve_model(
 
 def doctor(
     lock: Annotated[
-        Optional[Path], typer.Option(help="Lock file to compare the installed versions with (default: the clone's requirements.lock).")
+        Path | None, typer.Option(help="Lock file to compare the installed versions with (default: the clone's requirements.lock).")
     ] = None,
 ) -> None:
     """Check the installation: transformers / peft pair, installed versions against the lock file, the default model."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -37,7 +37,7 @@ def build_data(
     ] = "rc",
     kb: PassageKbOpt = None,
     data_format: Annotated[str, typer.Option("--format", help="sharegpt or alpaca.")] = "sharegpt",
-    limit: Annotated[Optional[int], typer.Option(help="A seeded sample of N pairs / questions.")] = None,
+    limit: Annotated[int | None, typer.Option(help="A seeded sample of N pairs / questions.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample, passage order and held-out split.")] = 0,
     model: Annotated[
         str, typer.Option(help="Model the data is for: its chat template (or none) decides the prompt form.")
@@ -47,13 +47,13 @@ def build_data(
         bool, typer.Option("--judge-check/--no-judge-check", help="tools: the judge model (--model) checks each trace.")
     ] = True,
     judge_threshold: Annotated[
-        Optional[float], typer.Option(min=0.0, max=1.0, help="tools: judge score a trace's passage must reach.")
+        float | None, typer.Option(min=0.0, max=1.0, help="tools: judge score a trace's passage must reach.")
     ] = None,
 ) -> None:
     """Write fine-tuning examples (train and held-out eval splits) in the graph's own prompt formats into OUT."""
+    from zhrag.training.base_model import uses_chat_template
     from zhrag.training.build import build_qa_data, build_rc_data
     from zhrag.training.formats import write_splits
-    from zhrag.training.base_model import uses_chat_template
 
     writable_dir(out, "--out", create=False)
     if task == "tools":
@@ -85,8 +85,8 @@ def _build_tool_data(
 ) -> None:
     """``build-data --task tools``: A3 traces searched through qdrant-find, checked by the judge model."""
     from zhrag.graph.context import DEFAULT_JUDGE_THRESHOLD, Context
-    from zhrag.nodes.retrieve import server_config
     from zhrag.mcp.client import KnowledgeClient
+    from zhrag.nodes.retrieve import server_config
     from zhrag.training.build import build_tool_data
     from zhrag.training.formats import write_splits
 
@@ -123,7 +123,7 @@ def train(
     out: Annotated[Path, out_option("Adapter folder, e.g. adapters/NAME; re-running resumes.")],
     model: Annotated[str, model_option("Base")] = settings.DEFAULT_LLM,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after N optimiser steps (overrides --epochs).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimiser steps (overrides --epochs).")] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (linear warm-up and decay).")] = 2e-4,
     batch_size: Annotated[int, typer.Option(help="Examples per device per forward pass.")] = 4,
     grad_accum: Annotated[int, typer.Option(help="Forward passes per optimiser step.")] = 1,
@@ -138,11 +138,11 @@ def train(
              "<tool_call> tags where they are special tokens of an untied output layer (Qwen2.5); none: no rows.")
     ] = "auto",
     max_length: Annotated[int, typer.Option(help="Most tokens per example (longer prompts lose their start).")] = 1536,
-    limit: Annotated[Optional[int], typer.Option(help="Train on a seeded sample of N examples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Train on a seeded sample of N examples.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample, LoRA init and data order.")] = 0,
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N optimiser steps.")] = 50,
     logging_steps: Annotated[int, typer.Option(help="Log the loss every N optimiser steps.")] = 5,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or mps (default: auto; bf16 on CUDA).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or mps (default: auto; bf16 on CUDA).")] = None,
     force: Annotated[bool, force_option("Replace another adapter or other checkpoints in OUT.")] = False,
 ) -> None:
     """Train a LoRA adapter for the answer or judge node or the a3 agent (resumable; multi-GPU with accelerate launch -m zhrag.cli)."""
@@ -176,9 +176,9 @@ def generate_data(
     out: Annotated[Path, out_option("Pairs file (.jsonl); re-running resumes it.")],
     kb: PassageKbOpt = None,
     model: Annotated[str, model_option("Generating")] = settings.DEFAULT_LLM,
-    adapter: Annotated[Optional[str], adapter_option("generating")] = None,
+    adapter: Annotated[str | None, adapter_option("generating")] = None,
     device: DeviceOpt = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use the first N passages of the seeded order (default: all).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use the first N passages of the seeded order (default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the passage order.")] = 0,
     per_passage: Annotated[int, typer.Option(help="Question/answer pairs asked for per passage.")] = 1,
     llm_check: Annotated[bool, typer.Option("--llm-check/--no-llm-check", help="Also ask the model whether the passage supports each pair.")] = True,
@@ -210,7 +210,7 @@ def review(
     port: Annotated[int, typer.Option(help="Port of the review page.")] = 7860,
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     decisions: Annotated[
-        Optional[Path], typer.Option(help="Decisions file, appended as you go (default: <FILE stem>.decisions.jsonl).")
+        Path | None, typer.Option(help="Decisions file, appended as you go (default: <FILE stem>.decisions.jsonl).")
     ] = None,
 ) -> None:
     """Open a web page to accept, reject or edit the items of FILE one by one; every decision is saved at once."""
@@ -226,7 +226,7 @@ def review(
 def export_pairs(
     file: Annotated[Path, typer.Argument(help="Pairs file written by zhrag generate-data.")],
     out: Annotated[Path, out_option("Reading-comprehension pairs file for build-data --source rc:OUT.")],
-    decisions: Annotated[Optional[Path], typer.Option(help="Review decisions to apply (default: the review default, if present).")] = None,
+    decisions: Annotated[Path | None, typer.Option(help="Review decisions to apply (default: the review default, if present).")] = None,
 ) -> None:
     """Write the accepted (and reviewed) generated pairs as reading-comprehension pairs for build-data."""
     from zhrag.errors import TrainingDataError

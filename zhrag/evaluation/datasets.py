@@ -99,9 +99,9 @@ def _sampled(questions: list[Question], size: int, seed: int) -> list[Question]:
 
 def _read_rc(pairs_file: str | None) -> list[Question]:
     """The held-out reading-comprehension pairs (of ``pairs_file``, default the shared pairs) as questions."""
-    from zhrag.errors import TrainingDataError, ZhragError  # noqa: PLC0415
-    from zhrag.rc_pairs import held_out_pairs, load_rc_pairs  # noqa: PLC0415
-    from zhrag.kb.sources import iter_documents  # noqa: PLC0415
+    from zhrag.errors import TrainingDataError, ZhragError
+    from zhrag.kb.sources import iter_documents
+    from zhrag.rc_pairs import held_out_pairs, load_rc_pairs
 
     try:
         pairs = load_rc_pairs(pairs_file)
@@ -117,7 +117,7 @@ def _read_rc(pairs_file: str | None) -> list[Question]:
 
 def _read_hub(dataset_id: str, split: str) -> list[Question]:
     try:
-        import datasets  # noqa: PLC0415 - optional dependency, only for hub datasets
+        import datasets  # optional dependency, only for hub datasets
     except ImportError:
         raise DatasetError(
             f"{dataset_id!r} is not a local file; loading a Hugging Face dataset needs the optional "

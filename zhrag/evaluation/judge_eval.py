@@ -238,7 +238,7 @@ def write_reports(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any
 
 def _plot(records: Sequence[Mapping[str, Any]], threshold: float, path: Path) -> None:
     """Held-out score histograms per class, and precision / recall / F1 by threshold."""
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.figure import Figure
 
     held_out = [r for r in records if r["split"] == "eval"] or list(records)
     figure = Figure(figsize=(9, 3.5), layout="constrained")

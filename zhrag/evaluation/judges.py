@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models.llms import LLM as LangChainLLM
+from langchain_core.language_models.llms import LLM as LangChainLLM  # noqa: N811 - zhrag's own LLM is the protocol
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import ConfigDict
 
@@ -41,9 +41,9 @@ from zhrag.evaluation.ragas_metrics import (
     require_ragas,
 )
 from zhrag.graph.context import Context
+from zhrag.kb.embeddings import resolve_embedder
 from zhrag.models import LLM, load_llm
 from zhrag.prompts.grader import GRADER_SYSTEM_PROMPT
-from zhrag.kb.embeddings import resolve_embedder
 
 if TYPE_CHECKING:
     from ragas.embeddings import BaseRagasEmbeddings
@@ -128,12 +128,13 @@ def grading_judge(context: Context, evaluation: EvalSettings) -> Judge:
 
 @lru_cache(maxsize=8)
 def _endpoint_ragas_llm(base_url: str, model: str) -> BaseRagasLLM:
-    from langchain_openai import ChatOpenAI  # noqa: PLC0415 - installed with ragas
+    from langchain_openai import ChatOpenAI  # installed with ragas
+    from pydantic import SecretStr
 
     chat = ChatOpenAI(
         base_url=base_url,
         model=model,
-        api_key=os.environ.get("OPENAI_API_KEY") or "unused",
+        api_key=SecretStr(os.environ.get("OPENAI_API_KEY") or "unused"),
         temperature=0,
         timeout=ENDPOINT_TIMEOUT_S,
         max_retries=0,
@@ -156,7 +157,7 @@ def ragas_judge(context: Context, evaluation: EvalSettings) -> BaseRagasLLM:
 
 @lru_cache(maxsize=4)
 def _ragas_embedder(name: str, device: str | None) -> BaseRagasEmbeddings:
-    from langchain_huggingface import HuggingFaceEmbeddings  # noqa: PLC0415 - loads sentence-transformers
+    from langchain_huggingface import HuggingFaceEmbeddings  # loads sentence-transformers
 
     model_kwargs = {"device": device} if device else {}
     try:

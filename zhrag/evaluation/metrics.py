@@ -61,7 +61,7 @@ BOOTSTRAP_SEED = 0
 
 def _metric_arrays(correct: Any, incorrect: Any, n: int) -> dict[str, Any]:
     """CO, NA, IN, CGA, F (percent) from per-resample counts (numpy arrays)."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     co, in_ = 100.0 * correct / n, 100.0 * incorrect / n
     na = 100.0 - co - in_
@@ -73,7 +73,7 @@ def _metric_arrays(correct: Any, incorrect: Any, n: int) -> dict[str, Any]:
 
 def bootstrap_intervals(grades: Sequence[Grade | str], level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals (default 95 %) of CO, NA, IN, CGA and F over the questions of ``grades``."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     values = [Grade(grade) for grade in grades]
     n = len(values)
@@ -92,7 +92,7 @@ def paired_difference(
 ) -> dict[str, Any]:
     """``second`` minus ``first`` on the same questions (aligned lists): the F and CO differences with paired
     bootstrap intervals, and how many questions only one of them answers correctly."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     a, b = [Grade(g) for g in first], [Grade(g) for g in second]
     if len(a) != len(b):
@@ -113,8 +113,8 @@ def paired_difference(
         delta = other[name] - base[name]
         result[f"d{name}"] = point_b[name] - point_a[name]
         result[f"d{name}_interval"] = (float(np.percentile(delta, tail)), float(np.percentile(delta, 100 - tail)))
-    result["only_first_correct"] = sum(x is Grade.CORRECT and y is not Grade.CORRECT for x, y in zip(a, b))
-    result["only_second_correct"] = sum(y is Grade.CORRECT and x is not Grade.CORRECT for x, y in zip(a, b))
+    result["only_first_correct"] = sum(x is Grade.CORRECT and y is not Grade.CORRECT for x, y in zip(a, b, strict=True))
+    result["only_second_correct"] = sum(y is Grade.CORRECT and x is not Grade.CORRECT for x, y in zip(a, b, strict=True))
     return result
 
 

@@ -58,7 +58,7 @@ _loop_lock = threading.Lock()
 def require_ragas() -> None:
     """Raise ``ConfigError`` with the install command when ragas cannot be imported."""
     try:
-        import ragas  # noqa: F401, PLC0415
+        import ragas  # noqa: F401
     except ImportError as error:
         raise ConfigError(
             f"the RAGAS metrics need the 'ragas' package ({error}): pip install 'ragas==0.4.3' "
@@ -73,8 +73,8 @@ def ragas_llm(model: BaseLanguageModel, *, max_retries: int = 1) -> BaseRagasLLM
     a local model whose failures repeat; more for a network endpoint).
     """
     require_ragas()
-    from ragas.llms import LangchainLLMWrapper  # noqa: PLC0415
-    from ragas.run_config import RunConfig  # noqa: PLC0415
+    from ragas.llms import LangchainLLMWrapper
+    from ragas.run_config import RunConfig
 
     config = RunConfig(timeout=TIMEOUT_S, max_retries=max(1, max_retries), max_wait=10)
     with warnings.catch_warnings():
@@ -85,7 +85,7 @@ def ragas_llm(model: BaseLanguageModel, *, max_retries: int = 1) -> BaseRagasLLM
 def ragas_embeddings(embeddings: Embeddings) -> BaseRagasEmbeddings:
     """LangChain embeddings for the semantic-similarity part of ``answer_correctness``."""
     require_ragas()
-    from ragas.embeddings import LangchainEmbeddingsWrapper  # noqa: PLC0415
+    from ragas.embeddings import LangchainEmbeddingsWrapper
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -94,7 +94,7 @@ def ragas_embeddings(embeddings: Embeddings) -> BaseRagasEmbeddings:
 
 def faithfulness(question: str, answer: str, contexts: Sequence[str], llm: BaseRagasLLM) -> ScoreResult:
     """Share of the answer's statements that the passages ``contexts`` support, judged by ``llm``."""
-    from ragas.dataset_schema import SingleTurnSample  # noqa: PLC0415
+    from ragas.dataset_schema import SingleTurnSample
 
     sample = SingleTurnSample(user_input=question, response=answer, retrieved_contexts=list(contexts))
     return _score(_legacy_metric("Faithfulness")(llm=llm), sample, llm)
@@ -104,7 +104,7 @@ def answer_correctness(
     question: str, answer: str, gold: str, llm: BaseRagasLLM, embeddings: BaseRagasEmbeddings
 ) -> ScoreResult:
     """RAGAS answer correctness of ``answer`` against ``gold`` (statement F1 and embedding similarity)."""
-    from ragas.dataset_schema import SingleTurnSample  # noqa: PLC0415
+    from ragas.dataset_schema import SingleTurnSample
 
     sample = SingleTurnSample(user_input=question, response=answer, reference=gold)
     return _score(_legacy_metric("AnswerCorrectness")(llm=llm, embeddings=embeddings), sample, llm)
@@ -112,11 +112,11 @@ def answer_correctness(
 
 def string_scores(answer: str, gold: str) -> dict[str, float | None]:
     """RAGAS's judge-free string metrics of ``answer`` against ``gold`` (see the module doc); never a judge call."""
-    from ragas.dataset_schema import SingleTurnSample  # noqa: PLC0415
+    from ragas.dataset_schema import SingleTurnSample
 
     sample = SingleTurnSample(response=answer, reference=gold)
     scores: dict[str, float | None] = {}
-    for name, class_name in zip(STRING_METRICS, ("StringPresence", "NonLLMStringSimilarity")):
+    for name, class_name in zip(STRING_METRICS, ("StringPresence", "NonLLMStringSimilarity"), strict=True):
         value = _run(_legacy_metric(class_name)().single_turn_ascore(sample))
         scores[name] = float(value) if value is not None and math.isfinite(float(value)) else None
     return scores
@@ -124,7 +124,7 @@ def string_scores(answer: str, gold: str) -> dict[str, float | None]:
 
 def _legacy_metric(name: str) -> Any:
     """The ragas 0.4 single-turn metric class ``name`` (its import from ``ragas.metrics`` warns: deprecated)."""
-    import ragas.metrics  # noqa: PLC0415
+    import ragas.metrics
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

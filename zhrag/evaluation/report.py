@@ -371,7 +371,7 @@ PACKAGED_CJK_FAMILY = "Noto Sans CJK SC"
 def packaged_cjk_font() -> str | None:
     """Path of the Noto Sans CJK collection shipped by PyPI ``noto-cjk-sans-otc`` (OFL-1.1), or None without it."""
     try:
-        from noto_cjk_sans_otc import FONT_PATH  # noqa: PLC0415 - a data-only package
+        from noto_cjk_sans_otc import FONT_PATH
     except ImportError:
         return None
     path = Path(str(FONT_PATH))
@@ -385,7 +385,7 @@ def find_cjk_font(characters: str) -> str | None:
     The packaged Noto Sans CJK (:func:`packaged_cjk_font`) comes first, so plots carry Chinese labels offline
     on any machine; then the system's fonts.
     """
-    from matplotlib import font_manager, ft2font  # noqa: PLC0415 - matplotlib loads only when plotting
+    from matplotlib import font_manager, ft2font
 
     packaged = packaged_cjk_font()
     for path in [*([packaged] if packaged else []), *sorted(font_manager.findSystemFonts())]:
@@ -405,8 +405,8 @@ def find_cjk_font(characters: str) -> str | None:
 
 def _draw_plots(summary: Mapping[str, Any], categories: Sequence[str], out_dir: Path) -> dict[str, str] | None:
     """Write the PNG plots; returns the category label key when labels had to be ASCII, else None."""
-    from matplotlib import rc_context  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
 
     variants = list(summary["variants"])
     wide = "".join(sorted({character for name in categories for character in name if not character.isascii()}))
@@ -483,7 +483,7 @@ def _abstention(groups: Mapping[str, Sequence[Record]], thresholds: Mapping[str,
         grades = [record["grade"] for record in regraded]
         variants[variant] = {
             "threshold": thresholds[variant],
-            "abstained": sum(bool(a.get("abstained")) and not bool(b.get("abstained")) for a, b in zip(regraded, records)),
+            "abstained": sum(bool(a.get("abstained")) and not bool(b.get("abstained")) for a, b in zip(regraded, records, strict=True)),
             "metrics": {**compute_metrics(grades), "intervals": bootstrap_intervals(grades)},
             "F_without": compute_metrics(record["grade"] for record in records)["F"],
         }

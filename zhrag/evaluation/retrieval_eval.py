@@ -27,11 +27,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from zhrag.run_folder import RUN_FILE, claim_run, finish_run, start_run, write_json_atomic
 from zhrag.evaluation.retrieval_sets import QuerySet, RetrievalQuery
 from zhrag.evaluation.rule_grader import mentions_gold
-from zhrag.nodes.requery import fallback_queries
 from zhrag.kb.passage import Passage
+from zhrag.nodes.requery import fallback_queries
+from zhrag.run_folder import RUN_FILE, claim_run, finish_run, start_run, write_json_atomic
 
 #: The results document of a retrieval run (settings, sets, then the rows as they finish).
 RETRIEVAL_FILE = "retrieval.json"
@@ -191,7 +191,7 @@ def run_retrieval_eval(
         ConfigError: ``out_dir`` holds a run with different settings (and not ``force``).
     """
     # the report's files, replaced with the results (imported here: that module imports this one)
-    from zhrag.evaluation.retrieval_report import PLOT_FILE, REPORT_FILE  # noqa: PLC0415
+    from zhrag.evaluation.retrieval_report import PLOT_FILE, REPORT_FILE
 
     out = Path(out_dir).expanduser()
     path = out / RETRIEVAL_FILE

@@ -32,8 +32,8 @@ from zhrag import settings
 from zhrag.errors import DatasetError
 from zhrag.evaluation.datasets import load_questions
 from zhrag.evaluation.kb_coverage import KBCoverage
-from zhrag.rc_pairs import default_rc_source, held_out_paragraphs, load_rc_pairs
 from zhrag.kb.sources import iter_documents
+from zhrag.rc_pairs import default_rc_source, held_out_paragraphs, load_rc_pairs
 
 Match = Literal["passage", "answer"]
 #: Names of the query sets ``load_query_sets`` knows.
@@ -99,7 +99,7 @@ def dev_verified_set(dataset: str | Path | None = None) -> QuerySet:
     Raises:
         DatasetError: the dataset lacks a listed id, or cannot be read.
     """
-    listed = json.loads(resources.files("zhrag.evaluation").joinpath("data", VERIFIED_FILE).read_text("utf-8"))
+    listed = json.loads(resources.files("zhrag.evaluation").joinpath("data").joinpath(VERIFIED_FILE).read_text("utf-8"))
     by_id = {question.id: question for question in load_questions(dataset or settings.default_dataset())}
     missing = [item["id"] for item in listed["questions"] if item["id"] not in by_id]
     if missing:

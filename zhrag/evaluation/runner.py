@@ -52,7 +52,6 @@ from zhrag.evaluation.datasets import Question
 from zhrag.evaluation.eval_settings import EvalSettings
 from zhrag.evaluation.judges import check_evaluation_setup
 from zhrag.evaluation.kb_coverage import KBCoverage
-from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.evaluation.report import (
     PLOT_FILES,
     REPORT_FILE,
@@ -61,6 +60,7 @@ from zhrag.evaluation.report import (
     read_results,
     write_report,
 )
+from zhrag.evaluation.scorers import metric_terminal_nodes
 from zhrag.graph.builder import VARIANTS, build_graph
 from zhrag.graph.context import Context
 from zhrag.jsonl import append_jsonl, writable_dir
@@ -79,7 +79,7 @@ DEFAULT_METRICS = ("grade", "retrieval")
 def default_metrics() -> list[str]:
     """:data:`DEFAULT_METRICS`, plus RAGAS's judge-free ``strings`` metrics where ragas is installed."""
     try:
-        import ragas  # noqa: F401, PLC0415
+        import ragas  # noqa: F401
     except ImportError:
         return list(DEFAULT_METRICS)
     return [*DEFAULT_METRICS, "strings"]

@@ -30,9 +30,8 @@ from zhrag.evaluation.official_grader import OfficialGrader
 from zhrag.evaluation.retrieval_metrics import answer_recall, passage_text
 from zhrag.evaluation.rule_grader import grade_by_rules
 from zhrag.graph.context import Context
-from zhrag.nodes.metrics import MetricNode, MetricSample, Scorer, metric_node
 from zhrag.kb.passage import Passage
-
+from zhrag.nodes.metrics import MetricNode, MetricSample, Scorer, metric_node
 
 #: A scorer of the evaluation: a :data:`zhrag.nodes.metrics.Scorer` that also takes the evaluation's settings.
 EvalScorer = Callable[[MetricSample, Context, EvalSettings], Mapping[str, Any]]

@@ -30,19 +30,19 @@ from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.evaluation.metrics import proportion
+from zhrag.evaluation.reading import eval_file
 from zhrag.evaluation.rule_grader import mentions_gold
+from zhrag.mcp.client import FIND_TOOL
 from zhrag.models import LLM, ToolReply
 from zhrag.nodes.agent import AGENT_MAX_NEW_TOKENS
 from zhrag.prompts import clean_answer
 from zhrag.prompts.agent import call_message
-from zhrag.mcp.client import FIND_TOOL
 from zhrag.run_folder import RESULTS_FILE, claim_run, finish_run, process_pending
 from zhrag.training.card import examples_sha256
 from zhrag.training.dataset import untrained_examples
 from zhrag.training.examples import Example
 from zhrag.training.formats import import_examples
 from zhrag.training.masking import chat_message, example_tools
-from zhrag.evaluation.reading import eval_file
 from zhrag.training.tool_traces import TOOLS_TASK
 
 SUMMARY_FILE = "summary.json"

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import field, fields, make_dataclass
 from pathlib import Path
-from typing import Any, Optional, get_type_hints
+from typing import Any, get_type_hints
 
 from zhrag.errors import ConfigError, RunContextError
 from zhrag.graph.context import Context
@@ -48,7 +48,7 @@ SERVED_COLLECTIONS_ENV = "ZHRAG_SERVED_COLLECTIONS"
 def _optional_fields() -> list[tuple[str, Any, Any]]:
     hints = get_type_hints(Context)
     return [
-        (item.name, Optional[hints[item.name]], field(default=None, metadata=item.metadata))  # noqa: UP007
+        (item.name, hints[item.name] | None, field(default=None, metadata=item.metadata))
         for item in fields(Context)
     ]
 

@@ -122,7 +122,7 @@ def embed_documents(
     known = cache.get(embedder, keys)
     missing = list(dict.fromkeys(key for key in keys if key not in known))
     if missing:
-        by_key = {key: text for key, text in zip(keys, texts, strict=True)}
+        by_key = dict(zip(keys, texts, strict=True))
         fresh = embedder.documents([by_key[key] for key in missing])
         new = dict(zip(missing, fresh, strict=True))
         cache.put(embedder, new)

@@ -77,7 +77,7 @@ class Embedder:
         with self._lock:  # the native engines keep per-model scratch buffers
             rows = np.asarray(encode(texts), dtype=np.float32).reshape(len(texts), -1)
         norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        return rows / np.where(norms > 0, norms, 1.0)
+        return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
 
 
 def resolve_embedder(name_or_path: str) -> str:

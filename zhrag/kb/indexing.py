@@ -303,7 +303,7 @@ def index_documents(
     finished: dict[str, Any] = {"state": INDEXED, "sources": done + [n for n in sources or [] if n not in done]}
     if dense and stored.get("dense") == DENSE_MISSING and set(done) <= set(sources or []):
         finished["dense"] = "complete"  # every source the collection holds has its dense vectors now
-    store.update_settings(**finished, **{INDEXING: [], PROGRESS: None})
+    store.update_settings(**{**finished, INDEXING: [], PROGRESS: None})
     if not dense:
         logger.warning(
             "collection %r: indexed the sparse half (BM25) only; searches use BM25 until `zhrag index --dense` "
@@ -470,7 +470,7 @@ def _write(
     *,
     batch_size: int,
     progress: bool,
-    cache: EmbeddingCache | bool = True,
+    cache: EmbeddingCache | bool | None = True,
     dense: bool = True,
 ) -> tuple[float, float, float, int]:
     """Encode (BM25 with ``bm25``, dense in batches unless ``dense`` is false) and upsert chunks.

@@ -111,8 +111,8 @@ class LangChainCollection:
     """
 
     def __init__(self, client: QdrantClient, collection: str, embeddings: Embeddings) -> None:
-        from langchain_qdrant import QdrantVectorStore  # noqa: PLC0415 - only for such collections
-        from langchain_qdrant.qdrant import QdrantVectorStoreError  # noqa: PLC0415
+        from langchain_qdrant import QdrantVectorStore
+        from langchain_qdrant.qdrant import QdrantVectorStoreError
 
         vector_name = dense_vector_name(client, collection)
         if vector_name is None:

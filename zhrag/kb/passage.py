@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import TypedDict
+
+from typing_extensions import NotRequired  # typing has it from Python 3.11 on
 
 #: Most passages one ``qdrant-find`` call returns.
 MAX_TOP_K = 50

@@ -335,11 +335,11 @@ def _open_server(url: str) -> QdrantClient:
     """A client of the Qdrant server at ``url``, after checking that it answers within a few seconds."""
     try:
         probe = QdrantClient(url=url, api_key=_api_key(), timeout=CONNECT_TIMEOUT_S, check_compatibility=False)
-    except Exception as error:  # invalid URLs raise ValueError or httpx errors
+    except Exception as error:  # noqa: BLE001 - invalid URLs raise ValueError or httpx errors
         raise QdrantUnavailableError(f"invalid Qdrant URL {url!r}: {error}") from None
     try:
         probe.get_collections()
-    except Exception as error:  # connection refused, timeout, TLS or HTTP errors
+    except Exception as error:  # noqa: BLE001 - connection refused, timeout, TLS or HTTP errors
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise QdrantUnavailableError(f"Qdrant server at {url} is unreachable: {reason}") from None
     finally:

@@ -180,12 +180,8 @@ class EdgeBackend:
         ranked = self._shard.query_batch(edge.QueryBatchRequest(requests))
         fused = weighted_rrf([[str(p.id) for p in points] for points in ranked], [w for _, w in queries], limit)
         found = self._shard.retrieve([uuid.UUID(point) for point, _ in fused], True, False)
-        records = {str(record.id): record for record in found}
-        return [
-            Hit(payload=records[point].payload, score=score)
-            for point, score in fused
-            if point in records and records[point].payload is not None
-        ]
+        payloads = {str(record.id): record.payload for record in found if record.payload is not None}
+        return [Hit(payload=payloads[point], score=score) for point, score in fused if point in payloads]
 
     def scroll(self, batch_size: int) -> Iterator[list[PointData]]:
         """Every point with vectors and payload, ``batch_size`` at a time."""
@@ -228,7 +224,7 @@ class EdgeBackend:
         """Load or create the shard, turning Edge's errors into one-line zhrag errors."""
         try:
             return opener(*args)
-        except Exception as error:  # qdrant_edge raises plain Exception
+        except Exception as error:  # noqa: BLE001 - qdrant_edge raises plain Exception
             if "WouldBlock" in str(error):
                 raise locked_error(self.location) from None
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

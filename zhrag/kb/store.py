@@ -343,7 +343,7 @@ class KnowledgeStore:
                     if self._backend.metadata() is not None:
                         self._langchain = False
                     else:
-                        from zhrag.kb import langchain_store  # noqa: PLC0415 - langchain-qdrant only when needed
+                        from zhrag.kb import langchain_store
 
                         if langchain_store.is_langchain_collection(client, self.collection):
                             embeddings = langchain_store.ZhragEmbeddings(self.embedder)
@@ -388,6 +388,6 @@ class KnowledgeStore:
 
 def _open_backend(collection: str, path: Path | None, url: str | None, engine: str) -> Backend:
     """The backend of a server (``url``) or of the embedded ``engine`` at ``path``."""
-    if url is None and engine == "edge":
+    if url is None and path is not None and engine == "edge":
         return EdgeBackend(path, collection)
     return ClientBackend(collection, path=None if url else str(path), url=url)

@@ -132,6 +132,7 @@ class ServerConfig:
             return [self.url]
         if self.command is not None:
             return [self.command, *self.args]
+        assert self.collection is not None  # set by __post_init__
         command = [sys.executable, "-m", _SERVER_MODULE, "--collection", self.collection, "--embedder", self.embedder]
         command += ["--reranker", self.reranker]
         if self.qdrant_url:

@@ -170,9 +170,11 @@ class ServerSettings:
     token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.collection is None:  # one collection per embedder (settings.default_collection)
-            object.__setattr__(self, "collection", settings.default_collection(self.embedder))
-        if not self.collection.strip():
+        collection = self.collection
+        if collection is None:  # one collection per embedder (settings.default_collection)
+            collection = settings.default_collection(self.embedder)
+            object.__setattr__(self, "collection", collection)
+        if not collection.strip():
             raise ConfigError("the Qdrant collection name must not be empty")
         if self.qdrant_path and self.qdrant_url:
             raise ConfigError("give either a Qdrant path (embedded) or a Qdrant URL, not both")
@@ -374,7 +376,7 @@ def open_store(server_settings: ServerSettings) -> Iterator[KnowledgeService]:
                     server_settings.collection,
                     where,
                 )
-            store.embedder  # load the embedder now: fail at startup, not on the first search
+            _ = store.embedder  # load the embedder now: fail at startup, not on the first search
             service = KnowledgeService(store, server_settings.reranker)
         yield service
 
@@ -386,11 +388,14 @@ def serve(server_settings: ServerSettings) -> None:
         ConfigError: the HTTP transport on a non-loopback address without ``ZHRAG_MCP_TOKEN``.
     """
     configure_logging()
-    if server_settings.transport == "streamable-http" and not server_settings.token:
-        if not settings.is_loopback(server_settings.host):
-            raise ConfigError(
-                f"serving on {server_settings.host} needs a bearer token: set {TOKEN_ENV} (clients send the same)"
-            )
+    if (
+        server_settings.transport == "streamable-http"
+        and not server_settings.token
+        and not settings.is_loopback(server_settings.host)
+    ):
+        raise ConfigError(
+            f"serving on {server_settings.host} needs a bearer token: set {TOKEN_ENV} (clients send the same)"
+        )
     with open_store(server_settings) as store:
         server = build_server(store, server_settings)
         if server_settings.transport != "streamable-http":

@@ -67,7 +67,7 @@ class ScoredText:
         """
         kept: list[float] = []
         seen = ""
-        for token, logprob in zip(self.tokens, self.logprobs):
+        for token, logprob in zip(self.tokens, self.logprobs, strict=False):
             if len(seen) >= len(self.text) and kept:
                 break
             seen += token

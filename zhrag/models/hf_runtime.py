@@ -22,9 +22,9 @@ from langchain_core.language_models import BaseLanguageModel
 
 from zhrag.compat import check_lora_stack
 from zhrag.errors import ModelLoadError
+from zhrag.models.base import ScoredText, chat_dicts
 from zhrag.models.batching import MicroBatcher, default_concurrency, max_batch_for, max_wait_s
 from zhrag.models.failures import first_line
-from zhrag.models.base import ScoredText, chat_dicts
 
 #: Training card ``zhrag train`` writes beside an adapter; its ``base_model`` is checked when the adapter loads.
 TRAINING_CARD_FILE = "training_card.json"
@@ -212,8 +212,8 @@ class HFRuntime:
                 )
                 scores = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
                 generated = output.sequences[:, encoded["input_ids"].shape[1] :]
-                for ids, logprobs in zip(generated, scores):
-                    kept = [(int(i), float(lp)) for i, lp in zip(ids, logprobs) if int(i) != self.tokenizer.pad_token_id]
+                for ids, logprobs in zip(generated, scores, strict=True):
+                    kept = [(int(i), float(lp)) for i, lp in zip(ids, logprobs, strict=True) if int(i) != self.tokenizer.pad_token_id]
                     kept = [(i, lp) for i, lp in kept if i not in self._end_ids()]
                     tokens = tuple(self.tokenizer.decode([i]) for i, _ in kept)
                     results.append(

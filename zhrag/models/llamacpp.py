@@ -222,10 +222,8 @@ class LlamaCppRuntime:
             ConfigError: llama.cpp refused the request (for example a prompt longer than the context).
         """
         body = {"temperature": 0.0, "seed": 0, **body}
-        if "messages" in body:
-            response = self._server.handle_chat_completions(body)
-        else:
-            response = self._server.handle_completions(body)
+        chat = "messages" in body
+        response = self._server.handle_chat_completions(body) if chat else self._server.handle_completions(body)
         if not isinstance(response, dict) or "error" in response or not response.get("choices"):
             error = response.get("error") if isinstance(response, dict) else response
             message = error.get("message") if isinstance(error, dict) else str(error)
@@ -348,7 +346,7 @@ class LlamaCppLLM(LLMBase):
     ) -> str:
         """The turn's text from a completion request on the chat template rendered here (transformers' jinja
         renderer), without llama.cpp's tool-call parser; a prefilled last assistant message is continued."""
-        from transformers.utils.chat_template_utils import render_jinja_template  # noqa: PLC0415
+        from transformers.utils.chat_template_utils import render_jinja_template
 
         plain = [
             {**message, "tool_calls": [

@@ -16,13 +16,12 @@ from langgraph.runtime import Runtime
 
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
-
-from zhrag.nodes.common import answer_llm, require_question, timed
-from zhrag.nodes import retrieve
-from zhrag.prompts.agent import agent_messages, call_message, format_passages
 from zhrag.kb.evidence import query_bigrams, with_evidence
 from zhrag.kb.passage import Passage
 from zhrag.mcp.client import FIND_TOOL
+from zhrag.nodes import retrieve
+from zhrag.nodes.common import answer_llm, require_question, timed
+from zhrag.prompts.agent import agent_messages, call_message, format_passages
 
 #: Generation budget of one agent turn (a tool call or a short final reply).
 AGENT_MAX_NEW_TOKENS = 96

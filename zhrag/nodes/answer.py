@@ -8,7 +8,6 @@ from langgraph.runtime import Runtime
 
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
-
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.prompts import UNKNOWN_ANSWER, build_answer_prompt, clean_answer
 

@@ -9,11 +9,10 @@ from langgraph.runtime import Runtime
 
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
-
+from zhrag.kb.passage import Passage
 from zhrag.models import LLM
 from zhrag.nodes.common import judge_llm, require_question, timed
 from zhrag.prompts import JUDGE_MAX_NEW_TOKENS, NO, YES, Prompt, build_judge_prompt, verdict_score, yes_score
-from zhrag.kb.passage import Passage
 
 
 def judge_scores(llm: LLM, prompts: Sequence[Prompt]) -> list[tuple[float, str | None]]:

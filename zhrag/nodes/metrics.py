@@ -16,12 +16,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from zhrag.errors import ConfigError
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
-
-from zhrag.errors import ConfigError
-from zhrag.nodes.common import require_question
 from zhrag.kb.passage import Passage
+from zhrag.nodes.common import require_question
 
 
 @dataclass(frozen=True)

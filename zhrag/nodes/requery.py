@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
-
+from zhrag.kb.lexical import tokenize
 from zhrag.nodes.common import judge_llm, require_question, timed
 from zhrag.prompts import (
     REQUERY_MAX_NEW_TOKENS,
@@ -18,7 +18,6 @@ from zhrag.prompts import (
     clean_query,
     normalize_text,
 )
-from zhrag.kb.lexical import tokenize
 
 
 def fallback_queries(question: str) -> Iterator[str]:

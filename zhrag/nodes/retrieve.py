@@ -8,10 +8,9 @@ from langgraph.runtime import Runtime
 
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
-
-from zhrag.nodes.common import require_question, timed
-from zhrag.mcp.client import ServerConfig, get_knowledge_client
 from zhrag.kb.passage import MAX_TOP_K
+from zhrag.mcp.client import ServerConfig, get_knowledge_client
+from zhrag.nodes.common import require_question, timed
 
 # get_knowledge_client is used through this module by the A3 tools node (and replaced here by tests).
 __all__ = ["get_knowledge_client", "retrieve", "server_config"]

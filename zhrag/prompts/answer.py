@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from zhrag.prompts.common import Prompt, format_passage, normalize_text
 from zhrag.kb.passage import Passage
+from zhrag.prompts.common import Prompt, format_passage, normalize_text
 
 #: Characters kept from each passage in the answer prompt (a knowledge-base chunk is at most 500, plus its title).
 ANSWER_PASSAGE_CHARS = 560
@@ -99,10 +99,10 @@ def build_answer_prompt(question: str, passages: Sequence[Passage], *, chat: boo
         shots = [message for q, a in CLOSED_BOOK_EXAMPLES for message in (HumanMessage(q), AIMessage(a))]
         return [SystemMessage(CHAT_CLOSED_BOOK_SYSTEM), *shots, HumanMessage(question)]
     if texts:
-        shots = [_rag_block(p, q, a) for p, q, a in RAG_EXAMPLES]
-        return "\n\n".join([RAG_INSTRUCTION, *shots, _rag_block(texts, question)])
-    shots = [_closed_block(q, a) for q, a in CLOSED_BOOK_EXAMPLES]
-    return "\n\n".join([CLOSED_BOOK_INSTRUCTION, *shots, _closed_block(question)])
+        blocks = [_rag_block(p, q, a) for p, q, a in RAG_EXAMPLES]
+        return "\n\n".join([RAG_INSTRUCTION, *blocks, _rag_block(texts, question)])
+    blocks = [_closed_block(q, a) for q, a in CLOSED_BOOK_EXAMPLES]
+    return "\n\n".join([CLOSED_BOOK_INSTRUCTION, *blocks, _closed_block(question)])
 
 
 _LABEL = re.compile(

@@ -85,7 +85,7 @@ B:【错误】
 C:【未尝试】
 
 只返回字母"A"、"B"或"C"，无须添加其他文本。
-""".strip()
+""".strip()  # noqa: W291, E501 - the official prompt verbatim, its trailing space and long lines too
 
 #: A letter not glued to other Latin letters, so the "A" of "Answer" is not read as a grade.
 _GRADE_LETTER = re.compile(r"(?<![A-Za-z])([ABC])(?![A-Za-z])")

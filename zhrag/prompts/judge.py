@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from zhrag.prompts.common import Prompt, format_passage
 from zhrag.kb.passage import Passage
+from zhrag.prompts.common import Prompt, format_passage
 
 #: Characters kept from the judged passage.
 JUDGE_PASSAGE_CHARS = 560

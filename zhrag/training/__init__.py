@@ -7,6 +7,7 @@
 - ``masking``: token ids and labels that learn only the assistant replies (chat template or completion layout).
 """
 
+from zhrag.rc_pairs import RCPair, load_rc_pairs
 from zhrag.training.examples import (
     Example,
     ExampleSplits,
@@ -17,7 +18,6 @@ from zhrag.training.examples import (
     conversation,
     load_documents,
 )
-from zhrag.rc_pairs import RCPair, load_rc_pairs
 from zhrag.training.formats import (
     dataset_info_entry,
     export_examples,

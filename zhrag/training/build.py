@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from zhrag.errors import ConfigError
-from zhrag.rc_pairs import load_rc_pairs
 from zhrag.kb.passage import Passage
-from zhrag.training.tool_traces import Check
+from zhrag.rc_pairs import load_rc_pairs
 from zhrag.training.examples import (
     QA_EXCLUDED_FIRST,
     ExampleSplits,
@@ -30,6 +29,7 @@ from zhrag.training.examples import (
     build_rc_examples,
     load_documents,
 )
+from zhrag.training.tool_traces import Check
 
 #: ``--task`` values: one node's examples or both (``tools``: A3 tool-use traces, :func:`build_tool_data`).
 DATA_TASKS = ("answer", "judge", "both")

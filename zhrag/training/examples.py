@@ -34,21 +34,22 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NotRequired, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from typing_extensions import NotRequired  # typing has it from Python 3.11 on
 
 from zhrag import settings
 from zhrag.errors import TrainingDataError
+from zhrag.kb.chunking import chunk_document
+from zhrag.kb.evidence import query_bigrams, with_evidence
+from zhrag.kb.passage import Passage
+from zhrag.kb.sources import Document, iter_documents
 from zhrag.prompts import Prompt, build_answer_prompt, build_judge_prompt, normalize_text
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
 from zhrag.prompts.common import format_passage
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS, NO, YES
 from zhrag.rc_pairs import HELD_OUT_FRACTION, RCPair, held_out_groups
-from zhrag.kb.chunking import chunk_document
-from zhrag.kb.evidence import query_bigrams, with_evidence
-from zhrag.kb.passage import Passage
-from zhrag.kb.sources import Document, iter_documents
 
 Task = Literal["answer", "judge"]
 #: Speaker tags of a turn (LLaMA-Factory's ShareGPT defaults, with ``tool`` for tool results).
@@ -118,7 +119,7 @@ class ExampleSplits:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def check_conversation(turns: Sequence[Any]) -> list[Turn]:
+def check_conversation(turns: Any) -> list[Turn]:
     """Validate ShareGPT turns: known speakers, text values, a system or human first, at least one gpt turn.
 
     Raises:
@@ -173,7 +174,7 @@ class LexicalRetriever:
 
     def __call__(self, query: str, k: int) -> list[Passage]:
         """The ``k`` best passages for ``query`` (ties keep corpus order), scored by shared bigram weight."""
-        scores: Counter[int] = Counter()
+        scores: defaultdict[int, float] = defaultdict(float)
         for bigram in sorted(_bigrams(query)):  # a fixed summation order: equal inputs give equal float scores
             for index in self._postings.get(bigram, ()):
                 scores[index] += self._weights[bigram]

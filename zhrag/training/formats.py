@@ -341,7 +341,7 @@ def _features(datasets: Any, format: str, *, tools: bool = False) -> Any:
     string of function specs, for tool-use examples)."""
     text = datasets.Value("string")
     if format == "alpaca":
-        columns = {name: text for name in ("instruction", "input", "output", "system")}
+        columns = dict.fromkeys(("instruction", "input", "output", "system"), text)
         columns["history"] = datasets.List(datasets.List(text))
     else:
         columns = {"conversations": datasets.List({"from": text, "value": text})}

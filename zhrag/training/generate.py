@@ -50,6 +50,8 @@ from tqdm import tqdm
 from zhrag import settings as zhrag_settings
 from zhrag.errors import ConfigError, TrainingDataError
 from zhrag.jsonl import append_jsonl, iter_jsonl
+from zhrag.kb.passage import Passage
+from zhrag.kb.sources import iter_documents
 from zhrag.models import LLM
 from zhrag.prompts import normalize_text, parse_judgement
 from zhrag.prompts.answer import ANSWER_PASSAGE_CHARS
@@ -63,8 +65,6 @@ from zhrag.prompts.generate import (
     parse_pairs,
 )
 from zhrag.prompts.judge import JUDGE_PASSAGE_CHARS
-from zhrag.kb.passage import Passage
-from zhrag.kb.sources import iter_documents
 from zhrag.rc_pairs import RCPair
 from zhrag.run_folder import code_version, load_average, set_aside, write_json_atomic
 from zhrag.training.examples import document_passages
@@ -350,7 +350,7 @@ def _process_batch(
     stop = () if llm.is_chat else GENERATE_STOP
     outputs = llm.generate(prompts, max_new_tokens=GENERATE_TOKENS_PER_PAIR * settings.per_passage, stop=stop)
     grouped: list[list[dict[str, Any]]] = []
-    for passage, text, output in zip(batch, texts, outputs):
+    for passage, text, output in zip(batch, texts, outputs, strict=True):
         pairs = parse_pairs(output, completion=not llm.is_chat)[: settings.per_passage] or [("", "")]
         grouped.append([_record(passage, text, output, n, q, a, settings) for n, (q, a) in enumerate(pairs, 1)])
     if settings.llm_check:
@@ -394,7 +394,7 @@ def _llm_check(llm: LLM, records: Sequence[dict[str, Any]]) -> None:
     # No stop string: the verdict is a few tokens, and parse_judgement reads only the first line, while stop
     # strings cost seconds per call with a large vocabulary (transformers builds its stop tables each time).
     verdicts = llm.generate(prompts, max_new_tokens=CHECK_MAX_NEW_TOKENS, stop=()) if prompts else []
-    for record, verdict in zip(records, verdicts):
+    for record, verdict in zip(records, verdicts, strict=True):
         record["llm_check"] = verdict
         supported = parse_judgement(verdict)
         if supported is not True:
@@ -440,11 +440,9 @@ def load_generated(path: str | Path, *, content: bytes | None = None) -> list[di
             duplicate id, named by file and line.
     """
     path = Path(path)
-    rows: Iterable[tuple[str, Any]]
-    if content is None:
-        rows = iter_jsonl(path, TrainingDataError)
-    else:
-        rows = _parse_lines(path, content)
+    rows: Iterable[tuple[str, Any]] = (
+        iter_jsonl(path, TrainingDataError) if content is None else _parse_lines(path, content)
+    )
     records, ids = [], set()
     for where, row in rows:
         if not isinstance(row, dict):

@@ -337,7 +337,7 @@ def _with_lora(model: Any, lora: LoraSettings, seed: int, tokenizer: Any) -> Any
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=lora.rank,
-        lora_alpha=lora.alpha,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales as well
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
         trainable_token_indices=tokens,

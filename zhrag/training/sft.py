@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - PyTorch's convention
 from transformers import Trainer
 
 from zhrag.training.masking import IGNORE_INDEX

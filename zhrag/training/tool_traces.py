@@ -31,12 +31,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from zhrag.errors import TrainingDataError
+from zhrag.kb.evidence import query_bigrams, with_evidence
+from zhrag.kb.passage import Passage
+from zhrag.kb.sources import Document
+from zhrag.mcp.client import FIND_TOOL
 from zhrag.nodes.requery import next_query
 from zhrag.prompts.agent import AGENT_SYSTEM, PASSAGE_CHARS, format_passages
 from zhrag.rc_pairs import RCPair, held_out_groups
-from zhrag.kb.evidence import query_bigrams, with_evidence
-from zhrag.mcp.client import FIND_TOOL
-from zhrag.kb.sources import Document
 from zhrag.training.examples import (
     DEFAULT_EVAL_FRACTION,
     Example,
@@ -55,7 +56,7 @@ DEFAULT_ROUNDS = 2
 DEFAULT_TOP_K = 3
 
 #: ``search(query, top_k) -> passages`` (``KnowledgeClient.find``).
-Search = Callable[[str, int], Sequence[Mapping[str, Any]]]
+Search = Callable[[str, int], Sequence[Passage]]
 #: ``check(question, passages) -> judge scores`` in [0, 1], one per passage.
 Check = Callable[[str, Sequence[Mapping[str, Any]]], Sequence[float]]
 
@@ -102,7 +103,7 @@ def build_tool_traces(
         wanted = query_bigrams(pair.question)
         chunks = document_passages(documents[pair.passage_id])
         if not any(mentions(pair.answers[0], _shown(with_evidence(wanted, chunk))) for chunk in chunks):
-            turns = [{"from": "system", "value": AGENT_SYSTEM}, {"from": "human", "value": pair.question}]
+            turns: list[Turn] = [{"from": "system", "value": AGENT_SYSTEM}, {"from": "human", "value": pair.question}]
             rejected.append({"id": f"{pair.id}/tools", "reason": "answer_not_visible", "conversations": turns,
                              "meta": meta})
             continue  # no search can show the answer
@@ -116,7 +117,7 @@ def build_tool_traces(
             meta["judge_score"] = round(score, 4)
             if score < threshold:
                 reason = "judge_rejected"
-        if reason is not None:
+        if reason is not None or found is None:  # (found is None has its reason)
             rejected.append({"id": f"{pair.id}/tools", "reason": reason, "conversations": turns, "meta": meta})
             continue
         meta["found_passage_id"] = found["id"]
@@ -134,7 +135,7 @@ def build_tool_traces(
 
 def _search_rounds(
     pair: RCPair, wanted: set[str], search: Search, max_rounds: int, top_k: int
-) -> tuple[list[Turn], dict[str, Any] | None, list[str]]:
+) -> tuple[list[Turn], Passage | None, list[str]]:
     """The conversation up to the last search, the passage that shows the answer (or ``None``), the queries.
 
     ``wanted``: the question's bigrams, which choose each passage's evidence window as the a3 tools node does.

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except typer.TyperException as error:  # usage errors (typer vendors click's exceptions)
-        error.show()
+        error.show()  # type: ignore[attr-defined]  # the vendored click exceptions have show(); mypy sees the base
         return error.exit_code
     except OSError as error:  # a file or folder the checks could not foresee (a full disk, /proc, a race)
         where = f" ({error.filename})" if error.filename else ""

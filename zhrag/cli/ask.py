@@ -135,7 +135,7 @@ def search(
         from zhrag.kb.retrieval import Retriever
 
         with _open_store(options) as store:
-            passages = Retriever(store, reranker).search(query, top_k, mode=mode)
+            passages = [dict(passage) for passage in Retriever(store, reranker).search(query, top_k, mode=mode)]
     if as_json:
         typer.echo(json.dumps(passages, ensure_ascii=False, indent=2))
         return

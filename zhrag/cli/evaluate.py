@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 
@@ -88,7 +88,7 @@ def eval_(
 
     variant_list = [_check_variant(name) for name in _split_values(variants)]
     writable_dir(out, "evaluation folder", create=False)  # before the knowledge base or a model is loaded
-    filters = {"limit": limit, "categories": category, "ids_file": ids_file, "sample": sample}
+    filters: dict[str, Any] = {"limit": limit, "categories": category, "ids_file": ids_file, "sample": sample}
     if sample is not None:
         filters["seed"] = seed
     if exclude_sample is not None:
@@ -96,7 +96,8 @@ def eval_(
     questions = load_questions(data, **filters)
     context = _context(models, graph, store, reranker=reranker)
     evaluation = EvalSettings(
-        grader=grader, eval_model=eval_model, eval_base_url=eval_base_url, eval_api_model=eval_api_model,
+        grader=grader,  # type: ignore[arg-type]  # EvalSettings refuses an unknown grader in one line
+        eval_model=eval_model, eval_base_url=eval_base_url, eval_api_model=eval_api_model,
         eval_embedder=eval_embedder,
     )
     if any(name != "a0" for name in variant_list):
@@ -252,9 +253,14 @@ def tune_abstention(
     typer.echo(f"thresholds: {path}")
 
 
-AnswerModelOptions = single_model_options("answer", "--answer-adapter")
-AgentModelOptions = single_model_options("agent", "--answer-adapter")
-JudgeModelOptions = single_model_options("judge", "--judge-adapter")
+if TYPE_CHECKING:  # each is a SingleModelOptions with its own help texts
+    AnswerModelOptions: TypeAlias = SingleModelOptions
+    AgentModelOptions: TypeAlias = SingleModelOptions
+    JudgeModelOptions: TypeAlias = SingleModelOptions
+else:
+    AnswerModelOptions = single_model_options("answer", "--answer-adapter")
+    AgentModelOptions = single_model_options("agent", "--answer-adapter")
+    JudgeModelOptions = single_model_options("judge", "--judge-adapter")
 
 
 def _run_model(models: SingleModelOptions, record_engine: bool = False) -> tuple[Any, dict[str, Any]]:

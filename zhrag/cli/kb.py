@@ -63,7 +63,7 @@ def index(
             report = built
         else:
             report = index_sources(store, sources or [], batch_size=batch_size, progress=True, dense=not sparse_only)
-        typer.echo(_index_summary(report, collection, store.count()))
+        typer.echo(_index_summary(report, store.collection, store.count()))
 
 
 def _copy_from_local(options: StoreOptions, sources: list[Path] | None) -> None:

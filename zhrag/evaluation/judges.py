@@ -152,7 +152,7 @@ def ragas_judge(context: Context, evaluation: EvalSettings) -> BaseRagasLLM:
     endpoint = eval_endpoint(context, evaluation)
     if endpoint:
         return _endpoint_ragas_llm(*endpoint)
-    return _local_ragas_llm(eval_llm(context, evaluation))
+    return _local_ragas_llm(eval_llm(context, evaluation))  # type: ignore[arg-type]  # engines hash by identity
 
 
 @lru_cache(maxsize=4)

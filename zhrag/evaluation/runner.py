@@ -233,8 +233,8 @@ def run_tasks(tasks: Iterable[Callable[[], Any]], workers: int) -> Iterator[Any]
     running: set[Future[Any]] = set()
     with ThreadPoolExecutor(workers, thread_name_prefix="zhrag-eval") as pool:
         while True:
-            while not errors and len(running) < workers and (run := next(queue, None)) is not None:
-                running.add(pool.submit(run))
+            while not errors and len(running) < workers and (task := next(queue, None)) is not None:
+                running.add(pool.submit(task))
             if not running:
                 break
             finished, running = wait(running, return_when=FIRST_COMPLETED)

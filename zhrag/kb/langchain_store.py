@@ -119,6 +119,8 @@ class LangChainCollection:
             raise KnowledgeBaseError(f"collection {collection!r} has no single dense vector to search")
         vectors = client.get_collection(collection).config.params.vectors
         params = vectors[vector_name] if isinstance(vectors, dict) else vectors
+        if params is None:  # dense_vector_name found one, so this does not happen
+            raise KnowledgeBaseError(f"collection {collection!r} has no single dense vector to search")
         try:
             self.vector_store = QdrantVectorStore(
                 client=client,

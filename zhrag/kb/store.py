@@ -348,7 +348,7 @@ class KnowledgeStore:
                         if langchain_store.is_langchain_collection(client, self.collection):
                             embeddings = langchain_store.ZhragEmbeddings(self.embedder)
                             self._langchain = langchain_store.LangChainCollection(client, self.collection, embeddings)
-            return self._langchain or None
+            return None if isinstance(self._langchain, bool) else self._langchain
 
     def dense_ready(self) -> bool:
         """Whether every chunk has its dense vector (not after a sparse-only first use until ``zhrag index --dense``).

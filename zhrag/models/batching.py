@@ -39,7 +39,7 @@ DEFAULT_CONCURRENCY = {"cpu": 1}
 DEFAULT_MAX_WAIT_MS = 5.0
 
 #: Runs one batch: ``(key, prompts) -> completions``, one per prompt.
-BatchRunner = Callable[[Hashable, list[Any]], list[str]]
+BatchRunner = Callable[[Hashable, list[Any]], list[Any]]
 
 _expected_lock = threading.Lock()
 _expected = [1]
@@ -116,7 +116,7 @@ class _Batch:
         self.requests = 0
         self.closed = False
         self.done = threading.Event()
-        self.results: list[str] = []
+        self.results: list[Any] = []
         self.error: BaseException | None = None
 
     def add(self, prompts: Sequence[Any]) -> int:
@@ -154,7 +154,7 @@ class MicroBatcher:
         self._open: dict[Hashable, _Batch] = {}
         self._run_lock = run_lock if run_lock is not None else threading.Lock()
 
-    def submit(self, key: Hashable, prompts: Sequence[Any]) -> list[str]:
+    def submit(self, key: Hashable, prompts: Sequence[Any]) -> list[Any]:
         """Completions of ``prompts`` (in order), generated in one batch with any concurrent calls of ``key``.
 
         Raises:
@@ -164,10 +164,9 @@ class MicroBatcher:
         if not prompts:
             return []
         with self._state:
-            batch = self._open.get(key)
-            leader = batch is None or batch.closed or len(batch.prompts) >= self.max_batch
-            if leader:
-                batch = self._open[key] = _Batch()
+            current = self._open.get(key)
+            leader = current is None or current.closed or len(current.prompts) >= self.max_batch
+            batch = self._open[key] = _Batch() if leader or current is None else current
             start = batch.add(prompts)
             self._state.notify_all()
         if leader:

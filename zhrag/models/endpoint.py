@@ -160,6 +160,7 @@ def _connect(url: str, model: str, api_key: str | None) -> EndpointLLM:
         # The base class, not ChatOpenAI: ChatOpenAI renames max_tokens to max_completion_tokens,
         # which OpenAI-compatible servers such as llama.cpp's and TGI do not read.
         from langchain_openai.chat_models.base import BaseChatOpenAI
+        from pydantic import SecretStr
     except ImportError:
         raise ConfigError("model endpoints need langchain-openai: pip install 'zhrag[serve]'") from None
     start = time.perf_counter()
@@ -169,7 +170,7 @@ def _connect(url: str, model: str, api_key: str | None) -> EndpointLLM:
     chat = BaseChatOpenAI(
         base_url=url,
         model=model,
-        api_key=api_key or "unused",
+        api_key=SecretStr(api_key or "unused"),
         temperature=0,
         timeout=REQUEST_TIMEOUT_S,
         max_retries=1,

@@ -245,7 +245,7 @@ class HFRuntime:
         ends.update(configured if isinstance(configured, list) else [configured])
         return {token for token in ends if token is not None}
 
-    def _run_batch(self, key: Any, prompts: list[Any]) -> list[str]:
+    def _run_batch(self, key: Any, prompts: list[Any]) -> list[Any]:
         """Generate one micro-batch: ``key`` is ``(adapter_name, max_new_tokens, stop)``, plus ``"scored"`` for
         :meth:`generate_scored` calls."""
         adapter_name, max_new_tokens, stop, *scored = key

@@ -354,7 +354,7 @@ class LlamaCppLLM(LLMBase):
                 for call in message["tool_calls"]]} if message.get("tool_calls") else message
             for message in messages
         ]
-        rendered, _ = render_jinja_template(
+        rendered, _ = render_jinja_template(  # type: ignore[str-unpack]  # annotated str; returns a tuple
             [plain], tools=list(tools), chat_template=self.runtime.chat_template,
             add_generation_prompt=not prefilled, continue_final_message=prefilled,
         )

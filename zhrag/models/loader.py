@@ -36,7 +36,8 @@ _DEVICE_NAME = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 _lock = threading.RLock()
 _llms: dict[tuple[ModelSource, str | None, str, str], LLM] = {}
-_runtimes: dict[tuple[ModelSource, str, str], tuple[HFRuntime, str, bool | None]] = {}
+#: Loaded base models by (source, device, dtype), and (…, adapter path) for an adapter that needs its own copy.
+_runtimes: dict[tuple[ModelSource, str, str] | tuple[ModelSource, str, str, str], tuple[HFRuntime, str, bool | None]] = {}
 
 
 def load_llm(
@@ -226,7 +227,7 @@ def _from_pretrained(location: str, source: ModelSource, device: str, dtype: str
                 f"{first_line(error)}"
             ) from error
         raise ModelLoadError(f"cannot load model from {location}: {first_line(error)}") from error
-    return model.to(device).eval(), tokenizer
+    return model.to(device).eval(), tokenizer  # type: ignore[arg-type]  # transformers types .to() for dtypes only
 
 
 def _quiet_libraries() -> None:

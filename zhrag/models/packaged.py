@@ -131,7 +131,7 @@ def part_paths(model: PackagedModel) -> list[Path]:
             raise ModelLoadError(
                 f"model {model.alias!r} is missing its part package {distribution}: {model.install_hint()}"
             ) from None
-        path = Path(module.__file__).parent / data_file
+        path = Path(str(module.__file__)).parent / data_file
         if not path.is_file():
             raise ModelLoadError(
                 f"model {model.alias!r}: part package {distribution} has no data file {data_file}; reinstall it"

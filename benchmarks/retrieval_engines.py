@@ -307,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["kb"] = kb_benchmark(args, work)
         report["synthetic"] = synthetic_benchmark(args, work)
     report["wall_s"] = round(time.perf_counter() - started, 1)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out} in {report['wall_s']} s", file=sys.stderr)

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     count = 8 if args.smoke else args.queries
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     queries = [query.question for query in rc_set(limit=count, seed=1).queries]
     with tempfile.TemporaryDirectory() as workdir:
         path = prepare_store(Path(workdir), args.smoke, args.engine, args.embedder)
@@ -95,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "benchmark": "retrieval_latency",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "load_average_at_start": load_at_start, "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "engine": args.engine,
         "embedder": args.embedder,
         "smoke": args.smoke,

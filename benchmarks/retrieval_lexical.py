@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
     args = parser.parse_args(argv)
     jieba.setLogLevel(logging.WARNING)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     rows = ROWS[1:3] if args.smoke else ROWS
     names = ["rc"] if args.smoke else ["rc", "dev-verified", "dev-covered"]
     sets = load_query_sets(names, rc_limit=40 if args.smoke else args.rc_limit)
@@ -190,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     titles = sorted({document.title for document in documents if document.title})
     with tempfile.TemporaryDirectory() as workdir:
         results = [run_row(row, documents, titles, sets, Path(workdir)) for row in tqdm(rows, desc="rows")]
-    document = {"kb": kb.name, "sets": {s.name: len(s.queries) for s in sets}, "rows": results}
+    document = {
+        "kb": kb.name, "sets": {s.name: len(s.queries) for s in sets}, "rows": results,
+        "machine": {
+            "cpus": os.cpu_count(), "load_average_at_start": load_at_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
     out = args.out or RESULTS
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -582,6 +582,8 @@ def test_a3_agent_searches_reads_the_result_and_the_answer_node_answers(
     # the evidence window is chosen for the question, not for the agent's query
     assert state["contexts"] == [{**P_CITY, "evidence": P_CITY["text"]}, {**P_RIVER, "evidence": P_RIVER["text"]}]
     assert state["answer"] == "乙省"
+    assert state["knowledge"] == {"source": "passages", "passages": ["kb#1", "kb#2"],
+                                  "reason": "the agent searched 1 time(s) and found 2 passage(s)"}
     first, second, answer_prompt = chat.prompts
     assert "<tools>" in first and '"name": "qdrant-find"' in first and "top_k" not in first  # only the query
     assert "<tool_response>\n[1] 甲城：甲城位于乙省北部" in second
@@ -629,3 +631,32 @@ def test_a3_shows_each_passage_by_its_window_for_the_question(
     assert state["contexts"][0]["evidence"].endswith("甲城位于乙省北部。")
     _, agent_read, answer_read = chat.prompts
     assert "甲城位于乙省北部" in agent_read and "甲城位于乙省北部" in answer_read
+
+
+# --- which knowledge the answer used ----------------------------------------------------------------------
+
+
+def test_every_variant_records_which_knowledge_the_answer_used_and_why(
+    knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM
+) -> None:
+    knowledge(lambda q: [P_CITY, P_RIVER])
+    answer_model, _ = fake_llm(lambda text: "乙省")
+    _, a0 = run(build_graph("a0"), Context(model=answer_model))
+    assert a0["knowledge"] == {"source": "closed_book", "passages": [],
+                               "reason": "no retrieval in this variant: the model answers alone"}
+    _, a1 = run(build_graph("a1"), Context(model=answer_model, top_k=2))
+    assert a1["knowledge"]["source"] == "passages" and a1["knowledge"]["passages"] == ["kb#1", "kb#2"]
+    assert "retrieval returned 2 passage(s)" in a1["knowledge"]["reason"]
+
+    judge_model, _ = fake_llm(judge_reply(lambda text: "是的" if "乙省北部" in text else "不是"))
+    _, kept = run(build_graph("a2"), Context(model=answer_model, judge_model=judge_model, top_k=2))
+    assert kept["knowledge"]["source"] == "passages" and kept["knowledge"]["passages"] == ["kb#1"]
+    assert kept["knowledge"]["reason"].startswith("the judge kept 1 of 2 passages in 1 round(s)")
+
+    rejecting, _ = fake_llm(judge_reply(lambda text: "不是"))
+    for fallback, source, passages in [("closed_book", "closed_book", []), ("top_passage", "top_passage", ["kb#1"])]:
+        context = Context(model=answer_model, judge_model=rejecting, top_k=2, max_requeries=0, a2_fallback=fallback)
+        _, state = run(build_graph("a2"), context)
+        assert (state["knowledge"]["source"], state["knowledge"]["passages"]) == (source, passages)
+        assert "kept none of 2 passages in 1 round(s)" in state["knowledge"]["reason"]
+        assert state["knowledge"]["reason"].endswith(f"a2_fallback={fallback}")

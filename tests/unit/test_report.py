@@ -182,3 +182,29 @@ def test_bad_results_are_named(tmp_path: Path) -> None:
         write_report([RESULTS[0], {**RESULTS[1], "grade": "MAYBE"}], tmp_path)
     with pytest.raises(DatasetError, match="no result records"):
         write_report([], tmp_path)
+
+
+def test_knowledge_paths_are_counted_with_their_grades(tmp_path: Path) -> None:
+    def used(source: str) -> dict[str, Any]:
+        return {"knowledge": {"source": source, "passages": [], "reason": "…"}}
+
+    results = [
+        record("q1", "a2", "社会", "CORRECT", **used("passages")),
+        record("q2", "a2", "社会", "INCORRECT", **used("passages")),
+        record("q3", "a2", "社会", "CORRECT", **used("closed_book")),
+        record("q4", "a2", "社会", "INCORRECT", **used("top_passage")),
+        record("q1", "a1", "社会", "CORRECT"),  # recorded before the field existed: no row
+    ]
+    markdown = write_report(results, tmp_path).read_text(encoding="utf-8")
+    section = markdown.split("## Knowledge the answers used\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| a")]
+    assert [row[:3] + row[4:] for row in rows] == [
+        ["a2", "passages", "2", "50.0", "50.0"],
+        ["a2", "top_passage", "1", "0.0", "0.0"],
+        ["a2", "closed_book", "1", "100.0", "100.0"],
+    ]
+    assert rows[0][3].startswith("50.0 [")
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["variants"]["a1"]["knowledge"] is None
+    assert summary["variants"]["a2"]["knowledge"]["paths"]["passages"]["share"]["count"] == 2

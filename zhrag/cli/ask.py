@@ -36,6 +36,7 @@ def _run_question(variant: str, question: str, context) -> dict:
         "queries": state.get("queries", []),
         "requeries": state.get("requeries", 0),
         "judgements": state.get("judgements", []),
+        "knowledge": state.get("knowledge"),
         **(agent_record(state) if variant.lower() == "a3" else {}),
         "timings_ms": {**state.get("timings_ms", {}), "total": round(total_ms, 1)},
         "models": _model_load_info(),

@@ -121,6 +121,7 @@ def summarize(records: Sequence[Record], score_names: Sequence[str], node_names:
             "n": len(totals),
         },
         "tool_use": tool_use(records),
+        "knowledge": knowledge_use(records),
         "node_ms": {
             node: float(np.mean([float(_field(record, "timings_ms", node) or 0.0) for record in records]))
             if records
@@ -150,6 +151,49 @@ def tool_use(records: Sequence[Record]) -> dict[str, Any] | None:
         "stopped_by_agent_pct": 100.0 * stopped / len(agent),
         "rounds": {str(value): rounds.count(value) for value in sorted(set(rounds))},
     }
+
+
+#: The knowledge an answer can use (``knowledge.source`` of a record), in report order.
+KNOWLEDGE_SOURCES = ("passages", "top_passage", "closed_book")
+
+
+def knowledge_use(records: Sequence[Record]) -> dict[str, Any] | None:
+    """How often each knowledge source was given to the answer node (``passages``, A2's ``top_passage`` fallback,
+    ``closed_book``), with the grade's CO and F on each path: whether the path taken answered right. ``None`` when no
+    record says which knowledge it used (runs recorded before the field existed)."""
+    known = [record for record in records if isinstance(record.get("knowledge"), dict)]
+    if not known:
+        return None
+    paths: dict[str, Any] = {}
+    for source in KNOWLEDGE_SOURCES:
+        taken = [record for record in known if record["knowledge"].get("source") == source]
+        if taken:
+            metrics = compute_metrics(record["grade"] for record in taken)
+            paths[source] = {"n": len(taken), "share": proportion(len(taken), len(known)),
+                             "CO": metrics["CO"], "F": metrics["F"]}
+    return {"n": len(known), "paths": paths}
+
+
+def _knowledge_section(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    rows = {variant: stats["knowledge"] for variant, stats in summaries.items() if stats.get("knowledge")}
+    if not rows:
+        return []
+    lines = [
+        "## Knowledge the answers used",
+        "",
+        "What each answer was given (the record's `knowledge.source`): the retrieved or kept passages, A2's fallback "
+        "to the best-scored rejected passage, or nothing (closed-book); share of the variant's questions "
+        "([low, high]: 95 % Wilson interval), and CO / F of the answers on that path.",
+        "",
+        "| variant | path | n | share % | CO % | F |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant, use in rows.items():
+        for source, path in use["paths"].items():
+            share = path["share"]
+            cell = f"{_pct(share['pct'])} [{share['ci95'][0]}, {share['ci95'][1]}]" if share["ci95"] else "–"
+            lines.append(f"| {variant} | {source} | {path['n']} | {cell} | {_pct(path['CO'])} | {path['F']:.1f} |")
+    return [*lines, ""]
 
 
 def _tool_use_section(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -330,6 +374,7 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
         *_main_table(summary["variants"], score_names),
         "",
         *_tool_use_section(summary["variants"]),
+        *_knowledge_section(summary["variants"]),
         *_paired_section(summary.get("paired") or []),
         *_abstention_section(summary.get("abstention")),
         "## By primary category",

@@ -277,6 +277,7 @@ def evaluate_one(
         "retrieved": state.get("retrieved", []),
         "judgements": state.get("judgements", []),
         "best_rejected": state.get("best_rejected"),
+        "knowledge": state.get("knowledge"),
         "queries": state.get("queries", []),
         "requeries": state.get("requeries", 0),
         "timings_ms": timings,

@@ -74,6 +74,10 @@ class GraphState(InputState, total=False):
             "passages"}`` (ids of the passages found) or ``"error"``.
         tool_rounds: A3 only: how many rounds of tool calls ran (bounded by ``Context.max_tool_rounds``).
         agent_reply: A3 only: the agent's final text (the answer node then answers from what it found).
+        knowledge: Which knowledge the answer used and why, set by the answer node: ``{"source", "passages",
+            "reason"}`` with ``source`` ``passages`` (the retrieved or kept passages), ``top_passage`` (A2's
+            fallback to the best-scored rejected passage) or ``closed_book`` (the model alone), ``passages`` the
+            ids given to the answer, and ``reason`` one English sentence.
         timings_ms: Wall time per node in milliseconds, summed over repeated runs of a node.
         scores: Terminal metric nodes write their results here, one key per metric.
     """
@@ -94,5 +98,6 @@ class GraphState(InputState, total=False):
     tool_calls: Annotated[list[dict[str, Any]], operator.add]
     tool_rounds: int
     agent_reply: str
+    knowledge: dict[str, Any]
     timings_ms: Annotated[dict[str, float], merge_timings]
     scores: Annotated[dict[str, Any], operator.or_]

@@ -20,6 +20,43 @@ def abstains(answer: str, confidence: float | None, threshold: float | None) -> 
     return threshold is not None and confidence is not None and answer != UNKNOWN_ANSWER and confidence < threshold
 
 
+def knowledge_used(state: GraphState, context: Context) -> dict[str, Any]:
+    """Which knowledge the answer node is given (``contexts``) and why, from what the earlier nodes recorded.
+
+    A2's reason names the judge's verdicts (kept passages and the threshold, or the fallback when it kept none);
+    A3's the agent's searches; A1's the retrieval; A0 answers closed-book.
+    """
+    passages = [passage["id"] for passage in state.get("contexts", [])]
+    judgements = state.get("judgements", [])
+    source = "passages" if passages else "closed_book"
+    if judgements:
+        kept = [record for record in judgements if record["relevant"]]
+        rounds = state.get("requeries", 0) + 1
+        if kept:
+            best = max(record["score"] for record in kept)
+            reason = (
+                f"the judge kept {len(kept)} of {len(judgements)} passages in {rounds} round(s) "
+                f"(score >= {context.judge_threshold}; best {best})"
+            )
+        else:
+            best = max(record["score"] for record in judgements)
+            source = "top_passage" if passages else "closed_book"
+            reason = (
+                f"the judge kept none of {len(judgements)} passages in {rounds} round(s) (best score {best} < "
+                f"{context.judge_threshold}): a2_fallback={context.a2_fallback}"
+            )
+    elif "pending_calls" in state:  # the A3 agent ran (it sets pending_calls on every turn)
+        searches = len(state.get("tool_calls", []))
+        reason = f"the agent searched {searches} time(s)" + (
+            f" and found {len(passages)} passage(s)" if passages else " and found nothing to answer from"
+        )
+    elif state.get("queries"):
+        reason = f"retrieval returned {len(passages)} passage(s), all given to the answer"
+    else:
+        reason = "no retrieval in this variant: the model answers alone"
+    return {"source": source, "passages": passages, "reason": reason}
+
+
 @timed("answer")
 def answer(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Generate the answer greedily, stopping at the first newline, and clean it to a short answer.
@@ -45,4 +82,5 @@ def answer(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
         "answer": UNKNOWN_ANSWER if abstained else text,
         "answer_confidence": None if confidence is None else round(confidence, 4),
         "abstained": abstained,
+        "knowledge": knowledge_used(state, context),
     }

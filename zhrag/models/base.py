@@ -175,6 +175,23 @@ class LLM(Protocol):
         """
         ...
 
+    def generate_samples(
+        self,
+        prompts: Sequence[Prompt],
+        n: int,
+        *,
+        temperature: float,
+        seed: int,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+    ) -> list[list[str]]:
+        """``n`` sampled (not greedy) completions of each prompt at ``temperature``, reproducible for ``seed``.
+
+        Raises:
+            ConfigError: the engine does not sample (only the transformers and llama.cpp engines do), or bad values.
+        """
+        ...
+
     def call_tools(
         self,
         messages: Sequence[dict[str, Any]],
@@ -253,6 +270,31 @@ class LLMBase(ABC):
             ConfigError: always (the model gives no probabilities).
         """
         raise ConfigError(f"{self.name} gives no token probabilities")
+
+    def generate_samples(
+        self,
+        prompts: Sequence[Prompt],
+        n: int,
+        *,
+        temperature: float,
+        seed: int,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+    ) -> list[list[str]]:
+        """Sampled completions; engines that sample override this (see :meth:`LLM.generate_samples`).
+
+        Raises:
+            ConfigError: always (the engine only decodes greedily).
+        """
+        raise ConfigError(f"{self.name} does not sample answers; use the transformers or llama.cpp engine")
+
+    def _check_sampling(self, prompts: Sequence[Prompt], n: int, temperature: float, max_new_tokens: int) -> None:
+        """Raise ``ConfigError`` for a bad sample count or temperature (and what :meth:`_check_prompts` refuses)."""
+        self._check_prompts(prompts, max_new_tokens)
+        if n < 1:
+            raise ConfigError(f"samples per prompt must be >= 1, got {n}")
+        if temperature <= 0:
+            raise ConfigError(f"sampling temperature must be > 0, got {temperature}")
 
     @property
     def batch_size(self) -> int:

@@ -101,6 +101,33 @@ class LocalLLM(LLMBase):
             for item in scored
         ]
 
+    def generate_samples(
+        self,
+        prompts: Sequence[Prompt],
+        n: int,
+        *,
+        temperature: float,
+        seed: int,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+    ) -> list[list[str]]:
+        """``n`` completions per prompt sampled at ``temperature`` (seeded; transformers models only).
+
+        Raises:
+            ConfigError: not a local transformers model, or a bad count or temperature.
+        """
+        if self._runtime is None:
+            return super().generate_samples(
+                prompts, n, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens, stop=stop
+            )
+        self._check_sampling(prompts, n, temperature, max_new_tokens)
+        stops = [s for s in stop if s]
+        samples = self._runtime.generate_samples(
+            [prompt if isinstance(prompt, str) else list(prompt) for prompt in prompts], adapter_name=self.adapter_name,
+            n=n, temperature=temperature, seed=seed, max_new_tokens=max_new_tokens, stop=stops,
+        )
+        return [[truncate_at_stop(text, stops) for text in texts] for texts in samples]
+
     def next_token_probabilities(self, prompts: Sequence[Prompt], candidates: Sequence[str]) -> list[dict[str, float]]:
         """For each prompt, the probability that the next token is each of ``candidates`` (one forward pass).
 

@@ -221,6 +221,35 @@ class HFRuntime:
                     )
         return results
 
+    def generate_samples(
+        self,
+        prompts: Sequence[str | list[Any]],
+        *,
+        adapter_name: str | None,
+        n: int,
+        temperature: float,
+        seed: int,
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> list[list[str]]:
+        """``n`` completions of each prompt sampled at ``temperature`` (one prompt per ``generate`` call, the torch
+        generator seeded with ``seed`` before each, so a prompt's samples do not depend on the others)."""
+        import torch
+
+        results: list[list[str]] = []
+        with self.using(adapter_name), torch.no_grad():
+            for prompt in prompts:
+                encoded = self._encode([prompt])
+                kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": True, "top_k": 0,
+                                          "top_p": 1.0, "temperature": temperature, "num_return_sequences": n}
+                if stop:
+                    kwargs["stopping_criteria"] = self._stop_criteria(tuple(stop))
+                torch.manual_seed(seed)
+                output = self.model.generate(**encoded, **kwargs, pad_token_id=self.tokenizer.pad_token_id)
+                generated = output[:, encoded["input_ids"].shape[1] :]
+                results.append([self.tokenizer.decode(ids, skip_special_tokens=True) for ids in generated])
+        return results
+
     def next_token_probabilities(
         self, prompts: Sequence[str | list[Any]], candidates: Sequence[str], *, adapter_name: str | None
     ) -> list[dict[str, float]]:

@@ -44,6 +44,7 @@ from zhrag.models.base import (
     candidate_probabilities,
     chat_dicts,
     scored_from_logprobs,
+    truncate_at_stop,
 )
 from zhrag.models.failures import first_line
 from zhrag.models.tool_calls import ToolReply, arguments_object, call_prefill, parse_tool_calls, tool_call
@@ -293,6 +294,27 @@ class LlamaCppLLM(LLMBase):
     def _complete(self, inputs: list[Any], stops: list[str], max_new_tokens: int) -> list[str]:
         bodies = [self._body(prompt, max_new_tokens, stops) for prompt in inputs]
         return [_text(choice) for choice in self.runtime.map(bodies)]
+
+    def generate_samples(
+        self,
+        prompts: Sequence[Prompt],
+        n: int,
+        *,
+        temperature: float,
+        seed: int,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] = ("\n",),
+    ) -> list[list[str]]:
+        """``n`` sampled completions per prompt: the ``i``-th at ``temperature`` with llama.cpp's seed ``seed + i``."""
+        self._check_sampling(prompts, n, temperature, max_new_tokens)
+        stops = [s for s in stop if s]
+        bodies = [
+            self._body(prompt, max_new_tokens, stops, temperature=temperature, seed=seed + index)
+            for prompt in prompts
+            for index in range(n)
+        ]
+        texts = [truncate_at_stop(_text(choice), stops) for choice in self.runtime.map(bodies)]
+        return [texts[start : start + n] for start in range(0, len(texts), n)]
 
     def generate_scored(
         self, prompts: Sequence[Prompt], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)

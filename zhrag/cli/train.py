@@ -12,6 +12,7 @@ from zhrag import settings
 from zhrag.cli.common import _split_values
 from zhrag.cli.options import (
     DeviceOpt,
+    EngineOpt,
     PassageKbOpt,
     StoreOptions,
     adapter_option,
@@ -30,10 +31,12 @@ def build_data(
     store_options: StoreOptions,
     out: Annotated[Path, out_option("Folder for the train/eval files, dataset_info.json, manifest.")],
     task: Annotated[
-        str, typer.Option(help="answer, judge, both, or tools (A3 tool-use traces searched through qdrant-find).")
+        str, typer.Option(help="answer, judge, both, tools (A3 tool-use traces searched through qdrant-find), or "
+                               "preference (chosen/rejected answers sampled from --model, for train --method dpo).")
     ] = "both",
     source: Annotated[
-        str, typer.Option(help="rc (the shared reading-comprehension pairs), rc:FILE (other pairs) or a QA jsonl file.")
+        str, typer.Option(help="rc (the shared reading-comprehension pairs), rc:FILE (other pairs) or a QA jsonl file; "
+                               "preference: several, comma-separated (QA files give closed-book prompts).")
     ] = "rc",
     kb: PassageKbOpt = None,
     data_format: Annotated[str, typer.Option("--format", help="sharegpt or alpaca.")] = "sharegpt",
@@ -49,6 +52,9 @@ def build_data(
     judge_threshold: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="tools: judge score a trace's passage must reach.")
     ] = None,
+    samples: Annotated[int, typer.Option(help="preference: answers sampled per prompt.")] = 4,
+    temperature: Annotated[float, typer.Option(help="preference: sampling temperature.")] = 1.0,
+    engine: EngineOpt = "auto",
 ) -> None:
     """Write fine-tuning examples (train and held-out eval splits) in the graph's own prompt formats into OUT."""
     from zhrag.training.base_model import uses_chat_template
@@ -56,6 +62,9 @@ def build_data(
     from zhrag.training.formats import write_splits
 
     writable_dir(out, "--out", create=False)
+    if task == "preference":
+        _build_preference_data(out, source, kb, data_format, limit, seed, model, name, samples, temperature, engine)
+        return
     if task == "tools":
         _build_tool_data(store_options.resolved(), out, source, kb, data_format, limit, seed, model, name,
                          judge_check, judge_threshold)
@@ -76,6 +85,44 @@ def build_data(
     typer.echo(
         f"{len(splits.train)} train / {len(splits.eval)} eval examples ({task}, {data_format}, "
         f"{'chat' if chat else 'completion'} prompts) in {out}: {', '.join(path.name for path in written.values())}"
+    )
+
+
+def _build_preference_data(
+    out: Path, source: str, kb: Path | None, data_format: str, limit: int | None, seed: int, model: str, name: str,
+    samples: int, temperature: float, engine: str,
+) -> None:
+    """``build-data --task preference``: sampled answers of --model graded by the rule grader, as DPO pairs."""
+    from zhrag.models import load_llm
+    from zhrag.training.base_model import uses_chat_template
+    from zhrag.training.build import build_preference_items
+    from zhrag.training.preference import build_preference_pairs, write_preference_splits
+
+    from zhrag.training.formats import FORMATS
+
+    if data_format not in FORMATS:
+        raise ConfigError(f"unknown --format {data_format!r}; use one of {list(FORMATS)}")
+    if samples < 2:
+        raise ConfigError(f"--samples must be >= 2 to find a wrong and a right answer, got {samples}")
+    if temperature <= 0:
+        raise ConfigError(f"--temperature must be > 0, got {temperature}")
+    items, kept_out = build_preference_items(
+        _split_values([source]), kb=kb, chat=uses_chat_template(model), limit=limit, seed=seed
+    )
+    llm = load_llm(model, engine=engine)
+
+    def sample(prompts, n, sample_seed):
+        return llm.generate_samples(prompts, n, temperature=temperature, seed=sample_seed)
+
+    splits = build_preference_pairs(items, sample, samples=samples, seed=seed, progress=True)
+    extra = {"model": model, "temperature": temperature, "sources": kept_out}
+    written = write_preference_splits(splits, out, format=data_format, name=name, extra=extra)
+    manifest = splits.manifest
+    typer.echo(
+        f"{len(splits.train)} train / {len(splits.eval)} eval preference pairs from {manifest['prompts']} prompts "
+        f"(chosen: {', '.join(f'{k} {v}' for k, v in manifest['chosen'].items())}; skipped: "
+        f"{', '.join(f'{k} {v}' for k, v in manifest['skipped'].items())}) in {out}: "
+        f"{', '.join(path.name for path in written.values())}"
     )
 
 

@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from zhrag.errors import ConfigError
 from zhrag.kb.passage import Passage
@@ -30,6 +30,9 @@ from zhrag.training.examples import (
     load_documents,
 )
 from zhrag.training.tool_traces import Check
+
+if TYPE_CHECKING:
+    from zhrag.training.preference import PromptItem
 
 #: ``--task`` values: one node's examples or both (``tools``: A3 tool-use traces, :func:`build_tool_data`).
 DATA_TASKS = ("answer", "judge", "both")
@@ -162,3 +165,41 @@ def build_tool_data(
         pairs, load_documents(kb), client.find, find_tool_spec(client),
         check=check, threshold=threshold, seed=seed, progress=progress,
     )
+
+
+def build_preference_items(
+    sources: Sequence[str],
+    *,
+    kb: str | Path | None = None,
+    chat: bool,
+    limit: int | None = None,
+    seed: int = 0,
+) -> tuple[list[PromptItem], dict[str, Any]]:
+    """The answer prompts that ``build-data --task preference`` samples, and what was kept out.
+
+    ``sources``: ``rc`` / ``rc:FILE`` (prompts with passages: answer examples of the reading pairs' training split)
+    and question files (closed-book prompts of the questions outside every evaluation and tuning sample, see
+    :func:`zhrag.training.preference.training_questions`); ``limit`` draws a seeded sample of each source.
+
+    Raises:
+        ConfigError: no source or a bad limit; DatasetError / TrainingDataError: unreadable sources.
+    """
+    from zhrag.training.preference import closed_book_items, passage_items, training_questions
+
+    _check_limit(limit)
+    if not sources:
+        raise ConfigError("--source: name at least one source (rc, rc:FILE or a question file)")
+    items: list[PromptItem] = []
+    kept_out: dict[str, Any] = {}
+    for source in sources:
+        if source == "rc" or source.startswith("rc:"):
+            rc_file = source.partition(":")[2] or None
+            splits = build_rc_data("answer", source=rc_file, kb=kb, chat=chat, seed=seed)
+            questions = {pair.id: pair.question for pair in load_rc_pairs(rc_file)}
+            items += passage_items(_sample(splits.train, limit, seed), questions, chat=chat)
+            kept_out[source] = {"held_out_passages": len(splits.eval_groups), "held_out_examples": len(splits.eval)}
+        else:
+            kept, excluded = training_questions(source)
+            items += closed_book_items(_sample(kept, limit, seed), chat=chat)
+            kept_out[source] = {"evaluation_questions_excluded": excluded}
+    return items, kept_out

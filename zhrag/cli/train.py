@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -96,9 +96,8 @@ def _build_preference_data(
     from zhrag.models import load_llm
     from zhrag.training.base_model import uses_chat_template
     from zhrag.training.build import build_preference_items
-    from zhrag.training.preference import build_preference_pairs, write_preference_splits
-
     from zhrag.training.formats import FORMATS
+    from zhrag.training.preference import build_preference_pairs, write_preference_splits
 
     if data_format not in FORMATS:
         raise ConfigError(f"unknown --format {data_format!r}; use one of {list(FORMATS)}")
@@ -191,9 +190,13 @@ def train(
     logging_steps: Annotated[int, typer.Option(help="Log the loss every N optimiser steps.")] = 5,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or mps (default: auto; bf16 on CUDA).")] = None,
     force: Annotated[bool, force_option("Replace another adapter or other checkpoints in OUT.")] = False,
+    method: Annotated[str, typer.Option(
+        help="sft (supervised, on examples) or dpo (preference pairs of build-data --task preference; answer only).")
+    ] = "sft",
+    beta: Annotated[float, typer.Option(help="dpo: how far the adapter may move from the base model (DPO's beta).")] = 0.1,
 ) -> None:
     """Train a LoRA adapter for the answer or judge node or the a3 agent (resumable; multi-GPU with accelerate launch -m zhrag.cli)."""
-    from zhrag.training.lora import LoraSettings, TrainSettings, train_adapter
+    from zhrag.training.lora import LoraSettings, TrainSettings
 
     tokens = output_tokens.strip()
     lora = LoraSettings(
@@ -204,7 +207,7 @@ def train(
         epochs=epochs, max_steps=max_steps, learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum,
         max_length=max_length, limit=limit, seed=seed, save_steps=save_steps, logging_steps=logging_steps,
     )
-    result = train_adapter(task, data, out, model=model, lora=lora, train=schedule, device=device, force=force)
+    result = _train(method, task, data, out, model, lora, schedule, beta, device, force)
     if not result.card:  # not the main process of a multi-process run
         return
     outcome = result.card["result"]
@@ -216,6 +219,25 @@ def train(
     typer.echo(
         f"adapter: {out} ({outcome['global_step']} steps, final loss {'-' if loss is None else f'{loss:.4f}'}, "
         f"{outcome['wall_s']:.0f} s{resumed}); card: {out / 'training_card.json'}"
+    )
+
+
+def _train(
+    method: str, task: str, data: Path, out: Path, model: str, lora: Any, schedule: Any, beta: float,
+    device: str | None, force: bool,
+) -> Any:
+    """``train``'s run by ``method``: supervised (:func:`train_adapter`) or DPO (:func:`train_dpo_adapter`)."""
+    from zhrag.training.dpo import METHODS, DpoSettings, train_dpo_adapter
+    from zhrag.training.lora import train_adapter
+
+    if method not in METHODS:
+        raise ConfigError(f"unknown --method {method!r}; use one of {list(METHODS)}")
+    if method == "sft":
+        return train_adapter(task, data, out, model=model, lora=lora, train=schedule, device=device, force=force)
+    if task != "answer":
+        raise ConfigError(f"--method dpo trains the answer node on preference pairs; use --task answer, not {task!r}")
+    return train_dpo_adapter(
+        data, out, model=model, lora=lora, train=schedule, dpo=DpoSettings(beta=beta), device=device, force=force
     )
 
 

@@ -26,6 +26,8 @@ from zhrag.training.examples import Example
 CARD_FILE = TRAINING_CARD_FILE
 README_FILE = "README.md"
 LOSS_PLOT_FILE = "loss.png"
+#: Reward margin and accuracy curves of a preference (DPO) adapter.
+REWARDS_PLOT_FILE = "rewards.png"
 CHECKPOINTS_DIR = "checkpoints"
 #: Files of a PEFT adapter directory (``save_pretrained``).
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
@@ -84,7 +86,7 @@ def claim_output_dir(out: Path, settings: Mapping[str, Any], *, force: bool) -> 
         return
     if not force:
         raise ConfigError(f"{out} {problem}; pass --force to replace it, or choose another --out")
-    back_up(out, (*ADAPTER_FILES, CARD_FILE, README_FILE, LOSS_PLOT_FILE, CHECKPOINTS_DIR))
+    back_up(out, (*ADAPTER_FILES, CARD_FILE, README_FILE, LOSS_PLOT_FILE, REWARDS_PLOT_FILE, CHECKPOINTS_DIR))
 
 
 def _conflict(out: Path, settings: Mapping[str, Any]) -> str | None:
@@ -107,6 +109,31 @@ def _conflict(out: Path, settings: Mapping[str, Any]) -> str | None:
 def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
     """``(step, loss)`` of the training-loss entries of a Trainer's ``log_history``."""
     return [(int(entry["step"]), float(entry["loss"])) for entry in log_history if "loss" in entry and "step" in entry]
+
+
+def metric_curve(log_history: Sequence[Mapping[str, Any]], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of the training-log entries of a Trainer's ``log_history`` that hold ``key`` (eval entries,
+    whose keys start with ``eval_``, are other keys)."""
+    return [(int(entry["step"]), float(entry[key])) for entry in log_history if key in entry and "step" in entry]
+
+
+def write_curves_plot(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path, *, title: str) -> Path | None:
+    """Draw each named curve (step, value) in its own panel of one PNG; ``None`` when no curve has points."""
+    shown = {name: curve for name, curve in curves.items() if curve}
+    if not shown:
+        return None
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.0, 2.6 * len(shown)), layout="constrained")
+    panels = figure.subplots(len(shown), 1, squeeze=False)[:, 0]
+    for axes, (name, curve) in zip(panels, shown.items(), strict=True):
+        steps, values = zip(*curve, strict=True)
+        axes.plot(steps, values, marker="o" if len(curve) < 30 else None, color="tab:green")
+        axes.set(xlabel="optimiser step", ylabel=name)
+        axes.grid(alpha=0.3)
+    panels[0].set_title(title)
+    figure.savefig(path, dpi=120)
+    return path
 
 
 def write_loss_plot(curve: Sequence[tuple[int, float]], path: Path, *, title: str) -> Path | None:
@@ -151,7 +178,7 @@ def render_readme(card: Mapping[str, Any]) -> str:
     lines = [
         f"# LoRA adapter: {card['task']} node of zhrag",
         "",
-        f"Trained by `zhrag train`; load it with `zhrag ask --{card['task']}-adapter <this directory>`.",
+        f"Trained by `zhrag train` ({card.get('method', 'sft')}); load it with `zhrag ask --{card['task']}-adapter <this directory>`.",
         "",
         "| | |",
         "|---|---|",
@@ -161,6 +188,8 @@ def render_readme(card: Mapping[str, Any]) -> str:
         "",
         f"![training loss]({LOSS_PLOT_FILE})" if card.get("files", {}).get("loss_plot") else "No loss was logged.",
         "",
+        *([f"![reward margins and accuracies]({REWARDS_PLOT_FILE})", ""]
+          if card.get("files", {}).get("rewards_plot") else []),
         f"Details: [{CARD_FILE}]({CARD_FILE}).",
         "",
     ]

@@ -327,7 +327,21 @@ def _dtype_name(device_type: str) -> str:
 def _with_lora(model: Any, lora: LoraSettings, seed: int, tokenizer: Any) -> Any:
     """``model`` wrapped by peft with a freshly (seeded) initialised LoRA adapter (and its trainable output rows)."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
+
+    config = lora_config(model, lora, tokenizer)
+    torch.manual_seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft calls a deprecated transformers property
+            return get_peft_model(model, config)
+    except ValueError as error:
+        raise ModelLoadError(f"cannot add LoRA to the base model: {first_line(error)}") from error
+
+
+def lora_config(model: Any, lora: LoraSettings, tokenizer: Any) -> Any:
+    """The peft ``LoraConfig`` of ``lora`` for ``model`` (its output layer's trainable rows named by token id)."""
+    from peft import LoraConfig, TaskType
 
     tokens = None
     if lora.output_tokens:
@@ -342,13 +356,7 @@ def _with_lora(model: Any, lora: LoraSettings, seed: int, tokenizer: Any) -> Any
         target_modules=list(lora.target_modules),
         trainable_token_indices=tokens,
     )
-    torch.manual_seed(seed)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # peft calls a deprecated transformers property
-            return get_peft_model(model, config)
-    except ValueError as error:
-        raise ModelLoadError(f"cannot add LoRA to the base model: {first_line(error)}") from error
+    return config
 
 
 def _trainer(

@@ -223,3 +223,24 @@ def test_bad_preference_input_gives_one_line_error(argv, message, capsys, tmp_pa
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_llamacpp_samples_ask_each_seed_at_the_temperature():
+    from zhrag.models.llamacpp import LlamaCppLLM
+
+    class Runtime:
+        """Stands in for llama.cpp: records the request bodies, answers with the seed."""
+
+        def __init__(self) -> None:
+            self.bodies: list[dict] = []
+
+        def map(self, bodies):
+            self.bodies += bodies
+            return [{"text": f"答{body['seed']}\n多余"} for body in bodies]
+
+    model = LlamaCppLLM.__new__(LlamaCppLLM)  # no model file: the runtime stands in for llama.cpp
+    runtime = Runtime()
+    model.runtime, model.is_chat, model.load_info = runtime, False, {"model": "stand-in"}
+    assert model.generate_samples(["问甲", "问乙"], 2, temperature=0.8, seed=5) == [["答5", "答6"], ["答5", "答6"]]
+    assert [(b["prompt"], b["seed"], b["temperature"]) for b in runtime.bodies] == [
+        ("问甲", 5, 0.8), ("问甲", 6, 0.8), ("问乙", 5, 0.8), ("问乙", 6, 0.8)]

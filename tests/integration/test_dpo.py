@@ -102,7 +102,7 @@ def test_interrupted_dpo_resumes_and_widens_the_reward_margin(pairs_file: Path, 
     assert main(argv) == 0
     assert "already holds this adapter" in capsys.readouterr().out
     assert main([*argv, "--beta", "0.5"]) == 2  # other DPO settings: another adapter
-    assert "trained with other settings (dpo)" in capsys.readouterr().err
+    assert "trained with other settings (dpo.beta)" in capsys.readouterr().err
 
     tokenizer, base_model = load_base(resolve_base_model("gemma3-270m"), "float32")
     torch.manual_seed(0)

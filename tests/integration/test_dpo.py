@@ -6,7 +6,7 @@ right answer or 不知道, rejected: a wrong one), cut to 96 tokens, three optim
 after the first checkpoint and resumed by the CLI. The implicit DPO reward margin of every pair, the log-ratio
 (adapter against the base model) of the chosen answer minus that of the rejected one, is computed here from the
 model's token log-probabilities, independently of TRL: it is 0 before training (a fresh LoRA is the base model) and
-positive for every pair after.
+positive for every pair after. The adapter is then served on llama.cpp (converted to a GGUF LoRA).
 """
 
 from __future__ import annotations
@@ -114,6 +114,6 @@ def test_interrupted_dpo_resumes_and_widens_the_reward_margin(pairs_file: Path, 
     assert all(margin > 0.1 for margin in after), after
     assert sum(after) > sum(before) + 1.0, (before, after)
 
-    llm = load_llm("gemma3-270m", adapter=str(out), engine="transformers")  # served like an SFT adapter
-    assert llm.load_info["adapter"] == str(out)
-    assert len(llm.generate([build_answer_prompt(PAIRS[0][0], [], chat=False)], max_new_tokens=4)) == 1
+    served = load_llm("gemma3-270m", adapter=str(out))  # served like an SFT adapter: llama.cpp with the GGUF LoRA
+    assert served.load_info["engine"] == "llama.cpp" and served.load_info["adapter"] == str(out.resolve())
+    assert len(served.generate([build_answer_prompt(PAIRS[0][0], [], chat=False)], max_new_tokens=4)) == 1

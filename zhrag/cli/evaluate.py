@@ -17,6 +17,8 @@ from zhrag.cli.options import (
     ModelOptions,
     RerankerOpt,
     RunOutOpt,
+    SampleOpt,
+    SeedOpt,
     SingleModelOptions,
     StoreOptions,
     out_option,
@@ -41,8 +43,8 @@ def eval_(
         typer.Option(help="Question jsonl file, HF dataset id, or rc (held-out reading-comprehension pairs as open questions); default: shared dev set."),
     ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N questions (after the filters).")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="A seeded random sample of N questions (all categories).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    sample: SampleOpt = None,
+    seed: SeedOpt = 0,
     exclude_sample: Annotated[
         Optional[int], typer.Option(help="Leave out the questions of the seeded --sample of this size (a tuning set beside it).")
     ] = None,
@@ -265,7 +267,9 @@ def eval_reading(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data.")],
     out: RunOutOpt,
     models: AnswerModelOptions,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N answer examples.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N answer examples (of the sample, with --sample).")] = None,
+    sample: SampleOpt = None,
+    seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (the answer node's default).")] = 32,
     force: ForceOpt = False,
@@ -276,7 +280,7 @@ def eval_reading(
     writable_dir(out, "reading run folder", create=False)  # before the model loads; the run creates it
     llm, model_record = _run_model(models)
     summary = evaluate_reading(
-        llm, data, out, model=model_record, limit=limit,
+        llm, data, out, model=model_record, limit=limit, sample=sample, seed=seed,
         batch_size=batch_size, max_new_tokens=max_new_tokens, force=force,
     )
     overall = summary["overall"]

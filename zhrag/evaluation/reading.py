@@ -4,7 +4,8 @@ Each answer example of an evaluation file (the ``*_eval.jsonl`` split of ``zhrag
 prompt the graph's answer node sends (a completion text for base models, system + user messages for chat
 models) and the accepted answers (``meta.answers``, else the target turn). The model completes every prompt
 as the node does (greedy, at most ``max_new_tokens``, stopping at the first newline), the completion is
-cleaned with the node's own :func:`~zhrag.prompts.answer.clean_answer`, and scored against the answers:
+cleaned with the node's own :func:`~zhrag.prompts.answer.clean_answer` (given the question and the prompt's
+passages, as the node gives them), and scored against the answers:
 
 - **exact**: the normalised answer equals a normalised accepted answer;
 - **contains**: a normalised accepted answer (or, for ``X（Y）``, X or Y) occurs in the normalised answer,
@@ -201,8 +202,15 @@ def evaluate_reading(
     return summary
 
 
+def passage_text(prompt: Prompt) -> str:
+    """The passages an answer prompt shows (between its last 资料： and 问题：), the node's cleaning context."""
+    text = prompt if isinstance(prompt, str) else str(prompt[-1].content)
+    shown = text[text.rfind("资料：") + len("资料：") if "资料：" in text else 0 :]
+    return shown[: shown.rfind("问题：")] if "问题：" in shown else shown
+
+
 def _record(item: ReadingItem, raw: str, ms: float) -> dict[str, Any]:
-    answer = clean_answer(raw, item.question)
+    answer = clean_answer(raw, item.question, passage_text(item.prompt))
     return {
         "id": item.id,
         "question": item.question,

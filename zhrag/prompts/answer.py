@@ -228,8 +228,8 @@ def _asked_span(answer: str, question: str) -> str:
     restated = _restated_tail(span, opening)
     if restated > shared and restated >= _MIN_ECHOED_OPENING:
         shared, echoed_opening = restated, True
-    if echoed_opening:
-        span = _CONNECTOR.sub("", span[shared:])
+    if echoed_opening:  # one joining word, unless the echo ended with one (明朝的名臣是 | 于谦 keeps its 于)
+        span = span[shared:] if _CONNECTOR.search(span[shared - 1 : shared]) else _CONNECTOR.sub("", span[shared:])
     if match.group("determiner"):
         ending = ending[len(_head_nouns(ending)) :]
     ending, trimmed = ending.removesuffix("的"), span.removesuffix("的")

@@ -121,15 +121,13 @@ _PAIRS = {"《": "》", "〈": "〉", "（": "）", "(": ")", "“": "”", "「
 #: Question words of the slot an answer fills: pronoun-like words stand for the whole answer (谁, 哪里, 哪一年),
 #: determiners stand before the noun the answer names (什么工艺品, 哪个省, 多少首诗), which the answer keeps.
 _QUESTION_WORD = re.compile(
-    r"(?P<pronoun>为什么|为何|什么时候|什么地方|谁|哪里|哪儿|哪一?年|哪一?天|哪国|何时|何地|何处|何人|何年|怎么样?|怎样|如何)"
+    r"(?P<pronoun>(?<![称成作认视名译改叫])为什么|为何|什么时候|什么地方|谁|哪里|哪儿|哪一?年|哪一?天|哪国|何时|何地|何处|何人|何年|怎么样?|怎样|如何)"
     r"|(?P<determiner>什么|哪一?[个位些种座家所条部本首]?|多少|几)"
 )
 #: What may join a restated subject to the answer: 甲城位于乙省 → 乙省 once 甲城 is cut.
 _CONNECTOR = re.compile(r"^(?:就是|即是|乃是|称为|叫做|位于|是|为|乃|即|由|被|叫|在|于)")
 #: An echoed opening is cut only from this many characters on (or the question's whole opening).
 _MIN_ECHOED_OPENING = 3
-#: An echoed ending is cut alone (without an echoed opening) only from this many characters on.
-_MIN_ECHOED_ENDING = 3
 
 #: Measure words and units a number keeps (数字 + 量词 / 单位), the longest alternatives first where one is
 #: the start of another.
@@ -209,12 +207,13 @@ def _asked_span(answer: str, question: str) -> str:
     """The part of ``answer`` that fills the question's slot, when the answer restates the question around it.
 
     The question splits at its first question word into an opening and an ending (鲤鱼门天后庙是由 | 谁 | 兴建的).
-    An answer that starts with the question's own opening (at least three characters, or all of it), or with
-    at least three characters of the opening's end (the words just before the question word), loses them
-    and a joining word (是, 由, 位于, ...). After a determiner (什么, 哪个, 多少, 几) the ending's leading nouns
+    An answer that starts with the question's whole opening (at least two characters), with its first three or
+    more characters followed by a joining word (是, 由, 位于, ...), or with at least three characters of the
+    opening's end (the words just before the question word) loses them and one joining word; an answer that only
+    shares a word with the opening (卢安达语 for 卢安达境内使用哪种语言) keeps it. After a determiner (什么, 哪个, 多少, 几) the ending's leading nouns
     name what is asked (什么工艺品 → 竹编工艺品) and stay; the rest of the ending (a trailing 的 aside) is cut
-    where the answer ends with it (at least two characters of it, or all of it after an echoed opening), or
-    with at least three characters of it.
+    where the answer ends with it: all of it (at least two characters), or at least three characters of it after
+    an echoed opening.
     Nothing is cut when nothing would be left, and the answer is never rewritten otherwise.
     """
     asked = question.strip().rstrip("？?。.！! \u3000")
@@ -224,7 +223,10 @@ def _asked_span(answer: str, question: str) -> str:
     opening, ending = asked[: match.start()], asked[match.end() :]
     span = answer
     shared = _shared_prefix(span, opening)
-    echoed_opening = shared > 0 and shared >= min(_MIN_ECHOED_OPENING, len(opening))
+    # the question's opening word for word (or its first words, then a joining word): 鲤鱼门天后庙由 | 郑连昌
+    echoed_opening = shared >= 2 and (
+        shared == len(opening) or shared >= _MIN_ECHOED_OPENING and bool(_CONNECTOR.match(span[shared:]))
+    )
     restated = _restated_tail(span, opening)
     if restated > shared and restated >= _MIN_ECHOED_OPENING:
         shared, echoed_opening = restated, True
@@ -235,7 +237,7 @@ def _asked_span(answer: str, question: str) -> str:
     ending, trimmed = ending.removesuffix("的"), span.removesuffix("的")
     tail = _shared_suffix(trimmed, ending)
     whole = tail == len(ending)
-    if tail and (tail >= _MIN_ECHOED_ENDING or (whole or echoed_opening) and (tail >= 2 or whole and echoed_opening)):
+    if tail and (echoed_opening and (whole or tail >= 3) or whole and tail >= 2):
         span = trimmed[: len(trimmed) - tail]
     span = span.strip(_EDGE_JUNK)
     return span if normalize_text(span) else answer
@@ -277,7 +279,7 @@ def _with_unit(answer: str, question: str, context: str) -> str:
         return answer
     for pattern in _ASKED_UNITS:
         if asked := pattern.search(question):
-            return answer + asked.group(1)
+            return answer if answer.endswith(asked.group(1)) else answer + asked.group(1)  # 三十万 for 几万
     number = re.escape(answer.removeprefix("大约").removeprefix("约").removeprefix("共有").removeprefix("共"))
     units = set(re.findall(rf"(?<![\d.]){number}\s*({_UNIT})", context)) if context else set()
     return answer + units.pop() if len(units) == 1 else answer

@@ -91,13 +91,17 @@ def _read_jsonl(path: Path) -> list[Question]:
     return [_question_from_row(row, where) for where, row in iter_jsonl(path, DatasetError)]
 
 
-def seeded_sample(items: Sequence[T], size: int, seed: int) -> list[T]:
-    """A seeded random draw of ``size`` of ``items`` (all of them when fewer), kept in their order.
+def seeded_sample(items: Sequence[T], size: int, seed: int, *, keep_order: bool = True) -> list[T]:
+    """A seeded random draw of ``size`` of ``items`` (all of them when fewer), kept in their order or, with
+    ``keep_order=False``, in the order drawn (so that any first part of it is itself a random sample).
 
     The draw depends only on ``seed`` and the number of items, never on their content or any score; ``zhrag eval
-    --sample`` and ``zhrag eval-reading --sample`` both draw with it.
+    --sample`` and ``zhrag eval-reading --sample`` both draw with it (the same items for the same seed and size).
     """
-    chosen = set(random.Random(seed).sample(range(len(items)), min(size, len(items))))
+    drawn = random.Random(seed).sample(range(len(items)), min(size, len(items)))
+    if not keep_order:
+        return [items[index] for index in drawn]
+    chosen = set(drawn)
     return [item for index, item in enumerate(items) if index in chosen]
 
 

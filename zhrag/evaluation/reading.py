@@ -154,8 +154,9 @@ def evaluate_reading(
         model: What ``run.json`` records about the model (name, adapter identity).
         limit: Only the first ``limit`` answer examples (of the sample, with ``sample``; a larger limit later
             extends the same run).
-        sample: A seeded random draw of ``sample`` answer examples over the whole file (all sources), kept in
-            file order (:func:`~zhrag.evaluation.datasets.seeded_sample`); recorded in ``run.json``.
+        sample: A seeded random draw of ``sample`` answer examples over the whole file (all sources), answered
+            in the order drawn, so that a run stopped early (or ``limit``) covers a random part of it
+            (:func:`~zhrag.evaluation.datasets.seeded_sample`); recorded in ``run.json``.
         seed: Seed of ``sample``.
         batch_size: Prompts per ``generate`` call; each finished example is written at once.
         max_new_tokens: Generation budget per answer (the node's default: 32).
@@ -179,7 +180,7 @@ def evaluate_reading(
     path = eval_file(data)
     examples = [example for example in import_examples(path) if example["task"] == "answer"]
     all_items = reading_items(examples, chat=llm.is_chat)
-    items = (all_items if sample is None else seeded_sample(all_items, sample, seed))[:limit]
+    items = (all_items if sample is None else seeded_sample(all_items, sample, seed, keep_order=False))[:limit]
     out = Path(out)
     run_settings = {
         "format": RUN_FORMAT,

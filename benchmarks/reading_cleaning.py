@@ -12,6 +12,8 @@ the difference is the cleaning alone. The passages come from the run's data file
 
 Writes ``cleaning.json`` and ``cleaning.md`` into ``--out`` (default: the run folder): exact and contains with
 95 % Wilson intervals, overall and per source, and how many examples each cleaner alone gets right.
+``--rewrite-report`` also rewrites the run's ``summary.json`` and ``report.md`` from the raw completions with the
+current cleaner (a run stopped early writes neither; one resumed across code versions mixes cleaners).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.evaluation.metrics import proportion
-from zhrag.evaluation.reading import eval_file, passage_text, reading_items, score_answer
+from zhrag.evaluation.reading import eval_file, passage_text, reading_items, score_answer, summarize, write_reports
 from zhrag.prompts.answer import UNKNOWN_ANSWER, clean_answer
 from zhrag.prompts.common import normalize_text
 from zhrag.run_folder import RESULTS_FILE, read_run
@@ -60,20 +62,26 @@ def old_clean_answer(text: str, question: str = "") -> str:
 # ------------------------------------------------------------------------------------------- rescoring
 
 
-def rescore(run_dir: Path) -> dict[str, Any]:
-    """Both cleaners' scores on the records of ``run_dir`` (see the module docstring)."""
+def rescore(run_dir: Path, rewrite_report: bool = False) -> dict[str, Any]:
+    """Both cleaners' scores on the records of ``run_dir`` (see the module docstring); with ``rewrite_report``,
+    the run's ``summary.json`` and ``report.md`` are rewritten from its raw completions with the current cleaner
+    (for a run stopped early, or one whose sessions ran different cleaners)."""
     record = read_run(run_dir) or {}
     settings = record.get("settings", {})
     path = eval_file(settings["data"]["path"])
     examples = [example for example in import_examples(path) if example["task"] == "answer"]
     contexts = {item.id: passage_text(item.prompt) for item in reading_items(examples, chat=settings["chat"])}
-    rows = []
+    rows, recleaned = [], []
     for line in (run_dir / RESULTS_FILE).read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
-        result = json.loads(line)
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:  # a run stopped mid-write leaves a partial last line; the run redoes it
+            continue
         before = old_clean_answer(result["raw"], result["question"])
         after = clean_answer(result["raw"], result["question"], contexts[result["id"]])
+        recleaned.append({**result, "answer": after, **score_answer(after, result["answers"])})
         rows.append({
             "id": result["id"], "source": result.get("source"),
             "before": score_answer(before, result["answers"]), "after": score_answer(after, result["answers"]),
@@ -82,6 +90,8 @@ def rescore(run_dir: Path) -> dict[str, Any]:
     groups: dict[str, list[dict[str, Any]]] = {"all": rows}
     for row in rows:
         groups.setdefault(str(row["source"]), []).append(row)
+    if rewrite_report:
+        write_reports(summarize(recleaned, settings), recleaned, run_dir)
     return {
         "run": str(run_dir), "data": str(path), "sample": settings.get("sample"), "model": settings.get("model"),
         "code": (record.get("sessions") or [{}])[-1].get("code"),
@@ -129,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="Folder written by zhrag eval-reading.")
     parser.add_argument("--out", type=Path, help="Folder for cleaning.json and cleaning.md (default: RUN_DIR).")
+    parser.add_argument(
+        "--rewrite-report", action="store_true",
+        help="Also rewrite RUN_DIR's summary.json and report.md with the current cleaner from the raw completions.",
+    )
     args = parser.parse_args(argv)
-    summary = rescore(args.run_dir)
+    summary = rescore(args.run_dir, rewrite_report=args.rewrite_report)
     out = args.out or args.run_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "cleaning.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

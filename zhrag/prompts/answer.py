@@ -121,7 +121,8 @@ _PAIRS = {"《": "》", "〈": "〉", "（": "）", "(": ")", "“": "”", "「
 #: Question words of the slot an answer fills: pronoun-like words stand for the whole answer (谁, 哪里, 哪一年),
 #: determiners stand before the noun the answer names (什么工艺品, 哪个省, 多少首诗), which the answer keeps.
 _QUESTION_WORD = re.compile(
-    r"(?P<pronoun>(?<![称成作认视名译改叫])为什么|为何|什么时候|什么地方|谁|哪里|哪儿|哪一?年|哪一?天|哪国|何时|何地|何处|何人|何年|怎么样?|怎样|如何)"
+    r"(?P<pronoun>(?<![称成作认视名译改叫])为什么|为何|什么时候|什么地方|谁|哪里|哪儿|哪一?年|哪一?天|哪国"
+    r"|何时|何地|何处|何人|何年|怎么样?|怎样|如何)"
     r"|(?P<determiner>什么|哪一?[个位些种座家所条部本首]?|多少|几)"
 )
 #: What may join a restated subject to the answer: 甲城位于乙省 → 乙省 once 甲城 is cut.
@@ -210,11 +211,12 @@ def _asked_span(answer: str, question: str) -> str:
     An answer that starts with the question's whole opening (at least two characters), with its first three or
     more characters followed by a joining word (是, 由, 位于, ...), or with at least three characters of the
     opening's end (the words just before the question word) loses them and one joining word; an answer that only
-    shares a word with the opening (卢安达语 for 卢安达境内使用哪种语言) keeps it. After a determiner (什么, 哪个, 多少, 几) the ending's leading nouns
-    name what is asked (什么工艺品 → 竹编工艺品) and stay; the rest of the ending (a trailing 的 aside) is cut
-    where the answer ends with it: all of it (at least two characters), or at least three characters of it after
-    an echoed opening.
-    Nothing is cut when nothing would be left, and the answer is never rewritten otherwise.
+    shares a word with the opening (卢安达语 for 卢安达境内使用哪种语言) keeps it.
+
+    After a determiner (什么, 哪个, 多少, 几) the ending's leading nouns name what is asked (什么工艺品 →
+    竹编工艺品) and stay; the rest of the ending (a trailing 的 aside) is cut where the answer ends with it: all
+    of it (at least two characters), or at least three characters of it after an echoed opening. Nothing is cut
+    when nothing would be left, and the answer is never rewritten otherwise.
     """
     asked = question.strip().rstrip("？?。.！! \u3000")
     match = _QUESTION_WORD.search(asked)

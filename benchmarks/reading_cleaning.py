@@ -12,6 +12,8 @@ the difference is the cleaning alone. The passages come from the run's data file
 
 Writes ``cleaning.json`` and ``cleaning.md`` into ``--out`` (default: the run folder): exact and contains with
 95 % Wilson intervals, overall and per source, and how many examples each cleaner alone gets right.
+``--gold runs/data/rc_qwen/zhrag_train.jsonl`` adds a check of the rules on training-split pairs: both cleaners
+applied to the accepted answers themselves (how often a rule spoils an answer that was exactly right).
 ``--rewrite-report`` also rewrites the run's ``summary.json`` and ``report.md`` from the raw completions with the
 current cleaner (a run stopped early writes neither; one resumed across code versions mixes cleaners).
 """
@@ -26,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from zhrag.errors import TrainingDataError
 from zhrag.evaluation.metrics import proportion
 from zhrag.evaluation.reading import eval_file, passage_text, reading_items, score_answer, summarize, write_reports
 from zhrag.prompts.answer import UNKNOWN_ANSWER, clean_answer
@@ -99,6 +102,26 @@ def rescore(run_dir: Path, rewrite_report: bool = False) -> dict[str, Any]:
     }
 
 
+def gold_check(data: Path) -> dict[str, Any]:
+    """Each cleaner applied to the accepted answers themselves, as if the model had written the first one: how
+    often a cleaner spoils an answer that was exactly right (a check of the rules on training-split pairs)."""
+    examples = [example for example in import_examples(eval_file(data)) if example["task"] == "answer"]
+    try:
+        items = reading_items(examples, chat=True)
+    except TrainingDataError:  # completion prompts (data built for a base model)
+        items = reading_items(examples, chat=False)
+    rows = []
+    for item in items:
+        gold = item.answers[0]
+        before = old_clean_answer(gold, item.question)
+        after = clean_answer(gold, item.question, passage_text(item.prompt))
+        rows.append({
+            "source": item.meta.get("source"), "changed": before != after,
+            "before": score_answer(before, item.answers), "after": score_answer(after, item.answers),
+        })
+    return {"data": str(data), "stats": _stats(rows)}
+
+
 def _stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     n = len(rows)
     result: dict[str, Any] = {"n": n, "changed": sum(row["changed"] for row in rows)}
@@ -143,12 +166,25 @@ def main(argv: list[str] | None = None) -> int:
         "--rewrite-report", action="store_true",
         help="Also rewrite RUN_DIR's summary.json and report.md with the current cleaner from the raw completions.",
     )
+    parser.add_argument(
+        "--gold", type=Path,
+        help="Also clean the accepted answers of this answer-example file (a training split) with both cleaners.",
+    )
     args = parser.parse_args(argv)
     summary = rescore(args.run_dir, rewrite_report=args.rewrite_report)
+    if args.gold:
+        summary["gold_check"] = gold_check(args.gold)
     out = args.out or args.run_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "cleaning.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     table = markdown(summary)
+    if "gold_check" in summary:
+        g = summary["gold_check"]["stats"]
+        table += (
+            f"\nThe accepted answers of `{summary['gold_check']['data']}` cleaned as if the model had written them: "
+            f"exact {g['exact_before']['pct']} % before, {g['exact_after']['pct']} % after (n {g['n']}; "
+            f"+{g['exact_gained']} / −{g['exact_lost']}; {g['changed']} answers changed).\n"
+        )
     (out / "cleaning.md").write_text("# Answer cleaning, before and after\n\n" + table, encoding="utf-8")
     print(table)
     return 0

@@ -61,6 +61,7 @@ def test_a_bare_number_keeps_its_unit(raw: str, question: str, context: str, exp
         ("1987年首演", "交响诗《远山谣》是在哪一年首演的？", "1987年首演"),  # an ending alone is not cut
         ("十六路公交车是往返东站和西湖的线路", "十六路公交车是往返哪里的线路？", "东站和西湖"),
         ("明朝抗击瓦剌的名臣是于谦", "明朝抗击瓦剌的名臣是谁？", "于谦"),  # a name that opens with 于 keeps it
+        ("周远为人正直且乐于助人", "周远为何受到乡邻敬重？", "为人正直且乐于助人"),  # 为 of 为人 is no joining word
         ("他在1969年迁居香港", "他在哪一年迁居香港？", "1969年"),
         # the noun after a determiner (什么, 哪个, 哪一种) names what is asked and stays
         ("猫科动物", "狮子属于哪一种动物？", "猫科动物"),

@@ -236,7 +236,7 @@ def _asked_span(answer: str, question: str) -> str:
     if restated > shared and restated >= _MIN_ECHOED_OPENING:
         shared, echoed_opening = restated, True
     if echoed_opening:  # one joining word, unless the echo ended with one (明朝的名臣是 | 于谦 keeps its 于)
-        span = span[shared:] if _CONNECTOR.search(span[shared - 1 : shared]) else _CONNECTOR.sub("", span[shared:])
+        span = span[shared:] if _CONNECTOR.search(span[shared - 1 : shared]) else _without_connector(span[shared:])
     if match.group("determiner"):
         ending = ending[len(_head_nouns(ending)) :]
     ending, trimmed = ending.removesuffix("的"), span.removesuffix("的")
@@ -248,9 +248,21 @@ def _asked_span(answer: str, question: str) -> str:
     return span if normalize_text(span) else answer
 
 
+def _without_connector(text: str) -> str:
+    """``text`` without the joining word it opens with, when that is a word of its own (由 of 由郑连昌兴建, not
+    为 of 为人风流), by jieba's segmentation."""
+    from zhrag.kb.lexical import tagged_words  # jieba loads only when an answer needs it
+
+    match = _CONNECTOR.match(text)
+    if not match:
+        return text
+    words = tagged_words(text)
+    return text[match.end() :] if words and words[0][0] == match.group() else text
+
+
 def _head_nouns(text: str) -> str:
     """The nouns ``text`` opens with (工艺品 of 工艺品闻名), by jieba's part-of-speech tags."""
-    from zhrag.kb.lexical import tagged_words  # noqa: PLC0415  (jieba loads only when a question needs it)
+    from zhrag.kb.lexical import tagged_words  # jieba loads only when a question needs it
 
     head = ""
     for word, flag in tagged_words(text):

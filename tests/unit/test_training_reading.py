@@ -14,7 +14,8 @@ from pydantic import Field
 
 from zhrag.cli import main
 from zhrag.errors import ConfigError, TrainingDataError
-from zhrag.evaluation.reading import evaluate_reading, reading_items, score_answer
+from zhrag.evaluation.datasets import seeded_sample
+from zhrag.evaluation.reading import evaluate_reading, passage_text, reading_items, score_answer
 from zhrag.kb.passage import Passage
 from zhrag.models import LocalLLM, register_llm, unregister_llm
 from zhrag.prompts import build_answer_prompt
@@ -154,3 +155,36 @@ def test_cli_eval_reading(tmp_path: Path, eval_file: Path, scripted, capsys: pyt
     assert "4 examples: exact 50.0 %, contains 50.0 %, abstained 25.0 %" in capsys.readouterr().out
     assert main(["eval-reading", "--data", str(tmp_path / "missing"), "--out", str(out), "--model", name]) == 2
     assert "evaluation data not found" in capsys.readouterr().err
+
+
+def test_evaluate_reading_draws_a_seeded_sample_and_records_it(tmp_path: Path, eval_file: Path, scripted) -> None:
+    name, model = scripted(_scripted)
+    out = tmp_path / "sampled"
+    llm = LocalLLM.from_langchain(model, is_chat=False)
+    summary = evaluate_reading(llm, eval_file, out, model={"model": name}, sample=2, seed=3, progress=False)
+    items = reading_items([_example(i) for i in range(len(CASES))], chat=False)
+    expected = [item.id for item in seeded_sample(items, 2, 3, keep_order=False)]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [record["id"] for record in records] == expected  # the seeded draw, in the order drawn
+    assert all(record["raw"] == _scripted(prompt) for record, prompt in zip(records, model.prompts, strict=True))  # raw kept
+    assert summary["settings"]["sample"] == {"size": 2, "seed": 3, "of": 4}
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["settings"]["sample"]["seed"] == 3
+    with pytest.raises(ConfigError, match="other settings"):  # another draw is another run
+        evaluate_reading(llm, eval_file, out, model={"model": name}, sample=2, seed=4, progress=False)
+    with pytest.raises(ConfigError, match="sample"):
+        evaluate_reading(llm, eval_file, tmp_path / "bad", model={"model": name}, sample=0, progress=False)
+
+
+def test_seeded_sample_depends_only_on_seed_and_size() -> None:
+    items = list(range(100))
+    assert seeded_sample(items, 10, 0) == seeded_sample(items, 10, 0) == sorted(seeded_sample(items, 10, 0))
+    assert seeded_sample(items, 10, 0) != seeded_sample(items, 10, 1)
+    assert seeded_sample(items, 200, 0) == items
+    assert sorted(seeded_sample(items, 10, 0, keep_order=False)) == seeded_sample(items, 10, 0)  # the same draw
+
+
+def test_passage_text_is_what_the_prompt_shows_before_its_question() -> None:
+    passage = Passage(id="d#0", title="", text="该镇人口14355人。", score=0.0)
+    for chat in (False, True):
+        shown = passage_text(build_answer_prompt("该镇人口多少？", [passage], chat=chat))
+        assert "14355人" in shown and "该镇人口多少" not in shown and "林慕远" not in shown  # no few-shot passages

@@ -24,6 +24,8 @@ from zhrag.cli.options import (
     ModelOptions,
     RerankerOpt,
     RunOutOpt,
+    SampleOpt,
+    SeedOpt,
     SingleModelOptions,
     StoreOptions,
     out_option,
@@ -51,8 +53,8 @@ def eval_(
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions (after the filters).")] = None,
-    sample: Annotated[int | None, typer.Option(help="A seeded random sample of N questions (all categories).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    sample: SampleOpt = None,
+    seed: SeedOpt = 0,
     exclude_sample: Annotated[
         int | None, typer.Option(help="Leave out the questions of the seeded --sample of this size (a tuning set beside it).")
     ] = None,
@@ -281,7 +283,9 @@ def eval_reading(
     data: Annotated[Path, typer.Option(help="Evaluation file (*_eval.jsonl) or a folder written by zhrag build-data.")],
     out: RunOutOpt,
     models: AnswerModelOptions,
-    limit: Annotated[int | None, typer.Option(help="Only the first N answer examples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N answer examples (of the sample, with --sample).")] = None,
+    sample: SampleOpt = None,
+    seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (the answer node's default).")] = 32,
     force: ForceOpt = False,
@@ -292,7 +296,7 @@ def eval_reading(
     writable_dir(out, "reading run folder", create=False)  # before the model loads; the run creates it
     llm, model_record = _run_model(models)
     summary = evaluate_reading(
-        llm, data, out, model=model_record, limit=limit,
+        llm, data, out, model=model_record, limit=limit, sample=sample, seed=seed,
         batch_size=batch_size, max_new_tokens=max_new_tokens, force=force,
     )
     overall = summary["overall"]

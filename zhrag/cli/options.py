@@ -58,6 +58,11 @@ KbOpt = Annotated[
     typer.Option("--kb", help="Source(s) indexed on first use when the collection is empty (default: shared KB)."),
 ]
 PassageKbOpt = Annotated[Path | None, typer.Option(help="Knowledge-base source of the passages (default: shared KB).")]
+SampleOpt = Annotated[
+    int | None,
+    typer.Option(help="A seeded random sample of N questions / examples over the whole set (all categories and sources)."),
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed of --sample.")]
 
 
 @dataclass

@@ -22,11 +22,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from zhrag import settings
 from zhrag.errors import DatasetError
 from zhrag.jsonl import iter_jsonl
+
+T = TypeVar("T")
 
 REQUIRED_FIELDS = ("id", "question", "answer")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -89,12 +91,25 @@ def _read_jsonl(path: Path) -> list[Question]:
     return [_question_from_row(row, where) for where, row in iter_jsonl(path, DatasetError)]
 
 
+def seeded_sample(items: Sequence[T], size: int, seed: int, *, keep_order: bool = True) -> list[T]:
+    """A seeded random draw of ``size`` of ``items`` (all of them when fewer), kept in their order or, with
+    ``keep_order=False``, in the order drawn (so that any first part of it is itself a random sample).
+
+    The draw depends only on ``seed`` and the number of items, never on their content or any score; ``zhrag eval
+    --sample`` and ``zhrag eval-reading --sample`` both draw with it (the same items for the same seed and size).
+    """
+    drawn = random.Random(seed).sample(range(len(items)), min(size, len(items)))
+    if not keep_order:
+        return [items[index] for index in drawn]
+    chosen = set(drawn)
+    return [item for index, item in enumerate(items) if index in chosen]
+
+
 def _sampled(questions: list[Question], size: int, seed: int) -> list[Question]:
     """A seeded random sample of ``size`` questions, kept in their order."""
     if size < 1:
         raise DatasetError(f"sample must be >= 1, got {size}")
-    chosen = set(random.Random(seed).sample(range(len(questions)), min(size, len(questions))))
-    return [question for index, question in enumerate(questions) if index in chosen]
+    return seeded_sample(questions, size, seed)
 
 
 def _read_rc(pairs_file: str | None) -> list[Question]:

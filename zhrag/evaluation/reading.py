@@ -4,7 +4,8 @@ Each answer example of an evaluation file (the ``*_eval.jsonl`` split of ``zhrag
 prompt the graph's answer node sends (a completion text for base models, system + user messages for chat
 models) and the accepted answers (``meta.answers``, else the target turn). The model completes every prompt
 as the node does (greedy, at most ``max_new_tokens``, stopping at the first newline), the completion is
-cleaned with the node's own :func:`~zhrag.prompts.answer.clean_answer`, and scored against the answers:
+cleaned with the node's own :func:`~zhrag.prompts.answer.clean_answer` (given the question and the prompt's
+passages, as the node gives them), and scored against the answers:
 
 - **exact**: the normalised answer equals a normalised accepted answer;
 - **contains**: a normalised accepted answer (or, for ``X（Y）``, X or Y) occurs in the normalised answer,
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from zhrag.errors import ConfigError, TrainingDataError
+from zhrag.evaluation.datasets import seeded_sample
 from zhrag.evaluation.rule_grader import is_refusal, mentions_gold, normalize_answer
 from zhrag.models import LLM
 from zhrag.prompts import Prompt, clean_answer
@@ -136,6 +138,8 @@ def evaluate_reading(
     *,
     model: Mapping[str, Any],
     limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     force: bool = False,
@@ -148,7 +152,12 @@ def evaluate_reading(
         data: Evaluation file or ``build-data`` folder (see :func:`eval_file`).
         out: Run folder: ``run.json``, ``results.jsonl``, ``summary.json``, ``report.md``.
         model: What ``run.json`` records about the model (name, adapter identity).
-        limit: Only the first ``limit`` answer examples (a larger limit later extends the same run).
+        limit: Only the first ``limit`` answer examples (of the sample, with ``sample``; a larger limit later
+            extends the same run).
+        sample: A seeded random draw of ``sample`` answer examples over the whole file (all sources), answered
+            in the order drawn, so that a run stopped early (or ``limit``) covers a random part of it
+            (:func:`~zhrag.evaluation.datasets.seeded_sample`); recorded in ``run.json``.
+        seed: Seed of ``sample``.
         batch_size: Prompts per ``generate`` call; each finished example is written at once.
         max_new_tokens: Generation budget per answer (the node's default: 32).
         force: Start afresh when ``out`` holds a run with other settings (its files are moved to
@@ -159,16 +168,19 @@ def evaluate_reading(
         The summary (also written to ``summary.json``).
 
     Raises:
-        ConfigError: bad ``limit`` / ``batch_size``, or ``out`` holds another run and not ``force``.
+        ConfigError: bad ``limit`` / ``sample`` / ``batch_size``, or ``out`` holds another run and not ``force``.
         TrainingDataError: unreadable data, or examples that do not fit the model's prompt form.
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
+    if sample is not None and sample < 1:
+        raise ConfigError(f"sample must be >= 1, got {sample}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     path = eval_file(data)
     examples = [example for example in import_examples(path) if example["task"] == "answer"]
-    items = reading_items(examples, chat=llm.is_chat)[:limit]
+    all_items = reading_items(examples, chat=llm.is_chat)
+    items = (all_items if sample is None else seeded_sample(all_items, sample, seed, keep_order=False))[:limit]
     out = Path(out)
     run_settings = {
         "format": RUN_FORMAT,
@@ -177,6 +189,8 @@ def evaluate_reading(
         "chat": llm.is_chat,
         "max_new_tokens": max_new_tokens,
     }
+    if sample is not None:  # absent for whole-file runs, so their earlier run folders still resume
+        run_settings["sample"] = {"size": sample, "seed": seed, "of": len(all_items)}
     claim_run(out, run_settings, force, kind="reading", files=(RESULTS_FILE, SUMMARY_FILE, REPORT_FILE))
     records = process_pending(
         items, out / RESULTS_FILE,
@@ -189,8 +203,15 @@ def evaluate_reading(
     return summary
 
 
+def passage_text(prompt: Prompt) -> str:
+    """The passages an answer prompt shows (between its last 资料： and 问题：), the node's cleaning context."""
+    text = prompt if isinstance(prompt, str) else str(prompt[-1].content)
+    shown = text[text.rfind("资料：") + len("资料：") if "资料：" in text else 0 :]
+    return shown[: shown.rfind("问题：")] if "问题：" in shown else shown
+
+
 def _record(item: ReadingItem, raw: str, ms: float) -> dict[str, Any]:
-    answer = clean_answer(raw, item.question)
+    answer = clean_answer(raw, item.question, passage_text(item.prompt))
     return {
         "id": item.id,
         "question": item.question,

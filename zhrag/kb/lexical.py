@@ -75,6 +75,17 @@ def tokenize(text: str) -> list[str]:
     return [term for term in (t.strip().lower() for t in terms) if term and _is_content_token(term)]
 
 
+def tagged_words(text: str) -> list[tuple[str, str]]:
+    """Segment ``text`` into (word, part-of-speech flag) pairs with jieba's tagger (dictionary only, no HMM):
+    ``n…`` nouns, ``v`` verbs, ``uj`` 的, ... (used by the answer cleaner to find a question's head noun)."""
+    if not text:
+        return []
+    _segmenter()  # one dictionary load, logging silenced
+    import jieba.posseg
+
+    return [(pair.word, pair.flag) for pair in jieba.posseg.cut(text, HMM=False)]
+
+
 def term_id(term: str) -> int:
     """Stable 31-bit sparse-vector index of a term (CRC-32 of its UTF-8 bytes)."""
     return zlib.crc32(term.encode("utf-8")) & 0x7FFFFFFF

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
 from zhrag.nodes.common import answer_llm, require_question, timed
-from zhrag.prompts import UNKNOWN_ANSWER, build_answer_prompt, clean_answer
+from zhrag.prompts import UNKNOWN_ANSWER, answer_context, build_answer_prompt, clean_answer
 
 
 def abstains(answer: str, confidence: float | None, threshold: float | None) -> bool:
@@ -69,14 +69,15 @@ def answer(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     question = require_question(state)
     context = runtime.context
     llm = answer_llm(context)
-    prompt = build_answer_prompt(question, state.get("contexts", []), chat=llm.is_chat)
+    passages = state.get("contexts", [])
+    prompt = build_answer_prompt(question, passages, chat=llm.is_chat)
     confidence = None
     if llm.supports_logprobs:
         [scored] = llm.generate_scored([prompt], max_new_tokens=context.max_new_tokens, stop=("\n",))
         raw, confidence = scored.text, scored.confidence()
     else:
         [raw] = llm.generate([prompt], max_new_tokens=context.max_new_tokens, stop=("\n",))
-    text = clean_answer(raw, question)
+    text = clean_answer(raw, question, answer_context(passages))
     abstained = abstains(text, confidence, context.abstain_below)
     return {
         "answer": UNKNOWN_ANSWER if abstained else text,

@@ -4,7 +4,7 @@ Each builder returns a few-shot completion text for base models (``chat=False``)
 messages for chat models (``chat=True``).
 """
 
-from zhrag.prompts.answer import UNKNOWN_ANSWER, build_answer_prompt, clean_answer
+from zhrag.prompts.answer import UNKNOWN_ANSWER, answer_context, build_answer_prompt, clean_answer
 from zhrag.prompts.common import Prompt, normalize_text
 from zhrag.prompts.judge import (
     JUDGE_MAX_NEW_TOKENS,
@@ -28,6 +28,7 @@ __all__ = [
     "REQUERY_MAX_NEW_TOKENS",
     "UNKNOWN_ANSWER",
     "Prompt",
+    "answer_context",
     "build_answer_prompt",
     "build_judge_prompt",
     "build_requery_prompt",

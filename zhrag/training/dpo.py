@@ -52,9 +52,9 @@ from zhrag.training.lora import (
     _last_checkpoint,
     _lora_record,
     _schedule,
-    _warmup_steps,
     lora_config,
     resolve_output_tokens,
+    trainer_arguments,
 )
 from zhrag.training.preference import PREFERENCE_TASK, PreferencePair, load_preference_pairs
 
@@ -229,32 +229,11 @@ def _dpo_trainer(
     import torch
     from trl import DPOConfig, DPOTrainer
 
-    bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
     args = DPOConfig(
-        output_dir=str(out / cards.CHECKPOINTS_DIR),
+        **trainer_arguments(out, train, len(rows), device_type, progress),
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
         max_length=train.max_length,
-        per_device_train_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps if train.max_steps is not None else -1,
-        learning_rate=train.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=_warmup_steps(len(rows), train),
-        logging_steps=train.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=train.save_steps,
-        save_total_limit=2,
-        bf16=bf16,
-        fp16=device_type == "cuda" and not bf16,
-        use_cpu=device_type == "cpu",
-        seed=train.seed,
-        data_seed=train.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
     )
     torch.manual_seed(train.seed)  # the LoRA initialisation
     try:

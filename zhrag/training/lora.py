@@ -370,37 +370,15 @@ def _trainer(
     progress: bool,
 ) -> Any:
     """The :class:`~zhrag.training.sft.TailLossTrainer` of the run, checkpointing into ``out/checkpoints``."""
-    import torch
     from transformers import TrainingArguments
 
     from zhrag.training.sft import LeftPadCollator, TailLossTrainer
 
-    bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
-        output_dir=str(out / cards.CHECKPOINTS_DIR),
-        per_device_train_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum,
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps if train.max_steps is not None else -1,
-        learning_rate=train.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=_warmup_steps(len(examples), train),
-        logging_steps=train.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=train.save_steps,
-        save_total_limit=2,
-        bf16=bf16,
-        fp16=device_type == "cuda" and not bf16,
-        use_cpu=device_type == "cpu",
-        seed=train.seed,
-        data_seed=train.seed,
-        report_to="none",
+        **trainer_arguments(out, train, len(examples), device_type, progress),
         remove_unused_columns=False,
         label_names=["labels"],
-        dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
-        disable_tqdm=not progress,
     )
     return TailLossTrainer(
         model=model,
@@ -409,6 +387,39 @@ def _trainer(
         data_collator=LeftPadCollator(tokenizer.pad_token_id),
         callbacks=list(callbacks) or None,
     )
+
+
+def trainer_arguments(
+    out: Path, train: TrainSettings, examples: int, device_type: str, progress: bool
+) -> dict[str, Any]:
+    """The Trainer arguments SFT and DPO share: schedule, checkpoints every ``save_steps`` under ``OUT/checkpoints``
+    (the last two kept), precision per device, seeds, no reporting."""
+    import torch
+
+    bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
+    return {
+        "output_dir": str(out / cards.CHECKPOINTS_DIR),
+        "per_device_train_batch_size": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps if train.max_steps is not None else -1,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": _warmup_steps(examples, train),
+        "logging_steps": train.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": train.save_steps,
+        "save_total_limit": 2,
+        "bf16": bf16,
+        "fp16": device_type == "cuda" and not bf16,
+        "use_cpu": device_type == "cpu",
+        "seed": train.seed,
+        "data_seed": train.seed,
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        "disable_tqdm": not progress,
+    }
 
 
 def _warmup_steps(examples: int, train: TrainSettings) -> int:

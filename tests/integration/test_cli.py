@@ -84,6 +84,25 @@ def test_ask_a3_json_shows_the_agents_qdrant_find_calls(indexed_path: Path):
     assert set(record["timings_ms"]) == {"agent", "tools", "answer", "total"}
 
 
+def test_ask_a4_json_shows_each_roles_handoff(indexed_path: Path):
+    """The default model plays all four roles; every hand-off and the evaluator's verdict are in the record."""
+    result = zhrag("ask", "--variant", "a4", "--json", "--qdrant-path", str(indexed_path), QUESTION)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["variant"] == "a4" and "吴沃尧" in record["answer"]
+    assert record["plan"]["searches"][0] == QUESTION and record["queries"][: len(record["plan"]["searches"])] == \
+        record["plan"]["searches"]
+    handoffs = [(step["from"], step["to"]) for step in record["handoffs"]]
+    assert handoffs[:3] == [("planner", "researcher"), ("researcher", "answerer"), ("answerer", "evaluator")]
+    assert handoffs[-1] == ("evaluator", "end") and len(record["verdicts"]) == record["review_rounds"] + 1
+    assert record["verdicts"][-1]["decision"] == "accept" and record["verdicts"][-1]["answer"] == record["answer"]
+    quoted = [item["id"] for item in record["evidence"] if item["score"] >= 0.5]
+    assert [p["id"] for p in record["contexts"]] == quoted[:3] and record["knowledge"]["source"] == "passages"
+    assert any("吴沃尧" in p["evidence"] for p in record["contexts"])
+    assert {"planner:propose", "researcher:search", "researcher:read", "answer", "evaluator:check"} <= set(
+        record["timings_ms"])
+
+
 def test_missing_kb_source_is_a_one_line_error(tmp_path: Path):
     result = zhrag("index", str(tmp_path / "nope.jsonl"), "--qdrant-path", str(tmp_path / "q"))
     assert result.returncode == 2

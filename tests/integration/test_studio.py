@@ -1,4 +1,4 @@
-"""LangGraph Studio's server: ``langgraph dev`` serves the a0/a1/a2 graphs offline and they answer over HTTP."""
+"""LangGraph Studio's server: ``langgraph dev`` serves the graphs offline and they answer over HTTP."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def studio_url(knowledge_url: str, tmp_path_factory: pytest.TempPathFactory):
         server.wait(timeout=30)
 
 
-def test_studio_serves_the_three_variants(studio_url: str):
+def test_studio_serves_the_variants(studio_url: str):
     from langgraph_sdk import get_sync_client
 
     client = get_sync_client(url=studio_url)
@@ -102,6 +102,20 @@ def test_studio_serves_the_three_variants(studio_url: str):
     assert not results["a0"].get("contexts")
     assert any("吴沃尧" in p["text"] for p in results["a1"]["contexts"])
     assert results["a2"]["queries"][0] == QUESTION
+
+
+def test_studio_serves_a4_with_its_roles_as_subgraphs(studio_url: str):
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=studio_url)
+    [assistant] = [a for a in client.assistants.search(limit=20) if a["graph_id"] == "a4"]
+    drawn = client.assistants.get_graph(assistant["assistant_id"], xray=True)
+    nodes = {node["id"] for node in drawn["nodes"]}
+    assert {"planner:propose", "researcher:read", "answerer:answer", "evaluator:decide"} <= nodes
+    state = client.runs.wait(None, "a4", input={"question": QUESTION}, context={"top_k": 2, "max_review_rounds": 0})
+    assert isinstance(state, dict) and state.get("answer", "").strip(), state
+    assert [step["from"] for step in state["handoffs"]][:4] == ["planner", "researcher", "answerer", "evaluator"]
+    assert state["verdicts"][-1]["decision"] in ("accept", "abstain")
 
 
 def test_served_graphs_refuse_operator_fields_from_callers(studio_url: str, tmp_path: Path):

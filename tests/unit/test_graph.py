@@ -129,8 +129,8 @@ def test_variants_are_wired_as_documented(variant: str) -> None:
 
 
 def test_unknown_variant_names_it_and_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"'a4'.*a0, a1, a2, a3"):
-        build_graph("a4")
+    with pytest.raises(ConfigError, match=r"'a5'.*a0, a1, a2, a3, a4"):
+        build_graph("a5")
 
 
 def test_a0_answers_closed_book_without_retrieval(knowledge: Callable[..., FakeKnowledge], fake_llm: FakeLLM) -> None:

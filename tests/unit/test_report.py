@@ -208,3 +208,29 @@ def test_knowledge_paths_are_counted_with_their_grades(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["variants"]["a1"]["knowledge"] is None
     assert summary["variants"]["a2"]["knowledge"]["paths"]["passages"]["share"]["count"] == 2
+
+
+def test_the_evaluators_verdicts_are_tabled_against_the_truth(tmp_path: Path) -> None:
+    def checked(*verdicts: tuple[str, str], timings: dict[str, float] | None = None) -> dict[str, Any]:
+        return {"verdicts": [{"answer": answer, "decision": decision} for answer, decision in verdicts],
+                "review_rounds": len(verdicts) - 1, "timings_ms": timings or {}}
+
+    timings = {"planner:propose": 500.0, "researcher:read": 2000.0, "answer": 1000.0, "answerer:quote": 0.5,
+               "evaluator:verify": 700.0, "total": 4200.5}
+    results = [
+        record("q1", "a4", "社会", "CORRECT", **checked(("金", "accept"), timings=timings)),  # correct, accepted
+        record("q2", "a4", "社会", "NOT_ATTEMPTED", **checked(("银", "research"), ("铜", "abstain"))),  # 2 wrong rejected
+        record("q3", "a4", "社会", "INCORRECT", **checked(("银", "accept"))),  # wrong, accepted
+        record("q4", "a4", "社会", "NOT_ATTEMPTED", **checked(("金子", "research"), ("不知道", "abstain"))),
+        record("q1", "a1", "社会", "CORRECT"),
+    ]
+    markdown = write_report(results, tmp_path).read_text(encoding="utf-8")
+    section = markdown.split("## The evaluator's verdicts (A4)\n", 1)[1].split("\n## ", 1)[0]
+    [row] = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+             if line.startswith("| a4")]
+    assert row[:6] == ["a4", "1", "1", "1", "2", "1"]
+    assert row[6].startswith("66.7 [") and row[7].startswith("50.0 [") and row[8:10] == ["2", "2"]
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["variants"]["a1"]["evaluator"] is None
+    assert summary["variants"]["a4"]["role_ms"] == {"planner": 125.0, "researcher": 500.0, "answerer": 250.125,
+                                                    "evaluator": 175.0}

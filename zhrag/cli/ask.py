@@ -21,6 +21,7 @@ def _run_question(variant: str, question: str, context) -> dict:
     """Run one variant on one question and return the CLI's JSON record."""
     from zhrag.graph.builder import build_graph
     from zhrag.nodes.agent import agent_record
+    from zhrag.nodes.roles import roles_record
 
     graph = build_graph(variant)
     started = time.perf_counter()
@@ -38,6 +39,7 @@ def _run_question(variant: str, question: str, context) -> dict:
         "judgements": state.get("judgements", []),
         "knowledge": state.get("knowledge"),
         **(agent_record(state) if variant.lower() == "a3" else {}),
+        **(roles_record(state) if variant.lower() == "a4" else {}),
         "timings_ms": {**state.get("timings_ms", {}), "total": round(total_ms, 1)},
         "models": _model_load_info(),
     }
@@ -60,7 +62,8 @@ def ask(
         str,
         typer.Option(
             "--variant", "-v",
-            help="a0 (model alone), a1 (retrieve), a2 (judge + requery), a3 (the model calls qdrant-find itself).",
+            help="a0 (model alone), a1 (retrieve), a2 (judge + requery), a3 (the model calls qdrant-find itself), "
+            "a4 (planner, researcher, answerer and evaluator roles).",
         ),
     ] = "a1",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with answer, contexts, queries, timings.")] = False,

@@ -89,6 +89,16 @@ class ModelOptions:
     judge_base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible endpoint serving the judge (default: --model-base-url).")
     ] = None
+    planner_model: Annotated[str | None, typer.Option(help="A4 planner's model (default: the answer model).")] = None
+    planner_adapter: Annotated[str | None, typer.Option(help="LoRA adapter for the A4 planner.")] = None
+    planner_base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint serving the A4 planner (default: --model-base-url).")
+    ] = None
+    evaluator_model: Annotated[str | None, typer.Option(help="A4 evaluator's model (default: the answer model).")] = None
+    evaluator_adapter: Annotated[str | None, typer.Option(help="LoRA adapter for the A4 evaluator.")] = None
+    evaluator_base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint serving the A4 evaluator (default: --model-base-url).")
+    ] = None
     device: DeviceOpt = None
     dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (transformers engine; default: per device).")] = None
     max_new_tokens: Annotated[int, typer.Option(help="Answer generation budget (1..512).")] = 32
@@ -136,6 +146,15 @@ class GraphOptions:
     a2_fallback: Annotated[
         str, typer.Option(help="A2 when nothing is kept: closed_book or top_passage (the best rejected passage).")
     ] = "closed_book"
+    max_review_rounds: Annotated[
+        int, typer.Option(help="A4: most times the evaluator sends the work back to the researcher (0..3).")
+    ] = 1
+    quote_threshold: Annotated[
+        float, typer.Option(help="A4: judge score a researcher's quote needs to reach the answerer.")
+    ] = 0.5
+    evaluator_threshold: Annotated[
+        float, typer.Option(help="A4: the evaluator accepts an answer no quote states when its model's P(是) reaches this.")
+    ] = 0.5
     abstain_below: Annotated[
         float | None, typer.Option(help="Answer 不知道 when the answer's confidence is below this (default: never).")
     ] = None

@@ -37,6 +37,7 @@ from zhrag.evaluation.metrics import (
     proportion,
 )
 from zhrag.evaluation.retrieval_metrics import MIN_SHARED_BIGRAMS
+from zhrag.evaluation.rule_grader import grade_by_rules, is_refusal
 from zhrag.jsonl import iter_jsonl
 from zhrag.run_folder import RESULTS_FILE
 
@@ -122,6 +123,8 @@ def summarize(records: Sequence[Record], score_names: Sequence[str], node_names:
         },
         "tool_use": tool_use(records),
         "knowledge": knowledge_use(records),
+        "evaluator": evaluator_use(records),
+        "role_ms": role_ms(records),
         "node_ms": {
             node: float(np.mean([float(_field(record, "timings_ms", node) or 0.0) for record in records]))
             if records
@@ -172,6 +175,85 @@ def knowledge_use(records: Sequence[Record]) -> dict[str, Any] | None:
             paths[source] = {"n": len(taken), "share": proportion(len(taken), len(known)),
                              "CO": metrics["CO"], "F": metrics["F"]}
     return {"n": len(known), "paths": paths}
+
+
+def evaluator_use(records: Sequence[Record]) -> dict[str, Any] | None:
+    """The A4 evaluator's verdicts against the truth (records with ``verdicts``): every answer it checked, graded
+    by the rule grader against the gold answer, by what the evaluator did with it (accepted; sent back or answered
+    不知道: rejected). ``None`` when no record has verdicts.
+
+    ``rejected_wrong`` is the share of the wrong answers it saw that it rejected, ``rejected_correct`` that of the
+    correct ones (each with a 95 % Wilson interval); answers that were already 不知道 are counted apart."""
+    checked = [record for record in records if isinstance(record.get("verdicts"), list)]
+    if not checked:
+        return None
+    table = {"correct": {"accept": 0, "reject": 0}, "wrong": {"accept": 0, "reject": 0}}
+    unknown = 0
+    for record in checked:
+        for verdict in record["verdicts"]:
+            answer = str(verdict.get("answer") or "")
+            if is_refusal(answer):
+                unknown += 1
+                continue
+            correct = grade_by_rules(record["question"], record["gold"], answer) is Grade.CORRECT
+            truth = "correct" if correct else "wrong"
+            table[truth]["accept" if verdict.get("decision") == "accept" else "reject"] += 1
+    return {
+        "n": len(checked),
+        "verdicts": sum(len(record["verdicts"]) for record in checked),
+        "table": table,
+        "unknown_answers": unknown,
+        "rejected_wrong": proportion(table["wrong"]["reject"], sum(table["wrong"].values())),
+        "rejected_correct": proportion(table["correct"]["reject"], sum(table["correct"].values())),
+        "sent_back": sum(int(record.get("review_rounds") or 0) > 0 for record in checked),
+        "abstained": sum(record["verdicts"][-1].get("decision") == "abstain" for record in checked if record["verdicts"]),
+    }
+
+
+def role_ms(records: Sequence[Record]) -> dict[str, float] | None:
+    """Mean wall time per A4 role (ms per question, summed over its nodes and rounds; the shared answer node counts
+    for the answerer). ``None`` when no record has role timings."""
+    checked = [record for record in records if isinstance(record.get("verdicts"), list)]
+    if not checked:
+        return None
+    totals: dict[str, float] = {}
+    for record in checked:
+        for node, ms in (record.get("timings_ms") or {}).items():
+            if node != "total" and _is_number(ms):
+                role = "answerer" if node == "answer" else node.split(":", 1)[0]
+                totals[role] = totals.get(role, 0.0) + float(ms)
+    return {role: total / len(checked) for role, total in totals.items()}
+
+
+def _evaluator_section(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    rows = {variant: stats["evaluator"] for variant, stats in summaries.items() if stats.get("evaluator")}
+    if not rows:
+        return []
+    lines = [
+        "## The evaluator's verdicts (A4)",
+        "",
+        "Every answer the evaluator checked (one per round), graded by the rule grader against the gold answer, by "
+        "what the evaluator did with it: accepted, or rejected (sent back to the researcher, or replaced by 不知道). "
+        "Rejected wrong / correct: share of the wrong / correct answers it rejected ([low, high]: 95 % Wilson "
+        "interval). Mean seconds per question spent in each role.",
+        "",
+        "| variant | correct: accepted | correct: rejected | wrong: accepted | wrong: rejected | 不知道 seen "
+        "| rejected wrong % | rejected correct % | sent back | answered 不知道 | seconds by role |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    def share(stats: Mapping[str, Any]) -> str:
+        return f"{_pct(stats['pct'])} [{stats['ci95'][0]}, {stats['ci95'][1]}]" if stats["ci95"] else "–"
+
+    for variant, use in rows.items():
+        table = use["table"]
+        timing = summaries[variant].get("role_ms") or {}
+        roles = ", ".join(f"{role} {_seconds(ms)}" for role, ms in timing.items())
+        lines.append(
+            f"| {variant} | {table['correct']['accept']} | {table['correct']['reject']} | {table['wrong']['accept']} "
+            f"| {table['wrong']['reject']} | {use['unknown_answers']} | {share(use['rejected_wrong'])} "
+            f"| {share(use['rejected_correct'])} | {use['sent_back']} | {use['abstained']} | {roles} |"
+        )
+    return [*lines, ""]
 
 
 def _knowledge_section(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -375,6 +457,7 @@ def _render_markdown(summary: Mapping[str, Any], categories: Sequence[str], labe
         "",
         *_tool_use_section(summary["variants"]),
         *_knowledge_section(summary["variants"]),
+        *_evaluator_section(summary["variants"]),
         *_paired_section(summary.get("paired") or []),
         *_abstention_section(summary.get("abstention")),
         "## By primary category",

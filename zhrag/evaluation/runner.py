@@ -68,6 +68,7 @@ from zhrag.models.batching import concurrent_callers
 from zhrag.nodes import retrieve
 from zhrag.nodes.agent import agent_record
 from zhrag.nodes.common import answer_llm, judge_llm
+from zhrag.nodes.roles import roles_record
 from zhrag.run_folder import check_run, done_ids, finish_run, start_run
 
 #: Version of the ``run.json`` / results layout (2: the evaluation settings left ``context`` for ``evaluation``).
@@ -286,6 +287,7 @@ def evaluate_one(
         "recall": recall,
         "kb_covered": kb_covered,
         **(agent_record(state) if variant == "a3" else {}),
+        **(roles_record(state) if variant == "a4" else {}),
     }
 
 

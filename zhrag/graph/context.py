@@ -29,6 +29,10 @@ MAX_NEW_TOKENS_LIMIT = 512
 MAX_TOOL_ROUNDS_LIMIT = 5
 #: Most query rewrites A2 may be asked for (each costs a retrieval and top_k judge calls).
 MAX_REQUERIES_LIMIT = 10
+#: Most times the A4 evaluator may send the work back to the researcher.
+MAX_REVIEW_ROUNDS_LIMIT = 3
+#: The A4 roles whose model a context may set apart from ``model`` (the researcher reads with the judge model).
+ROLES = ("planner", "evaluator")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -68,6 +72,36 @@ class Context:
     judge_adapter: str | None = field(
         default=None,
         metadata={"description": "Optional LoRA adapter directory for the judge model (local models only)."},
+    )
+    planner_model: str | None = field(
+        default=None,
+        metadata={"description": "A4 only: model of the planner; None reuses model (and its endpoint, if any)."},
+    )
+    planner_adapter: str | None = field(
+        default=None,
+        metadata={"description": "A4 only: optional LoRA adapter directory for the planner's model (local models)."},
+    )
+    planner_base_url: str | None = field(
+        default=None,
+        metadata={
+            "description": "A4 only: OpenAI-compatible endpoint serving the planner's model; None uses "
+            "model_base_url when planner_model is None, else a local model."
+        },
+    )
+    evaluator_model: str | None = field(
+        default=None,
+        metadata={"description": "A4 only: model of the evaluator; None reuses model (and its endpoint, if any)."},
+    )
+    evaluator_adapter: str | None = field(
+        default=None,
+        metadata={"description": "A4 only: optional LoRA adapter directory for the evaluator's model (local models)."},
+    )
+    evaluator_base_url: str | None = field(
+        default=None,
+        metadata={
+            "description": "A4 only: OpenAI-compatible endpoint serving the evaluator's model; None uses "
+            "model_base_url when evaluator_model is None, else a local model."
+        },
     )
     model_base_url: str | None = field(
         default=None,
@@ -124,6 +158,28 @@ class Context:
         metadata={
             "description": "A2 only: when nothing is kept within the budget, answer closed_book (default) or from "
             "the top_passage (the highest-scored rejected one)."
+        },
+    )
+    max_review_rounds: int = field(
+        default=1,
+        metadata={
+            "description": f"A4 only: most times the evaluator may send the work back to the researcher "
+            f"(0..{MAX_REVIEW_ROUNDS_LIMIT}; 0: it accepts or abstains at once)."
+        },
+    )
+    quote_threshold: float = field(
+        default=0.5,
+        metadata={
+            "description": "A4 only: judge score at or above which the researcher's quote of a passage goes to the "
+            "answerer (none reaching it: the answerer answers closed-book)."
+        },
+    )
+    evaluator_threshold: float = field(
+        default=0.5,
+        metadata={
+            "description": "A4 only: the evaluator accepts an answer that no quote states when its model's "
+            "P(是) / (P(是) + P(否)) that the answer is right reaches this; below it, it sends the work back or "
+            "answers 不知道."
         },
     )
     abstain_below: float | None = field(
@@ -186,8 +242,13 @@ class Context:
             raise ConfigError(f"max_tool_rounds must be between 0 and {MAX_TOOL_ROUNDS_LIMIT}, got {self.max_tool_rounds}")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise ConfigError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
-        if not 0.0 <= self.judge_threshold <= 1.0:
-            raise ConfigError(f"judge_threshold must be between 0 and 1, got {self.judge_threshold}")
+        if not 0 <= self.max_review_rounds <= MAX_REVIEW_ROUNDS_LIMIT:
+            raise ConfigError(
+                f"max_review_rounds must be between 0 and {MAX_REVIEW_ROUNDS_LIMIT}, got {self.max_review_rounds}"
+            )
+        for name in ("judge_threshold", "quote_threshold", "evaluator_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.abstain_below is not None and not 0.0 <= self.abstain_below <= 1.0:
             raise ConfigError(f"abstain_below must be between 0 and 1, got {self.abstain_below}")
         if self.a2_fallback not in A2_FALLBACKS:
@@ -210,6 +271,9 @@ class Context:
             raise ConfigError("answer_adapter cannot be applied to a model served by model_base_url: give one of them")
         if self.judge_endpoint and self.judge_adapter:
             raise ConfigError("judge_adapter cannot be applied to a judge served by an endpoint: give one of them")
+        for role in ROLES:
+            if self.role_endpoint(role) and getattr(self, f"{role}_adapter"):
+                raise ConfigError(f"{role}_adapter cannot be applied to a model served by an endpoint: give one of them")
 
     @property
     def judge_endpoint(self) -> str | None:
@@ -217,3 +281,11 @@ class Context:
         if self.judge_base_url:
             return self.judge_base_url
         return self.model_base_url if self.judge_model is None else None
+
+    def role_endpoint(self, role: str) -> str | None:
+        """The endpoint serving an A4 role's model (``planner`` or ``evaluator``): its ``<role>_base_url``, else
+        ``model_base_url`` when the role reuses ``model``."""
+        base_url: str | None = getattr(self, f"{role}_base_url")
+        if base_url:
+            return base_url
+        return self.model_base_url if getattr(self, f"{role}_model") is None else None

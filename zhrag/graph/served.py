@@ -25,10 +25,15 @@ from zhrag.graph.context import Context
 _CALLER_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,),
     "judge_model": (str,),
+    "planner_model": (str,),
+    "evaluator_model": (str,),
     "max_new_tokens": (int,),
     "top_k": (int,),
     "max_requeries": (int,),
     "max_tool_rounds": (int,),
+    "max_review_rounds": (int,),
+    "quote_threshold": (float, int),
+    "evaluator_threshold": (float, int),
     "judge_threshold": (float, int),
     "a2_fallback": (str,),
     "abstain_below": (float, int),
@@ -93,7 +98,10 @@ def allowed_models(operator: Context) -> list[str]:
     from zhrag.models.packaged import PACKAGED_MODELS
 
     local = () if operator.model_base_url else tuple(PACKAGED_MODELS)
-    return _allowlist(SERVED_MODELS_ENV, operator.model, operator.judge_model, *local)
+    return _allowlist(
+        SERVED_MODELS_ENV, operator.model, operator.judge_model, operator.planner_model, operator.evaluator_model,
+        *local,
+    )
 
 
 def served_context(requested: Any) -> Context:
@@ -130,7 +138,7 @@ def served_context(requested: Any) -> Context:
             kind = {int: "an integer", float: "a number", str: "a string"}[expected[0]]
             raise RunContextError(f"context {name} must be {kind}, got {value!r}")
     models = allowed_models(operator)
-    for name in ("model", "judge_model"):
+    for name in ("model", "judge_model", "planner_model", "evaluator_model"):
         if name in values and values[name] not in models:
             raise RunContextError(f"context {name} {values[name]!r} is not served here: choose one of {', '.join(models)}")
     collections = _allowlist(SERVED_COLLECTIONS_ENV, operator.collection)

@@ -75,9 +75,22 @@ class GraphState(InputState, total=False):
         tool_rounds: A3 only: how many rounds of tool calls ran (bounded by ``Context.max_tool_rounds``).
         agent_reply: A3 only: the agent's final text (the answer node then answers from what it found).
         knowledge: Which knowledge the answer used and why, set by the answer node: ``{"source", "passages",
-            "reason"}`` with ``source`` ``passages`` (the retrieved or kept passages), ``top_passage`` (A2's
-            fallback to the best-scored rejected passage) or ``closed_book`` (the model alone), ``passages`` the
-            ids given to the answer, and ``reason`` one English sentence.
+            "reason"}`` with ``source`` ``passages`` (the retrieved, kept or quoted passages), ``top_passage``
+            (A2's fallback to the best-scored rejected passage) or ``closed_book`` (the model alone), ``passages``
+            the ids given to the answer, and ``reason`` one English sentence.
+        plan: A4 only: the planner's plan, ``{"searches", "constraints", "proposal"}``: the queries the researcher
+            runs first (the question, then the planner's entity + attribute query), the constraints the evaluator
+            checks (:func:`zhrag.prompts.roles.question_constraints`) and the model's raw proposal.
+        evidence: A4 only: the researcher's evidence, best first: one ``{"id", "title", "quote", "score",
+            "query"}`` per passage read (the quote is the passage's sentences that best match the question, the
+            score the judge's), accumulated over research rounds.
+        feedback: A4 only: the evaluator's request for another research round, ``{"round", "reason", "query"}``
+            (``None`` before any).
+        review_rounds: A4 only: how many times the evaluator sent the work back to the researcher (bounded by
+            ``Context.max_review_rounds``).
+        verdicts: A4 only: one evaluator record per answer it checked: ``{"round", "answer", "stated", "fits",
+            "score", "decision", "reason"}`` with ``decision`` ``accept``, ``research`` or ``abstain``.
+        handoffs: A4 only: every hand-off between roles, in order: ``{"from", "to", "round", "note"}``.
         timings_ms: Wall time per node in milliseconds, summed over repeated runs of a node.
         scores: Terminal metric nodes write their results here, one key per metric.
     """
@@ -99,5 +112,193 @@ class GraphState(InputState, total=False):
     tool_rounds: int
     agent_reply: str
     knowledge: dict[str, Any]
+    plan: dict[str, Any]
+    evidence: list[dict[str, Any]]
+    feedback: dict[str, Any] | None
+    review_rounds: int
+    verdicts: Annotated[list[dict[str, Any]], operator.add]
+    handoffs: Annotated[list[dict[str, Any]], operator.add]
     timings_ms: Annotated[dict[str, float], merge_timings]
     scores: Annotated[dict[str, Any], operator.or_]
+
+
+# A4's roles run as subgraphs, each with its own state. A subgraph reads from the parent state only the keys of its
+# input schema and returns only those of its output schema; the lists with reducers (handoffs, verdicts, queries,
+# timings_ms) are outputs but never inputs, so a role returns only what it adds and the parent's reducer appends it.
+
+
+class PlannerInput(TypedDict):
+    """What the planner reads.
+
+    Attributes:
+        question: The question to plan for.
+    """
+
+    question: str
+
+
+class PlannerOutput(TypedDict, total=False):
+    """What the planner hands on.
+
+    Attributes:
+        plan: The plan (see ``GraphState.plan``).
+        handoffs: The planner → researcher hand-off.
+        timings_ms: Wall time of the planner's nodes.
+    """
+
+    plan: dict[str, Any]
+    handoffs: Annotated[list[dict[str, Any]], operator.add]
+    timings_ms: Annotated[dict[str, float], merge_timings]
+
+
+class PlannerState(PlannerInput, PlannerOutput, total=False):
+    """The planner's own state.
+
+    Attributes:
+        proposal: The model's raw search query, before cleaning.
+    """
+
+    proposal: str
+
+
+class ResearcherInput(TypedDict, total=False):
+    """What the researcher reads.
+
+    Attributes:
+        question: The question.
+        plan: The planner's plan (its searches run in the first round).
+        feedback: The evaluator's request for another round (its query runs in that round).
+        evidence: Evidence of earlier rounds (those passages are not read again).
+        review_rounds: How many times the evaluator sent the work back (the round number).
+    """
+
+    question: str
+    plan: dict[str, Any]
+    feedback: dict[str, Any] | None
+    evidence: list[dict[str, Any]]
+    review_rounds: int
+
+
+class ResearcherOutput(TypedDict, total=False):
+    """What the researcher hands on.
+
+    Attributes:
+        evidence: All evidence so far, best first.
+        queries: The queries this round sent to ``qdrant-find``.
+        retrieved: The passages this round found and read.
+        handoffs: The researcher → answerer hand-off.
+        timings_ms: Wall time of the researcher's nodes.
+    """
+
+    evidence: list[dict[str, Any]]
+    queries: Annotated[list[str], operator.add]
+    retrieved: list[Passage]
+    handoffs: Annotated[list[dict[str, Any]], operator.add]
+    timings_ms: Annotated[dict[str, float], merge_timings]
+
+
+class ResearcherState(ResearcherInput, ResearcherOutput, total=False):
+    """The researcher's own state.
+
+    Attributes:
+        found: The new passages of this round, each with its evidence window for the question, to be read.
+        found_by: The query that found each passage of ``found`` (by id).
+    """
+
+    found: list[Passage]
+    found_by: dict[str, str]
+
+
+class AnswererInput(TypedDict, total=False):
+    """What the answerer reads.
+
+    Attributes:
+        question: The question.
+        evidence: The researcher's evidence, best first.
+        review_rounds: The round number (for the hand-off record).
+    """
+
+    question: str
+    evidence: list[dict[str, Any]]
+    review_rounds: int
+
+
+class AnswererOutput(TypedDict, total=False):
+    """What the answerer hands on (the fields of ``GraphState`` of the same names).
+
+    Attributes:
+        contexts: The quotes given to the answer, as passages.
+        answer: The short answer.
+        answer_confidence: Its confidence.
+        abstained: Whether it was replaced by 不知道 under ``abstain_below``.
+        knowledge: Which knowledge it used and why.
+        handoffs: The answerer → evaluator hand-off.
+        timings_ms: Wall time of the answerer's nodes.
+    """
+
+    contexts: list[Passage]
+    answer: str
+    answer_confidence: float | None
+    abstained: bool
+    knowledge: dict[str, Any]
+    handoffs: Annotated[list[dict[str, Any]], operator.add]
+    timings_ms: Annotated[dict[str, float], merge_timings]
+
+
+class AnswererState(AnswererInput, AnswererOutput, total=False):
+    """The answerer's own state (its input and output: it keeps nothing private)."""
+
+
+class EvaluatorInput(TypedDict, total=False):
+    """What the evaluator reads.
+
+    Attributes:
+        question: The question.
+        answer: The answer to check.
+        contexts: The quotes the answer was given.
+        plan: The plan (its constraints are checked).
+        queries: Every query searched so far (the next round's query must be new).
+        review_rounds: How many times the work was sent back already.
+    """
+
+    question: str
+    answer: str
+    contexts: list[Passage]
+    plan: dict[str, Any]
+    queries: list[str]
+    review_rounds: int
+
+
+class EvaluatorOutput(TypedDict, total=False):
+    """What the evaluator hands on.
+
+    Attributes:
+        answer: 不知道 when it abstains, else unchanged.
+        abstained: True when it abstains.
+        verdicts: Its record of this check.
+        feedback: Its request for another research round.
+        review_rounds: Incremented when it sends the work back.
+        handoffs: The evaluator → researcher (or → end) hand-off.
+        timings_ms: Wall time of the evaluator's nodes.
+    """
+
+    answer: str
+    abstained: bool
+    verdicts: Annotated[list[dict[str, Any]], operator.add]
+    feedback: dict[str, Any] | None
+    review_rounds: int
+    handoffs: Annotated[list[dict[str, Any]], operator.add]
+    timings_ms: Annotated[dict[str, float], merge_timings]
+
+
+class EvaluatorState(EvaluatorInput, EvaluatorOutput, total=False):
+    """The evaluator's own state.
+
+    Attributes:
+        checks: The cheap checks: ``{"stated", "fits", "kind"}`` (whether the answer is written in a quote, and
+            whether it has the form the question asks for).
+        score: The evaluator model's P(是) that the answer is right (``None`` when the cheap checks settled it).
+    """
+
+    checks: dict[str, Any]
+    score: float | None

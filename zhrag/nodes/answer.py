@@ -24,7 +24,7 @@ def knowledge_used(state: GraphState, context: Context) -> dict[str, Any]:
     """Which knowledge the answer node is given (``contexts``) and why, from what the earlier nodes recorded.
 
     A2's reason names the judge's verdicts (kept passages and the threshold, or the fallback when it kept none);
-    A3's the agent's searches; A1's the retrieval; A0 answers closed-book.
+    A4's the researcher's quotes; A3's the agent's searches; A1's the retrieval; A0 answers closed-book.
     """
     passages = [passage["id"] for passage in state.get("contexts", [])]
     judgements = state.get("judgements", [])
@@ -45,6 +45,12 @@ def knowledge_used(state: GraphState, context: Context) -> dict[str, Any]:
                 f"the judge kept none of {len(judgements)} passages in {rounds} round(s) (best score {best} < "
                 f"{context.judge_threshold}): a2_fallback={context.a2_fallback}"
             )
+    elif "evidence" in state:  # the A4 researcher ran
+        evidence = state.get("evidence", [])
+        reason = (
+            f"the researcher read {len(evidence)} passage(s) and quoted {len(passages)} (score >= "
+            f"{context.quote_threshold})" + ("" if passages else ": the answerer answers closed-book")
+        )
     elif "pending_calls" in state:  # the A3 agent ran (it sets pending_calls on every turn)
         searches = len(state.get("tool_calls", []))
         reason = f"the agent searched {searches} time(s)" + (

@@ -88,5 +88,21 @@ def judge_llm(context: Context) -> LLM:
     )
 
 
+def role_llm(context: Context, role: str) -> LLM:
+    """The model of an A4 role (``planner`` or ``evaluator``): ``<role>_model`` (or ``context.model``), from its
+    endpoint (:meth:`Context.role_endpoint`) or local with ``<role>_adapter``."""
+    model = getattr(context, f"{role}_model") or context.model
+    base_url = context.role_endpoint(role)
+    if base_url:
+        return load_endpoint_llm(base_url, model, api_key_env=_api_key_env(context))
+    return load_llm(
+        model,
+        adapter=getattr(context, f"{role}_adapter"),
+        device=context.device,
+        dtype=context.dtype,
+        engine=context.engine,
+    )
+
+
 def _api_key_env(context: Context) -> str:
     return context.api_key_env or DEFAULT_API_KEY_ENV

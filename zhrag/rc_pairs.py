@@ -84,6 +84,13 @@ def held_out_pairs(pairs: Iterable[RCPair], paragraph_ids: Iterable[str]) -> lis
     return [p for p in pairs if p.passage_id in held_out and p.question and p.answers]
 
 
+def training_pairs(pairs: Iterable[RCPair], paragraph_ids: Iterable[str]) -> list[RCPair]:
+    """The pairs of the other paragraphs (the training split, for tuning), with a question and an answer."""
+    pairs = list(pairs)
+    held_out = held_out_paragraphs(pairs, paragraph_ids)
+    return [p for p in pairs if p.passage_id not in held_out and p.question and p.answers]
+
+
 def _rc_pair(row: Any, where: str) -> RCPair:
     if not isinstance(row, Mapping):
         raise TrainingDataError(f"{where}: expected a JSON object, got {type(row).__name__}")

@@ -100,13 +100,13 @@ def test_a4_is_wired_role_by_role_and_each_role_is_a_visible_subgraph() -> None:
     assert {e.source for e in builder.a4.get_graph().edges} >= {"planner", "evaluator"}
 
 
-def test_an_answer_a_quote_states_is_accepted_without_asking_the_evaluator_model(
+def test_an_answer_a_well_supported_quote_states_is_accepted_without_asking_the_evaluator_model(
     knowledge: Callable[..., FakeKnowledge], models: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
     kb = knowledge(lambda q: [P_TOWN, P_RIVER] if q == QUESTION else [P_LAKE, P_TOWN])
     scores = {"乙省北部": 0.97, "丙河": 0.2, "白湖": 0.6}
     name, llm = models(judge=lambda text: next(v for k, v in scores.items() if k in text))
-    order, state = run(build_graph("a4"), Context(model=name, top_k=3), QUESTION)
+    order, state = run(build_graph("a4"), Context(model=name, top_k=3, stated_threshold=0.0), QUESTION)
     assert order == ["planner", "researcher", "answerer", "evaluator"]
     assert state["plan"]["searches"] == [QUESTION, "蓝湖镇 省份"]
     assert [query for query, _ in kb.calls] == [QUESTION, "蓝湖镇 省份"]
@@ -146,6 +146,20 @@ def test_a_doubted_answer_is_sent_back_once_with_a_new_query_then_abstained(
                             ("evaluator", "end")]
 
 
+@pytest.mark.parametrize(("support", "decision"), [(0.9, "accept"), (0.6, "research")])
+def test_a_stated_answer_is_judged_by_the_score_of_the_quote_stating_it(
+    knowledge: Callable[..., FakeKnowledge], models: Callable[..., tuple[str, ScoringLLM]], support: float,
+    decision: str,
+) -> None:
+    knowledge(lambda q: [P_TOWN, P_RIVER])
+    scores = {"乙省北部": support, "丙河": 0.95}
+    name, llm = models(judge=lambda text: next(v for k, v in scores.items() if k in text), evaluator=lambda t: 0.99)
+    _, state = run(build_graph("a4"), Context(model=name, stated_threshold=0.8), QUESTION)
+    first = state["verdicts"][0]
+    assert (first["stated"], first["support"], first["score"], first["decision"]) == (True, support, None, decision)
+    assert not any(CHAT_EVALUATOR_SYSTEM in text for text in llm.asked)  # no model call for a stated answer
+
+
 def test_the_evaluator_model_can_accept_a_closed_book_answer(
     knowledge: Callable[..., FakeKnowledge], models: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
@@ -178,15 +192,16 @@ def test_each_role_runs_on_the_model_its_context_names(
     knowledge: Callable[..., FakeKnowledge], models: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
     knowledge(lambda q: [P_RIVER])
-    main, main_llm = models(judge=lambda text: 0.9, answer=lambda text: "丁县")
+    main, main_llm = models(judge=lambda text: 0.1, answer=lambda text: "丁县")
     planner, planner_llm = models(plan="蓝湖镇 位置")
     evaluator, evaluator_llm = models(evaluator=lambda text: 0.9)
     context = Context(model=main, planner_model=planner, evaluator_model=evaluator)
     _, state = run(build_graph("a4"), context, QUESTION)
     assert state["plan"]["searches"][1] == "蓝湖镇 位置"
-    assert state["verdicts"][0]["decision"] == "accept"  # 丁县 is stated in the 丙河 quote
-    assert evaluator_llm.asked == [] and planner_llm.asked == [] and planner_llm.scored == []
-    assert any(CHAT_JUDGE_SYSTEM in text for text in main_llm.asked)
+    assert state["verdicts"][0]["decision"] == "accept"  # no quote states 丁县 (丙河 scored 0.1); the evaluator agrees
+    assert {CHAT_EVALUATOR_SYSTEM in text for text in evaluator_llm.asked} == {True}
+    assert planner_llm.asked == [] and planner_llm.scored == []
+    assert {CHAT_JUDGE_SYSTEM in text for text in main_llm.asked} == {True}
 
 
 def test_terminal_nodes_run_once_after_the_evaluator_is_done(
@@ -234,6 +249,20 @@ def test_served_callers_choose_role_models_only_from_the_allowlist(monkeypatch: 
 
 
 @pytest.mark.parametrize(
+    ("proposal", "query"),
+    [("蓝湖镇 省份", "蓝湖镇 省份"), ("李宗仁 蓝湖镇", "蓝湖镇"), ("蓝湖镇 1958 年", "蓝湖镇"), ("张三", "")],
+)
+def test_the_planner_drops_terms_it_made_up(
+    knowledge: Callable[..., FakeKnowledge], models: Callable[..., tuple[str, ScoringLLM]], proposal: str, query: str
+) -> None:
+    knowledge(lambda q: [P_TOWN])
+    name, _ = models(plan=proposal)
+    _, state = run(build_graph("a4"), Context(model=name, max_review_rounds=0), QUESTION)
+    assert state["plan"]["searches"] == [QUESTION, *([query] if query else [])]
+    assert state["plan"]["proposal"] == proposal
+
+
+@pytest.mark.parametrize(
     ("question", "kind", "years", "titles"),
     [
         ("《远山谣》是在哪一年首演的？", "year", [], ["远山谣"]),
@@ -263,3 +292,26 @@ def test_role_prompts_in_both_forms() -> None:
     assert with_quotes.endswith(f"资料：\n[1] 蓝湖镇位于乙省北部。\n\n问题：{QUESTION}\n答案：乙省\n这个答案正确吗？")
     closed = build_evaluator_prompt(QUESTION, "乙省", [], chat=True)
     assert isinstance(closed, list) and str(closed[-1].content).startswith(f"问题：{QUESTION}")
+
+
+@pytest.mark.parametrize(
+    ("module", "node", "state", "uses_runtime"),
+    [
+        ("planner", "propose", "PlannerState", True), ("planner", "plan", "PlannerState", True),
+        ("researcher", "search", "ResearcherState", True), ("researcher", "read", "ResearcherState", True),
+        ("answerer", "quote", "AnswererState", True), ("answerer", "hand_over", "AnswererState", False),
+        ("evaluator", "check", "EvaluatorState", False), ("evaluator", "verify", "EvaluatorState", True),
+        ("evaluator", "decide", "EvaluatorState", True),
+    ],
+)
+def test_role_nodes_are_typed_with_their_roles_state(module: str, node: str, state: str, uses_runtime: bool) -> None:
+    import importlib
+    import typing
+
+    from langgraph.runtime import Runtime
+
+    from zhrag.graph import state as states
+
+    hints = typing.get_type_hints(getattr(importlib.import_module(f"zhrag.nodes.{module}"), node))
+    expected = {"state": getattr(states, state), "return": dict[str, Any]}
+    assert hints == ({**expected, "runtime": Runtime[Context]} if uses_runtime else expected)

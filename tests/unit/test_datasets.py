@@ -172,3 +172,7 @@ def test_rc_source_is_the_held_out_reading_pairs(shared_kb: Path) -> None:
     assert all(q.answer == pairs[q.id].answers[0] and q.primary_category == pairs[q.id].source for q in questions)
     usable = {pid for pid, pair in pairs.items() if pair.passage_id in held and pair.question and pair.answers}
     assert usable == {q.id for q in questions}  # all usable pairs of the held-out paragraphs, and nothing else
+    training = load("rc-train")
+    assert not {pairs[q.id].passage_id for q in training} & held
+    usable_training = {pid for pid, pair in pairs.items() if pair.passage_id not in held and pair.question and pair.answers}
+    assert usable_training == {q.id for q in training}

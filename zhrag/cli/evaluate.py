@@ -48,8 +48,8 @@ def eval_(
     data: Annotated[
         str | None,
         typer.Option(
-            help="Question jsonl file, HF dataset id, or rc (held-out reading-comprehension pairs as open questions); "
-            "default: shared dev set."
+            help="Question jsonl file, HF dataset id, rc (held-out reading-comprehension pairs as open questions) or "
+            "rc-train (the training-split pairs, for tuning); default: shared dev set."
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions (after the filters).")] = None,

@@ -155,6 +155,9 @@ class GraphOptions:
     evaluator_threshold: Annotated[
         float, typer.Option(help="A4: the evaluator accepts an answer no quote states when its model's P(是) reaches this.")
     ] = 0.5
+    stated_threshold: Annotated[
+        float, typer.Option(help="A4: the evaluator accepts an answer a quote states when its best quote's score reaches this.")
+    ] = 0.5
     abstain_below: Annotated[
         float | None, typer.Option(help="Answer 不知道 when the answer's confidence is below this (default: never).")
     ] = None

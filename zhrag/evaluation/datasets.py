@@ -12,7 +12,8 @@ can pass a dataset id instead (``OpenStellarTeam/Chinese-SimpleQA``); that needs
 The source ``rc`` (or ``rc:FILE``) is the held-out reading-comprehension pairs asked as open questions:
 the pairs of the 5 % of KB paragraphs held out by :func:`zhrag.rc_pairs.held_out_pairs`, whose answers the
 knowledge base states by construction. Their gold answer is the pair's first answer and their category
-the pair's source corpus (``cmrc2018``, ``drcd``).
+the pair's source corpus (``cmrc2018``, ``drcd``). ``rc-train`` (or ``rc-train:FILE``) is the pairs of the other
+95 % of the paragraphs, the training split, for tuning settings outside every evaluation set.
 """
 
 from __future__ import annotations
@@ -112,16 +113,17 @@ def _sampled(questions: list[Question], size: int, seed: int) -> list[Question]:
     return seeded_sample(questions, size, seed)
 
 
-def _read_rc(pairs_file: str | None) -> list[Question]:
-    """The held-out reading-comprehension pairs (of ``pairs_file``, default the shared pairs) as questions."""
+def _read_rc(pairs_file: str | None, *, training: bool = False) -> list[Question]:
+    """The held-out reading-comprehension pairs (of ``pairs_file``, default the shared pairs) as questions; with
+    ``training``, the training-split pairs instead."""
     from zhrag.errors import TrainingDataError, ZhragError
     from zhrag.kb.sources import iter_documents
-    from zhrag.rc_pairs import held_out_pairs, load_rc_pairs
+    from zhrag.rc_pairs import held_out_pairs, load_rc_pairs, training_pairs
 
     try:
         pairs = load_rc_pairs(pairs_file)
         paragraphs = (document.id for document in iter_documents(settings.default_kb_source()))
-        held_out = held_out_pairs(pairs, paragraphs)
+        held_out = (training_pairs if training else held_out_pairs)(pairs, paragraphs)
     except (TrainingDataError, ZhragError) as error:
         raise DatasetError(f"reading-comprehension questions: {error}") from None
     return [
@@ -203,8 +205,8 @@ def load_questions(
     """
     source = settings.default_dataset() if source is None else source
     path = Path(source).expanduser()
-    if isinstance(source, str) and (source == "rc" or source.startswith("rc:")) and not path.is_file():
-        questions = _read_rc(source.partition(":")[2] or None)
+    if isinstance(source, str) and source.partition(":")[0] in ("rc", "rc-train") and not path.is_file():
+        questions = _read_rc(source.partition(":")[2] or None, training=source.startswith("rc-train"))
     elif path.is_file():
         questions = _read_jsonl(path)
     elif isinstance(source, str) and _HUB_ID.match(source) and path.suffix not in _FILE_SUFFIXES:

@@ -182,6 +182,13 @@ class Context:
             "answers 不知道."
         },
     )
+    stated_threshold: float = field(
+        default=0.5,
+        metadata={
+            "description": "A4 only: the evaluator accepts an answer a quote states when the researcher's score of "
+            "the best quote stating it reaches this (no model call)."
+        },
+    )
     abstain_below: float | None = field(
         default=None,
         metadata={
@@ -246,7 +253,7 @@ class Context:
             raise ConfigError(
                 f"max_review_rounds must be between 0 and {MAX_REVIEW_ROUNDS_LIMIT}, got {self.max_review_rounds}"
             )
-        for name in ("judge_threshold", "quote_threshold", "evaluator_threshold"):
+        for name in ("judge_threshold", "quote_threshold", "evaluator_threshold", "stated_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.abstain_below is not None and not 0.0 <= self.abstain_below <= 1.0:

@@ -34,6 +34,7 @@ _CALLER_TYPES: dict[str, tuple[type, ...]] = {
     "max_review_rounds": (int,),
     "quote_threshold": (float, int),
     "evaluator_threshold": (float, int),
+    "stated_threshold": (float, int),
     "judge_threshold": (float, int),
     "a2_fallback": (str,),
     "abstain_below": (float, int),

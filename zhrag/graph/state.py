@@ -88,8 +88,8 @@ class GraphState(InputState, total=False):
             (``None`` before any).
         review_rounds: A4 only: how many times the evaluator sent the work back to the researcher (bounded by
             ``Context.max_review_rounds``).
-        verdicts: A4 only: one evaluator record per answer it checked: ``{"round", "answer", "stated", "fits",
-            "score", "decision", "reason"}`` with ``decision`` ``accept``, ``research`` or ``abstain``.
+        verdicts: A4 only: one evaluator record per answer it checked: ``{"round", "answer", "stated", "support",
+            "fits", "score", "decision", "reason"}`` with ``decision`` ``accept``, ``research`` or ``abstain``.
         handoffs: A4 only: every hand-off between roles, in order: ``{"from", "to", "round", "note"}``.
         timings_ms: Wall time per node in milliseconds, summed over repeated runs of a node.
         scores: Terminal metric nodes write their results here, one key per metric.
@@ -295,8 +295,8 @@ class EvaluatorState(EvaluatorInput, EvaluatorOutput, total=False):
     """The evaluator's own state.
 
     Attributes:
-        checks: The cheap checks: ``{"stated", "fits", "kind"}`` (whether the answer is written in a quote, and
-            whether it has the form the question asks for).
+        checks: The cheap checks: ``{"stated", "support", "fits", "kind"}`` (whether the answer is written in a
+            quote, the researcher's score of the best quote stating it, and whether it has the asked form).
         score: The evaluator model's P(是) that the answer is right (``None`` when the cheap checks settled it).
     """
 

@@ -1,9 +1,10 @@
 """A4 evaluator: check the answer against the quotes it was given and the question's constraints; accept it, send
 the work back to the researcher with a new query (bounded by ``max_review_rounds``), or answer 不知道.
 
-Cheap checks come first: an answer written in a quote, of the form the question asks for (a numeral for a year or
-number question), is accepted without a model call. Any other answer is put to the evaluator's model (P(是) that it
-is right, given the quotes), and accepted when that reaches ``evaluator_threshold``.
+Cheap checks come first: 不知道, or an answer without the form the question asks for (a numeral for a year or number
+question), is rejected. An answer a quote states is judged by its support, the researcher's score of the best quote
+stating it, against ``stated_threshold``; no model call. Any other answer is put to the evaluator's model (P(是)
+that it is right, given the quotes) and accepted when that reaches ``evaluator_threshold``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from langgraph.runtime import Runtime
 
 from zhrag.graph.context import Context
 from zhrag.graph.state import EvaluatorState, GraphState
+from zhrag.kb.passage import Passage
 from zhrag.nodes.common import require_question, role_llm, timed
 from zhrag.nodes.judge import judge_scores
 from zhrag.nodes.requery import next_query
@@ -26,24 +28,32 @@ from zhrag.prompts.roles import answer_fits, build_evaluator_prompt, question_co
 EVALUATOR_QUOTE_CHARS = 300
 
 
+def quotes_of_passages(passages: list[Passage]) -> list[str]:
+    """Quotes as the answer prompt showed them."""
+    return [format_passage(passage, EVALUATOR_QUOTE_CHARS) for passage in passages]
+
+
 def quotes_of(state: EvaluatorState) -> list[str]:
     """The quotes the answer was given, as the answer prompt showed them."""
-    return [format_passage(passage, EVALUATOR_QUOTE_CHARS) for passage in state.get("contexts", [])]
+    return quotes_of_passages(state.get("contexts", []))
 
 
 @timed("evaluator:check")
 def check(state: EvaluatorState) -> dict[str, Any]:
-    """The cheap checks: is the answer written in a quote; has it the form the question asks for."""
+    """The cheap checks: is the answer written in a quote, and how well supported (the best score of a quote
+    stating it); has it the form the question asks for."""
     question = require_question(state)  # type: ignore[arg-type]
     answer = state.get("answer", "")
     kind = state.get("plan", {}).get("constraints", {}).get("kind") or question_constraints(question)["kind"]
     known = answer != UNKNOWN_ANSWER
-    return {"checks": {"stated": known and stated_in(answer, quotes_of(state)),
-                       "fits": known and answer_fits(kind, answer), "kind": kind}}
+    stating = [passage for passage in state.get("contexts", []) if known and stated_in(answer, quotes_of_passages([passage]))]
+    support = max((float(passage["score"]) for passage in stating), default=None)
+    return {"checks": {"stated": bool(stating), "support": support, "fits": known and answer_fits(kind, answer),
+                       "kind": kind}}
 
 
 def route_after_check(state: EvaluatorState) -> Literal["verify", "decide"]:
-    """Ask the model only when the cheap checks neither accept (stated and fits) nor reject (不知道, wrong form)."""
+    """Ask the evaluator's model only about an answer of the asked form that no quote states."""
     checks = state.get("checks", {})
     return "verify" if checks.get("fits") and not checks.get("stated") else "decide"
 
@@ -61,14 +71,17 @@ def verify(state: EvaluatorState, runtime: Runtime[Context]) -> dict[str, Any]:
 def decision(state: EvaluatorState, context: Context) -> tuple[str, str]:
     """``(decision, reason)``: ``accept``, ``research`` (rounds left) or ``abstain``."""
     checks, score = state.get("checks", {}), state.get("score")
-    if checks.get("stated") and checks.get("fits"):
-        return "accept", "the answer is written in a quote and has the asked form"
-    if score is not None and score >= context.evaluator_threshold:
-        return "accept", f"the evaluator's model finds it right ({score} >= {context.evaluator_threshold})"
+    support = checks.get("support")
+    if checks.get("fits") and checks.get("stated") and support is not None and support >= context.stated_threshold:
+        return "accept", f"a quote states it (support {support} >= {context.stated_threshold})"
+    if checks.get("fits") and score is not None and score >= context.evaluator_threshold:
+        return "accept", f"no quote states it; the evaluator's model finds it right ({score} >= {context.evaluator_threshold})"
     if not checks.get("fits"):
         why = "no answer" if state.get("answer") in (None, "", UNKNOWN_ANSWER) else f"not a {checks.get('kind')}"
+    elif checks.get("stated"):
+        why = f"only weak quotes state it (support {support} < {context.stated_threshold})"
     else:
-        why = f"no quote states it and the model doubts it ({score} < {context.evaluator_threshold})"
+        why = f"no quote states it and the evaluator's model doubts it ({score} < {context.evaluator_threshold})"
     if state.get("review_rounds", 0) < context.max_review_rounds:
         return "research", why
     return "abstain", why
@@ -84,7 +97,8 @@ def decide(state: EvaluatorState, runtime: Runtime[Context]) -> dict[str, Any]:
     verdict, reason = decision(state, context)
     checks = state.get("checks", {})
     record = {"round": rounds, "answer": state.get("answer", ""), "stated": checks.get("stated", False),
-              "fits": checks.get("fits", False), "score": state.get("score"), "decision": verdict, "reason": reason}
+              "support": checks.get("support"), "fits": checks.get("fits", False), "score": state.get("score"),
+              "decision": verdict, "reason": reason}
     update: dict[str, Any] = {"verdicts": [record]}
     if verdict == "research":
         tried = state.get("queries", [])

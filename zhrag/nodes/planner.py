@@ -25,13 +25,20 @@ def propose(state: PlannerState, runtime: Runtime[Context]) -> dict[str, Any]:
     return {"proposal": raw}
 
 
+def grounded_query(proposal: str, question: str) -> str:
+    """``proposal`` without the terms the model made up: a term is kept when at least half of its characters occur
+    in the question (a small planner otherwise adds guessed names and years to the search)."""
+    terms = [term for term in proposal.split() if 2 * sum(char in question for char in term) >= len(term)]
+    return " ".join(terms)
+
+
 @timed("planner:plan")
 def plan(state: PlannerState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """The plan: the question itself first (what A1 searches), then the model's query when it is a different one;
-    the constraints the evaluator will check; hand the plan to the researcher."""
+    """The plan: the question itself first (what A1 searches), then the model's query (without made-up terms) when
+    it is a different one; the constraints the evaluator will check; hand the plan to the researcher."""
     question = require_question(state)  # type: ignore[arg-type]
     searches = [question]
-    query = clean_query(state.get("proposal", ""))
+    query = grounded_query(clean_query(state.get("proposal", "")), question)
     if query and normalize_text(query) != normalize_text(question) and len(query) <= len(question) * 2:
         searches.append(query)
     constraints = question_constraints(question)

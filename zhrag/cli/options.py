@@ -153,11 +153,15 @@ class GraphOptions:
         float, typer.Option(help="A4: judge score a researcher's quote needs to reach the answerer.")
     ] = 0.5
     evaluator_threshold: Annotated[
-        float, typer.Option(help="A4: the evaluator accepts an answer no quote states when its model's P(是) reaches this.")
-    ] = 0.5
+        float | None,
+        typer.Option(help="A4: the evaluator accepts an answer no quote states when its model's P(是) reaches this "
+                     "(default: tuned)."),
+    ] = None
     stated_threshold: Annotated[
-        float, typer.Option(help="A4: the evaluator accepts an answer a quote states when its best quote's score reaches this.")
-    ] = 0.5
+        float | None,
+        typer.Option(help="A4: the evaluator accepts an answer a quote states when its best quote's score reaches this "
+                     "(default: tuned)."),
+    ] = None
     abstain_below: Annotated[
         float | None, typer.Option(help="Answer 不知道 when the answer's confidence is below this (default: never).")
     ] = None
@@ -212,8 +216,9 @@ def fields_of(*groups: Any) -> dict[str, Any]:
     for group in groups:
         for name, value in dataclasses.asdict(group).items():
             values[name] = str(value) if isinstance(value, Path) else value
-    if values.get("judge_threshold", 0) is None:
-        del values["judge_threshold"]
+    for name in ("judge_threshold", "evaluator_threshold", "stated_threshold"):  # None: the context's calibrated default
+        if name in values and values[name] is None:
+            del values[name]
     return values
 
 

@@ -31,6 +31,10 @@ MAX_TOOL_ROUNDS_LIMIT = 5
 MAX_REQUERIES_LIMIT = 10
 #: Most times the A4 evaluator may send the work back to the researcher.
 MAX_REVIEW_ROUNDS_LIMIT = 3
+#: The A4 evaluator's thresholds: the pair of best F on tuning questions outside every evaluation sample (40
+#: training-split reading pairs and 20 dev questions; ``benchmarks/a4_thresholds.py``, docs/results/a4/tuning/).
+DEFAULT_STATED_THRESHOLD = 0.94
+DEFAULT_EVALUATOR_THRESHOLD = 0.92
 #: The A4 roles whose model a context may set apart from ``model`` (the researcher reads with the judge model).
 ROLES = ("planner", "evaluator")
 
@@ -175,7 +179,7 @@ class Context:
         },
     )
     evaluator_threshold: float = field(
-        default=0.5,
+        default=DEFAULT_EVALUATOR_THRESHOLD,
         metadata={
             "description": "A4 only: the evaluator accepts an answer that no quote states when its model's "
             "P(是) / (P(是) + P(否)) that the answer is right reaches this; below it, it sends the work back or "
@@ -183,7 +187,7 @@ class Context:
         },
     )
     stated_threshold: float = field(
-        default=0.5,
+        default=DEFAULT_STATED_THRESHOLD,
         metadata={
             "description": "A4 only: the evaluator accepts an answer a quote states when the researcher's score of "
             "the best quote stating it reaches this (no model call)."

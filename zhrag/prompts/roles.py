@@ -83,10 +83,20 @@ _YEARS = re.compile(r"(?<![0-9])(\d{3,4})年")
 _TITLES = re.compile(r"《([^》]+)》")
 
 
+_ASKS_OTHER = re.compile(r"哪|谁|什么|何")
+
+
 def question_constraints(question: str) -> dict[str, object]:
     """The constraints the planner reads off ``question`` and the evaluator checks: the kind of answer asked for
-    (``year``, ``number`` or ``any``), and the years and 《titles》 the question names."""
-    kind = "year" if _ASKS_YEAR.search(question) else "number" if _ASKS_NUMBER.search(question) else "any"
+    (``year``, ``number`` or ``any``), and the years and 《titles》 the question names.
+
+    A number is asked for only when no other question word is there (「带领几个同伙建立哪个国家」 asks for a name)."""
+    if _ASKS_YEAR.search(question):
+        kind = "year"
+    elif _ASKS_NUMBER.search(question) and not _ASKS_OTHER.search(question):
+        kind = "number"
+    else:
+        kind = "any"
     return {"kind": kind, "years": _YEARS.findall(question), "titles": _TITLES.findall(question)}
 
 

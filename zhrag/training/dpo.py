@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import platform
 import time
 import warnings
 from collections.abc import Sequence
@@ -34,7 +33,6 @@ from zhrag.models.failures import first_line
 from zhrag.run_folder import finish_run
 from zhrag.training import card as cards
 from zhrag.training.base_model import (
-    architecture,
     base_model_identity,
     load_base,
     load_config,
@@ -52,6 +50,7 @@ from zhrag.training.lora import (
     _last_checkpoint,
     _lora_record,
     _schedule,
+    card_sections,
     lora_config,
     resolve_output_tokens,
     trainer_arguments,
@@ -259,23 +258,25 @@ def _card(
     import transformers
     import trl
 
-    args, state = trainer.args, trainer.state
-    seen = (state.global_step - start_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps
-    seen *= args.world_size
-    runtime = float(output.metrics.get("train_runtime", 0.0))
-    device_type = args.device.type
     trained = len(trainer.train_dataset)
+    result = {
+        **{name.replace("/", "_") + "_curve": [list(point) for point in points] for name, points in rewards.items()},
+        "final_reward_margin": rewards["rewards/margins"][-1][1] if rewards["rewards/margins"] else None,
+        "final_reward_accuracy": rewards["rewards/accuracies"][-1][1] if rewards["rewards/accuracies"] else None,
+    }
+    shared = card_sections(
+        trainer, output, base, config, run["base_model"], run, train, curve, start_step=start_step,
+        resumed_from=resumed_from, wall_s=wall_s, extra_hyperparameters={"beta": dpo.beta, "loss_type": dpo.loss_type},
+        extra_result=result,
+    )
     return {
         "card_version": cards.CARD_VERSION,
         "task": PREFERENCE_TASK,
         "method": "dpo",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": run,
-        "schedule": _schedule(train),
-        "base_model": {
-            "model": base.model, "kind": base.kind, "name_or_path": base.location, "identity": run["base_model"],
-            "architecture": architecture(config),
-        },
+        "schedule": shared["schedule"],
+        "base_model": shared["base_model"],
         "data": {
             "path": str(path),
             "sha256": run["data_sha256"],
@@ -283,39 +284,9 @@ def _card(
             "trained_examples": trained,
             "skipped_too_long": len(pairs) - trained,
         },
-        "hyperparameters": {
-            **{f"lora_{name}": value for name, value in run["lora"].items()},
-            **run["optimizer"],
-            "beta": dpo.beta,
-            "loss_type": dpo.loss_type,
-            "max_length": train.max_length,
-            "limit": train.limit,
-            "epochs": train.epochs,
-            "max_steps": train.max_steps,
-            "warmup_steps": args.warmup_steps,
-            "scheduler": "linear",
-        },
-        "result": {
-            "global_step": state.global_step,
-            "epochs": float(state.epoch or 0.0),
-            "final_loss": curve[-1][1] if curve else None,
-            "train_loss": output.training_loss if state.global_step > start_step else None,
-            "loss_curve": [list(point) for point in curve],
-            **{name.replace("/", "_") + "_curve": [list(point) for point in points] for name, points in rewards.items()},
-            "final_reward_margin": rewards["rewards/margins"][-1][1] if rewards["rewards/margins"] else None,
-            "final_reward_accuracy": rewards["rewards/accuracies"][-1][1] if rewards["rewards/accuracies"] else None,
-            "wall_s": round(wall_s, 1),
-            "train_runtime_s": round(runtime, 1),
-            "seconds_per_example": round(runtime / seen, 3) if seen else None,
-            "resumed_from": resumed_from,
-        },
-        "device": {
-            "type": device_type,
-            "name": torch.cuda.get_device_name(args.device) if device_type == "cuda" else platform.processor() or None,
-            "dtype": "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32",
-            "world_size": args.world_size,
-            "threads": torch.get_num_threads(),
-        },
+        "hyperparameters": shared["hyperparameters"],
+        "result": shared["result"],
+        "device": shared["device"],
         "session": session,
         "versions": {
             "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,

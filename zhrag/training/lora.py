@@ -452,6 +452,62 @@ def _checkpoint_step(checkpoint: str | None) -> int:
     return int(Path(checkpoint).name.removeprefix("checkpoint-")) if checkpoint else 0
 
 
+def card_sections(
+    trainer: Any, output: Any, base: BaseModel, config: Any, identity: Any, settings: dict[str, Any],
+    train: TrainSettings, curve: list[tuple[int, float]], *, start_step: int, resumed_from: str | None, wall_s: float,
+    extra_hyperparameters: dict[str, Any] | None = None, extra_result: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card sections SFT and DPO share: ``schedule``, ``base_model``, ``hyperparameters`` (the method's own after
+    the optimiser's), ``result`` (the method's own curves after the loss curve) and ``device``."""
+    import torch
+
+    args, state = trainer.args, trainer.state
+    seen = (state.global_step - start_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    seen *= args.world_size
+    runtime = float(output.metrics.get("train_runtime", 0.0))
+    device_type = args.device.type
+    return {
+        "schedule": _schedule(train),
+        "base_model": {
+            "model": base.model,
+            "kind": base.kind,
+            "name_or_path": base.location,
+            "identity": identity,
+            "architecture": architecture(config),
+        },
+        "hyperparameters": {
+            **{f"lora_{name}": value for name, value in settings["lora"].items()},
+            **settings["optimizer"],
+            **(extra_hyperparameters or {}),
+            "max_length": train.max_length,
+            "limit": train.limit,
+            "epochs": train.epochs,
+            "max_steps": train.max_steps,
+            "warmup_steps": args.warmup_steps,
+            "scheduler": "linear",
+        },
+        "result": {
+            "global_step": state.global_step,
+            "epochs": float(state.epoch or 0.0),
+            "final_loss": curve[-1][1] if curve else None,
+            "train_loss": output.training_loss if state.global_step > start_step else None,
+            "loss_curve": [list(point) for point in curve],
+            **(extra_result or {}),
+            "wall_s": round(wall_s, 1),
+            "train_runtime_s": round(runtime, 1),
+            "seconds_per_example": round(runtime / seen, 3) if seen else None,
+            "resumed_from": resumed_from,
+        },
+        "device": {
+            "type": device_type,
+            "name": torch.cuda.get_device_name(args.device) if device_type == "cuda" else platform.processor() or None,
+            "dtype": "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32",
+            "world_size": args.world_size,
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+
 def _card(
     out: Path,
     task: str,
@@ -477,24 +533,15 @@ def _card(
     import torch
     import transformers
 
-    args, state = trainer.args, trainer.state
-    seen = (state.global_step - start_step) * args.per_device_train_batch_size * args.gradient_accumulation_steps
-    seen *= args.world_size
-    runtime = float(output.metrics.get("train_runtime", 0.0))
-    device_type = args.device.type
+    shared = card_sections(trainer, output, base, config, settings["base_model"], settings, train, curve,
+                           start_step=start_step, resumed_from=resumed_from, wall_s=wall_s)
     return {
         "card_version": cards.CARD_VERSION,
         "task": task,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
-        "schedule": _schedule(train),
-        "base_model": {
-            "model": base.model,
-            "kind": base.kind,
-            "name_or_path": base.location,
-            "identity": settings["base_model"],
-            "architecture": architecture(config),
-        },
+        "schedule": shared["schedule"],
+        "base_model": shared["base_model"],
         "data": {
             "path": str(data.path),
             "sha256": data.sha256,
@@ -504,34 +551,9 @@ def _card(
             "tokens": sum(len(example["input_ids"]) for example in tokenized.examples),
             "learned_tokens": sum(sum(label != -100 for label in e["labels"]) for e in tokenized.examples),
         },
-        "hyperparameters": {
-            **{f"lora_{name}": value for name, value in settings["lora"].items()},
-            **settings["optimizer"],
-            "max_length": train.max_length,
-            "limit": train.limit,
-            "epochs": train.epochs,
-            "max_steps": train.max_steps,
-            "warmup_steps": args.warmup_steps,
-            "scheduler": "linear",
-        },
-        "result": {
-            "global_step": state.global_step,
-            "epochs": float(state.epoch or 0.0),
-            "final_loss": curve[-1][1] if curve else None,
-            "train_loss": output.training_loss if state.global_step > start_step else None,
-            "loss_curve": [list(point) for point in curve],
-            "wall_s": round(wall_s, 1),
-            "train_runtime_s": round(runtime, 1),
-            "seconds_per_example": round(runtime / seen, 3) if seen else None,
-            "resumed_from": resumed_from,
-        },
-        "device": {
-            "type": device_type,
-            "name": torch.cuda.get_device_name(args.device) if device_type == "cuda" else platform.processor() or None,
-            "dtype": "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32",
-            "world_size": args.world_size,
-            "threads": torch.get_num_threads(),
-        },
+        "hyperparameters": shared["hyperparameters"],
+        "result": shared["result"],
+        "device": shared["device"],
         "session": session,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         "files": {

@@ -35,8 +35,9 @@ MAX_REVIEW_ROUNDS_LIMIT = 3
 #: training-split reading pairs and 20 dev questions; ``benchmarks/a4_thresholds.py``, docs/results/a4/tuning/).
 DEFAULT_STATED_THRESHOLD = 0.94
 DEFAULT_EVALUATOR_THRESHOLD = 0.92
-#: The A4 roles whose model a context may set apart from ``model`` (the researcher reads with the judge model).
-ROLES = ("planner", "evaluator")
+#: The roles whose model a context may set apart from ``model``, each with ``<role>_model``, ``<role>_adapter`` and
+#: ``<role>_base_url``: A2's judge (whose model A4's researcher reads with), A4's planner and evaluator.
+MODEL_ROLES = ("judge", "planner", "evaluator")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -280,21 +281,17 @@ class Context:
             raise ConfigError("reranker must not be empty: use evidence, none or a cross-encoder name")
         if self.model_base_url and self.answer_adapter:
             raise ConfigError("answer_adapter cannot be applied to a model served by model_base_url: give one of them")
-        if self.judge_endpoint and self.judge_adapter:
-            raise ConfigError("judge_adapter cannot be applied to a judge served by an endpoint: give one of them")
-        for role in ROLES:
+        for role in MODEL_ROLES:
             if self.role_endpoint(role) and getattr(self, f"{role}_adapter"):
                 raise ConfigError(f"{role}_adapter cannot be applied to a model served by an endpoint: give one of them")
 
     @property
     def judge_endpoint(self) -> str | None:
         """The endpoint serving the judge: ``judge_base_url``, else ``model_base_url`` when the judge is ``model``."""
-        if self.judge_base_url:
-            return self.judge_base_url
-        return self.model_base_url if self.judge_model is None else None
+        return self.role_endpoint("judge")
 
     def role_endpoint(self, role: str) -> str | None:
-        """The endpoint serving an A4 role's model (``planner`` or ``evaluator``): its ``<role>_base_url``, else
+        """The endpoint serving a role's model (one of :data:`MODEL_ROLES`): its ``<role>_base_url``, else
         ``model_base_url`` when the role reuses ``model``."""
         base_url: str | None = getattr(self, f"{role}_base_url")
         if base_url:

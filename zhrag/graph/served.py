@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from zhrag.errors import ConfigError, RunContextError
-from zhrag.graph.context import Context
+from zhrag.graph.context import MODEL_ROLES, Context
 
 #: Context fields a remote caller of a served graph may set, with the JSON types each accepts.
 _CALLER_TYPES: dict[str, tuple[type, ...]] = {
@@ -99,10 +99,8 @@ def allowed_models(operator: Context) -> list[str]:
     from zhrag.models.packaged import PACKAGED_MODELS
 
     local = () if operator.model_base_url else tuple(PACKAGED_MODELS)
-    return _allowlist(
-        SERVED_MODELS_ENV, operator.model, operator.judge_model, operator.planner_model, operator.evaluator_model,
-        *local,
-    )
+    roles = (getattr(operator, f"{role}_model") for role in MODEL_ROLES)
+    return _allowlist(SERVED_MODELS_ENV, operator.model, *roles, *local)
 
 
 def served_context(requested: Any) -> Context:
@@ -139,7 +137,7 @@ def served_context(requested: Any) -> Context:
             kind = {int: "an integer", float: "a number", str: "a string"}[expected[0]]
             raise RunContextError(f"context {name} must be {kind}, got {value!r}")
     models = allowed_models(operator)
-    for name in ("model", "judge_model", "planner_model", "evaluator_model"):
+    for name in ("model", *(f"{role}_model" for role in MODEL_ROLES)):
         if name in values and values[name] not in models:
             raise RunContextError(f"context {name} {values[name]!r} is not served here: choose one of {', '.join(models)}")
     collections = _allowlist(SERVED_COLLECTIONS_ENV, operator.collection)

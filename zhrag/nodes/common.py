@@ -76,21 +76,12 @@ def answer_llm(context: Context) -> LLM:
 def judge_llm(context: Context) -> LLM:
     """The judge/requery model of a run: ``context.judge_model`` (or ``context.model``), from its endpoint
     (:attr:`Context.judge_endpoint`) or local with ``context.judge_adapter``."""
-    base_url = context.judge_endpoint
-    if base_url:
-        return load_endpoint_llm(base_url, context.judge_model or context.model, api_key_env=_api_key_env(context))
-    return load_llm(
-        context.judge_model or context.model,
-        adapter=context.judge_adapter,
-        device=context.device,
-        dtype=context.dtype,
-        engine=context.engine,
-    )
+    return role_llm(context, "judge")
 
 
 def role_llm(context: Context, role: str) -> LLM:
-    """The model of an A4 role (``planner`` or ``evaluator``): ``<role>_model`` (or ``context.model``), from its
-    endpoint (:meth:`Context.role_endpoint`) or local with ``<role>_adapter``."""
+    """The model of a role (``judge``, ``planner`` or ``evaluator``): ``<role>_model`` (or ``context.model``), from
+    its endpoint (:meth:`Context.role_endpoint`) or local with ``<role>_adapter``."""
     model = getattr(context, f"{role}_model") or context.model
     base_url = context.role_endpoint(role)
     if base_url:

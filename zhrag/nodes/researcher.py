@@ -38,12 +38,18 @@ def search(state: ResearcherState, runtime: Runtime[Context]) -> dict[str, Any]:
     results = [(query, client.find(query, min(context.top_k + len(seen), MAX_TOP_K))) for query in queries]
     found: list[Passage] = []
     found_by: dict[str, str] = {}
-    for rank in range(max((len(passages) for _, passages in results), default=0)):  # interleave the queries
-        for query, passages in results:
-            if rank < len(passages) and passages[rank]["id"] not in seen | set(found_by):
-                found.append(with_evidence(wanted, passages[rank]))
-                found_by[passages[rank]["id"]] = query
-    found = found[: context.top_k]
+    ranked = (  # the queries' results interleaved: each query's first, then each one's second, ...
+        (query, passages[rank])
+        for rank in range(max((len(passages) for _, passages in results), default=0))
+        for query, passages in results
+        if rank < len(passages)
+    )
+    for query, passage in ranked:
+        if len(found) == context.top_k:
+            break
+        if passage["id"] not in seen and passage["id"] not in found_by:
+            found.append(with_evidence(wanted, passage))
+            found_by[passage["id"]] = query
     return {"queries": queries, "found": found, "found_by": found_by, "retrieved": found}
 
 

@@ -64,10 +64,19 @@ def test_ask_a2_json_judges_and_keeps_relevant_passages(indexed_path: Path):
     assert len(record["queries"]) == record["requeries"] + 1
     assert len(set(record["queries"])) == len(record["queries"])
     assert "吴沃尧" in record["answer"]
-    assert {"retrieve", "judge", "answer"} <= set(record["timings_ms"])
+    assert {"retrieve", "judge", "answer", "arbitrate"} <= set(record["timings_ms"])
     kept = [judgement for judgement in record["judgements"] if judgement["relevant"]]
     assert kept and all(0.0 <= judgement["score"] <= 1.0 for judgement in record["judgements"])
     assert record["contexts"][0]["id"] == max(kept, key=lambda j: j["score"])["id"]  # highest judge score first
+    # The arbiter weighed the model's closed-book answer against the kept passages' and chose the passages, which
+    # state 吴沃尧; its signals and reason are in the record.
+    assert {"passages", "closed_book"} <= set(record["candidates"])
+    assert all(0 < candidate["confidence"] <= 1 for candidate in record["candidates"].values())
+    arbitration = record["arbitration"]
+    assert (arbitration["arbiter"], arbitration["path"]) == ("rule", "passages")
+    assert arbitration["features"]["stated"] is True and arbitration["features"]["kept"] == len(kept)
+    assert record["knowledge"]["source"] == "passages" and "the arbiter (rule) chose passages" in \
+        record["knowledge"]["reason"]
 
 
 def test_ask_a3_json_shows_the_agents_qdrant_find_calls(indexed_path: Path):

@@ -35,10 +35,10 @@ FakeLLM = Callable[[Callable[[str], str]], tuple[str, ScriptedChatModel]]
 
 class ScoringLLM(LocalLLM):
     """A chat ``LocalLLM`` that gives probabilities: ``yes(prompt text)`` is P(是), ``answer(prompt text)`` the
-    answer with confidence ``confidence``. For graph wiring only; it stands for no real model."""
+    answer with confidence ``confidence`` (a number, or a function of the prompt text). For graph wiring only; it stands for no real model."""
 
     def __init__(self, yes: Callable[[str], float], answer: Callable[[str], str] = lambda text: "乙省",
-                 confidence: float = 0.9) -> None:
+                 confidence: float | Callable[[str], float] = 0.9) -> None:
         super().__init__(ScriptedChatModel(reply=answer), is_chat=True, load_info={"model": "scoring-fake"})
         self.yes, self.answer, self.confidence_value = yes, answer, confidence
         self.scored: list[str] = []
@@ -54,7 +54,11 @@ class ScoringLLM(LocalLLM):
     def generate_scored(self, prompts: Any, max_new_tokens: int = 32, stop: Any = ("\n",)) -> list[ScoredText]:
         texts = [self._text(p) for p in prompts]
         self.scored.extend(texts)
-        return [ScoredText(text=self.answer(t), tokens=(self.answer(t),), logprobs=(math.log(self.confidence_value),))
+        def confidence(text: str) -> float:
+            value = self.confidence_value
+            return value(text) if callable(value) else value
+
+        return [ScoredText(text=self.answer(t), tokens=(self.answer(t),), logprobs=(math.log(confidence(t)),))
                 for t in texts]
 
     def next_token_probabilities(self, prompts: Any, candidates: Any) -> list[dict[str, float]]:

@@ -109,7 +109,8 @@ EXPECTED_EDGES = {
         ("judge", "answer", True),
         ("judge", "requery", True),
         ("requery", "retrieve", False),
-        ("answer", "__end__", False),
+        ("answer", "arbitrate", False),
+        ("arbitrate", "__end__", False),
     },
     "a3": {
         ("__start__", "agent", False),
@@ -173,10 +174,10 @@ def test_a2_requery_loop_is_bounded_and_never_repeats_a_query(
     kb = knowledge(lambda q: [P_RIVER, P_LAKE])
     answer_model, answer_chat = fake_llm(lambda text: "不知道")
     judge_model, _ = fake_llm(judge_reply(lambda text: "不相关", rewrite="甲城 省份"))
-    context = Context(model=answer_model, judge_model=judge_model, max_requeries=max_requeries)
+    context = Context(a2_arbiter="judge", model=answer_model, judge_model=judge_model, max_requeries=max_requeries)
     order, state = run(build_graph("a2"), context)
     assert len(kb.calls) == max_requeries + 1
-    assert order == ["retrieve", "judge"] + ["requery", "retrieve", "judge"] * max_requeries + ["answer"]
+    assert order == ["retrieve", "judge"] + ["requery", "retrieve", "judge"] * max_requeries + ["answer", "arbitrate"]
     queries = [query for query, _ in kb.calls]
     assert queries[0] == QUESTION
     assert state["queries"] == queries
@@ -196,8 +197,8 @@ def test_a2_judge_keeps_only_relevant_passages(knowledge: Callable[..., FakeKnow
 
     answer_model, answer_chat = fake_llm(lambda text: "乙省")
     judge_model, judge_chat = fake_llm(judge_reply(verdict))
-    order, state = run(build_graph("a2"), Context(model=answer_model, judge_model=judge_model))
-    assert order == ["retrieve", "judge", "answer"]
+    order, state = run(build_graph("a2"), Context(a2_arbiter="judge", model=answer_model, judge_model=judge_model))
+    assert order == ["retrieve", "judge", "answer", "arbitrate"]
     assert len(judge_chat.prompts) == 3
     assert state["relevant"] == state["contexts"] == [P_CITY]
     assert state["judgements"] == [
@@ -218,7 +219,7 @@ def test_a2_requeries_until_something_relevant_and_judges_each_passage_once(
     judge_model, judge_chat = fake_llm(judge_reply(lambda text: "是" if "乙省北部" in text else "否"))
     context = Context(model=answer_model, judge_model=judge_model, max_requeries=2)
     order, state = run(build_graph("a2"), context)
-    assert order == ["retrieve", "judge", "requery", "retrieve", "judge", "answer"]
+    assert order == ["retrieve", "judge", "requery", "retrieve", "judge", "answer", "arbitrate"]
     # the second round asks for one more passage than top_k and skips the one already judged
     assert kb.calls == [(QUESTION, 3), ("甲城 省份", 4)]
     assert [j["id"] for j in state["judgements"]] == ["kb#2", "kb#1"]
@@ -314,7 +315,7 @@ def test_timings_are_recorded_per_node_and_summed_over_rounds(
     context = Context(model=answer_model, judge_model=judge_model, max_requeries=1)
     _, state = run(build_graph("a2"), context)
     timings = state["timings_ms"]
-    assert set(timings) == {"retrieve", "judge", "requery", "answer"}
+    assert set(timings) == {"retrieve", "judge", "requery", "answer", "arbitrate"}
     assert all(ms > 0 for ms in timings.values())
     assert timings["retrieve"] >= 2 * 50  # two rounds of a 50 ms search, summed
 
@@ -460,8 +461,8 @@ def test_a2_keeps_passages_above_the_threshold_ordered_by_judge_score(
     knowledge(lambda q: [P_CITY, P_RIVER, P_LAKE])
     scores = {"乙省北部": 0.7, "丙河": 0.95, "白湖": 0.2}
     name, llm = scoring_model(lambda text: next(v for marker, v in scores.items() if marker in text))
-    order, state = run(build_graph("a2"), Context(model=name, judge_threshold=0.6))
-    assert order == ["retrieve", "judge", "answer"]
+    order, state = run(build_graph("a2"), Context(a2_arbiter="judge", model=name, judge_threshold=0.6))
+    assert order == ["retrieve", "judge", "answer", "arbitrate"]
     assert [p["id"] for p in state["contexts"]] == ["kb#2", "kb#1"]  # highest judge score first
     assert [(j["id"], j["score"], j["relevant"]) for j in state["judgements"]] == [
         ("kb#1", 0.7, True), ("kb#2", 0.95, True), ("kb#3", 0.2, False)
@@ -480,8 +481,8 @@ def test_a2_fallback_when_nothing_is_kept(
     knowledge(lambda q: next(rounds))
     scores = {"乙省北部": 0.4, "丙河": 0.3, "白湖": 0.1}
     name, llm = scoring_model(lambda text: next(v for marker, v in scores.items() if marker in text))
-    order, state = run(build_graph("a2"), Context(model=name, max_requeries=1, a2_fallback=fallback))
-    assert order == ["retrieve", "judge", "requery", "retrieve", "judge", "answer"]
+    order, state = run(build_graph("a2"), Context(a2_arbiter="judge", model=name, max_requeries=1, a2_fallback=fallback))
+    assert order == ["retrieve", "judge", "requery", "retrieve", "judge", "answer", "arbitrate"]
     assert state["relevant"] == []
     assert [p["id"] for p in state["contexts"]] == expected
     assert state["best_rejected"] == P_CITY  # the best rejected passage over both rounds
@@ -649,13 +650,13 @@ def test_every_variant_records_which_knowledge_the_answer_used_and_why(
     assert "retrieval returned 2 passage(s)" in a1["knowledge"]["reason"]
 
     judge_model, _ = fake_llm(judge_reply(lambda text: "是的" if "乙省北部" in text else "不是"))
-    _, kept = run(build_graph("a2"), Context(model=answer_model, judge_model=judge_model, top_k=2))
+    _, kept = run(build_graph("a2"), Context(a2_arbiter="judge", model=answer_model, judge_model=judge_model, top_k=2))
     assert kept["knowledge"]["source"] == "passages" and kept["knowledge"]["passages"] == ["kb#1"]
     assert kept["knowledge"]["reason"].startswith("the judge kept 1 of 2 passages in 1 round(s)")
 
     rejecting, _ = fake_llm(judge_reply(lambda text: "不是"))
     for fallback, source, passages in [("closed_book", "closed_book", []), ("top_passage", "top_passage", ["kb#1"])]:
-        context = Context(model=answer_model, judge_model=rejecting, top_k=2, max_requeries=0, a2_fallback=fallback)
+        context = Context(a2_arbiter="judge", model=answer_model, judge_model=rejecting, top_k=2, max_requeries=0, a2_fallback=fallback)
         _, state = run(build_graph("a2"), context)
         assert (state["knowledge"]["source"], state["knowledge"]["passages"]) == (source, passages)
         assert "kept none of 2 passages in 1 round(s)" in state["knowledge"]["reason"]

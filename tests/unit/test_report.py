@@ -185,12 +185,15 @@ def test_bad_results_are_named(tmp_path: Path) -> None:
 
 
 def test_knowledge_paths_are_counted_with_their_grades(tmp_path: Path) -> None:
-    def used(source: str) -> dict[str, Any]:
-        return {"knowledge": {"source": source, "passages": [], "reason": "…"}}
+    def used(source: str, **candidates: str) -> dict[str, Any]:
+        return {"knowledge": {"source": source, "passages": [], "reason": "…"},
+                "candidates": {path: {"answer": text, "confidence": 0.5, "passages": []}
+                               for path, text in candidates.items()}}
 
     results = [
         record("q1", "a2", "社会", "CORRECT", **used("passages")),
-        record("q2", "a2", "社会", "INCORRECT", **used("passages")),
+        # the arbiter chose the wrong passage answer over a closed-book one that matches the gold answer
+        record("q2", "a2", "社会", "INCORRECT", **used("passages", passages="错", closed_book="金")),
         record("q3", "a2", "社会", "CORRECT", **used("closed_book")),
         record("q4", "a2", "社会", "INCORRECT", **used("top_passage")),
         record("q1", "a1", "社会", "CORRECT"),  # recorded before the field existed: no row
@@ -200,9 +203,9 @@ def test_knowledge_paths_are_counted_with_their_grades(tmp_path: Path) -> None:
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
             if line.startswith("| a")]
     assert [row[:3] + row[4:] for row in rows] == [
-        ["a2", "passages", "2", "50.0", "50.0"],
-        ["a2", "top_passage", "1", "0.0", "0.0"],
-        ["a2", "closed_book", "1", "100.0", "100.0"],
+        ["a2", "passages", "2", "50.0", "50.0", "1 of 1"],
+        ["a2", "top_passage", "1", "0.0", "0.0", "–"],
+        ["a2", "closed_book", "1", "100.0", "100.0", "–"],
     ]
     assert rows[0][3].startswith("50.0 [")
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))

@@ -38,6 +38,8 @@ def _run_question(variant: str, question: str, context) -> dict:
         "requeries": state.get("requeries", 0),
         "judgements": state.get("judgements", []),
         "knowledge": state.get("knowledge"),
+        "candidates": state.get("candidates", {}),
+        **({"arbitration": state.get("arbitration")} if variant.lower() == "a2" else {}),
         **(agent_record(state) if variant.lower() == "a3" else {}),
         **(roles_record(state) if variant.lower() == "a4" else {}),
         "timings_ms": {**state.get("timings_ms", {}), "total": round(total_ms, 1)},

@@ -146,6 +146,21 @@ class GraphOptions:
     a2_fallback: Annotated[
         str, typer.Option(help="A2 when nothing is kept: closed_book or top_passage (the best rejected passage).")
     ] = "closed_book"
+    a2_arbiter: Annotated[
+        str, typer.Option(help="A2: choose the answer's knowledge by the arbitration rule (rule) or the judge alone (judge).")
+    ] = "rule"
+    a2_candidates: Annotated[
+        str, typer.Option(help="A2: answer on the paths the arbiter needs (needed) or on every path (all).")
+    ] = "needed"
+    arbiter_stated_score: Annotated[
+        float | None, typer.Option(help="A2 rule: best judge score for a stated grounded answer (default: fitted).")
+    ] = None
+    arbiter_closed_confidence: Annotated[
+        float | None, typer.Option(help="A2 rule: confidence for the closed-book answer (default: fitted).")
+    ] = None
+    arbiter_grounded_confidence: Annotated[
+        float | None, typer.Option(help="A2 rule: confidence for an unstated grounded answer (default: fitted).")
+    ] = None
     max_review_rounds: Annotated[
         int, typer.Option(help="A4: most times the evaluator sends the work back to the researcher (0..3).")
     ] = 1
@@ -216,7 +231,9 @@ def fields_of(*groups: Any) -> dict[str, Any]:
     for group in groups:
         for name, value in dataclasses.asdict(group).items():
             values[name] = str(value) if isinstance(value, Path) else value
-    for name in ("judge_threshold", "evaluator_threshold", "stated_threshold"):  # None: the context's calibrated default
+    calibrated = ("judge_threshold", "evaluator_threshold", "stated_threshold", "arbiter_stated_score",
+                  "arbiter_closed_confidence", "arbiter_grounded_confidence")
+    for name in calibrated:  # None: the context's calibrated default
         if name in values and values[name] is None:
             del values[name]
     return values

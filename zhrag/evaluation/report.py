@@ -172,9 +172,22 @@ def knowledge_use(records: Sequence[Record]) -> dict[str, Any] | None:
         taken = [record for record in known if record["knowledge"].get("source") == source]
         if taken:
             metrics = compute_metrics(record["grade"] for record in taken)
+            weighed = [record for record in taken if len(record.get("candidates") or {}) > 1]
             paths[source] = {"n": len(taken), "share": proportion(len(taken), len(known)),
-                             "CO": metrics["CO"], "F": metrics["F"]}
+                             "CO": metrics["CO"], "F": metrics["F"], "weighed": len(weighed),
+                             "other_path_right": sum(_other_path_right(record, source) for record in weighed)}
     return {"n": len(known), "paths": paths}
+
+
+def _other_path_right(record: Record, source: str) -> bool:
+    """Whether ``record``'s answer is not correct while a candidate of another path is (rule grader)."""
+    if record["grade"] == Grade.CORRECT.value:
+        return False
+    return any(
+        grade_by_rules(record["question"], record["gold"], candidate["answer"]) is Grade.CORRECT
+        for path, candidate in (record.get("candidates") or {}).items()
+        if path != source
+    )
 
 
 def evaluator_use(records: Sequence[Record]) -> dict[str, Any] | None:
@@ -265,16 +278,21 @@ def _knowledge_section(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "",
         "What each answer was given (the record's `knowledge.source`): the retrieved or kept passages, A2's fallback "
         "to the best-scored rejected passage, or nothing (closed-book); share of the variant's questions "
-        "([low, high]: 95 % Wilson interval), and CO / F of the answers on that path.",
+        "([low, high]: 95 % Wilson interval), and CO / F of the answers on that path. Where A2's arbiter weighed "
+        "several candidate answers, the last column counts the answers on the path that are not correct while "
+        "another path's candidate is (rule grader): the choices it got wrong (of the weighed answers).",
         "",
-        "| variant | path | n | share % | CO % | F |",
-        "|---|---|---|---|---|---|",
+        "| variant | path | n | share % | CO % | F | another path right |",
+        "|---|---|---|---|---|---|---|",
     ]
     for variant, use in rows.items():
         for source, path in use["paths"].items():
             share = path["share"]
             cell = f"{_pct(share['pct'])} [{share['ci95'][0]}, {share['ci95'][1]}]" if share["ci95"] else "–"
-            lines.append(f"| {variant} | {source} | {path['n']} | {cell} | {_pct(path['CO'])} | {path['F']:.1f} |")
+            weighed = path.get("weighed", 0)
+            other = f"{path['other_path_right']} of {weighed}" if weighed else "–"
+            lines.append(f"| {variant} | {source} | {path['n']} | {cell} | {_pct(path['CO'])} | {path['F']:.1f} "
+                         f"| {other} |")
     return [*lines, ""]
 
 

@@ -279,6 +279,8 @@ def evaluate_one(
         "judgements": state.get("judgements", []),
         "best_rejected": state.get("best_rejected"),
         "knowledge": state.get("knowledge"),
+        "candidates": state.get("candidates", {}),
+        "arbitration": state.get("arbitration"),
         "queries": state.get("queries", []),
         "requeries": state.get("requeries", 0),
         "timings_ms": timings,

@@ -3,7 +3,7 @@
 ```
 A0:  START → answer → [terminal nodes] → END
 A1:  START → retrieve → answer → [terminal nodes] → END
-A2:  START → retrieve → judge ─┬─(relevant found, or requeries == max)→ answer → [terminal nodes] → END
+A2:  START → retrieve → judge ─┬─(relevant found, or requeries == max)→ answer → arbitrate → [terminal nodes] → END
                   ↑            └─(nothing relevant, requeries < max)→ requery ─┘
 A3:  START → agent ─┬─(no tool call, or tool_rounds == max)→ answer → [terminal nodes] → END
                ↑    └─(qdrant-find calls)→ tools ─┘
@@ -51,6 +51,7 @@ from zhrag.graph.state import (
 from zhrag.nodes import answerer, evaluator, planner, researcher
 from zhrag.nodes.agent import agent, tools
 from zhrag.nodes.answer import answer
+from zhrag.nodes.arbitrate import arbitrate
 from zhrag.nodes.common import timed
 from zhrag.nodes.judge import judge
 from zhrag.nodes.requery import requery
@@ -190,6 +191,10 @@ def build_graph(
             graph.add_conditional_edges("judge", bind(route_after_judge), ["answer", "requery"])
             graph.add_edge("requery", "retrieve")
     previous = None if key == "a4" else "answer"  # A4's evaluator routes to the first terminal node itself
+    if key == "a2":
+        graph.add_node("arbitrate", bind(arbitrate))
+        graph.add_edge("answer", "arbitrate")
+        previous = "arbitrate"
     reserved = set(ROLES) if key == "a4" else set()
     for name, node in terminal_nodes:
         if name in reserved:
@@ -203,11 +208,12 @@ def build_graph(
         previous = name
     if previous is not None:
         graph.add_edge(previous, END)
-    # Steps of the longest run: retrieve, judge, (requery, retrieve, judge) per rewrite, answer, terminal nodes.
+    # Steps of the longest run: retrieve, judge, (requery, retrieve, judge) per rewrite, answer, arbitrate, terminal
+    # nodes.
     # Set explicitly, so that a lower default (LANGGRAPH_DEFAULT_RECURSION_LIMIT) never cuts a bounded A2 loop.
     # A3's longest run (agent, tools per round, agent, answer) is shorter.
     # A4's: planner, then researcher, answerer, evaluator per round (each subgraph counts its own steps).
-    longest = max(3 * (MAX_REQUERIES_LIMIT + 1), 2 * MAX_TOOL_ROUNDS_LIMIT + 1, 1 + 3 * (MAX_REVIEW_ROUNDS_LIMIT + 1))
+    longest = max(3 * (MAX_REQUERIES_LIMIT + 1) + 1, 2 * MAX_TOOL_ROUNDS_LIMIT + 1, 1 + 3 * (MAX_REVIEW_ROUNDS_LIMIT + 1))
     steps = longest + len(terminal_nodes) + 2
     return graph.compile(name=f"zhrag-{key}").with_config(recursion_limit=steps)
 

@@ -20,6 +20,13 @@ from zhrag.models.loader import ENGINES
 
 #: What A2 answers from when the judge keeps nothing within the requery budget.
 A2_FALLBACKS = ("closed_book", "top_passage")
+#: How A2 chooses the knowledge its answer uses: ``judge`` (the judge's verdict alone: kept passages, else
+#: ``a2_fallback``) or ``rule`` (the arbitration rule over the judge scores and the candidates' confidences,
+#: :func:`zhrag.nodes.arbitrate.choose`).
+A2_ARBITERS = ("judge", "rule")
+#: Which candidate answers A2's arbiter writes: ``needed`` (those its rule may choose) or ``all`` (every path, for
+#: fitting the rule and comparing the alternatives on the same questions).
+A2_CANDIDATES = ("needed", "all")
 #: Judge score at or above which A2 keeps a passage: the threshold of best F1 on the training split of the
 #: reading-comprehension judge examples (``zhrag eval-judge``, docs/results/judge/).
 DEFAULT_JUDGE_THRESHOLD = 0.944
@@ -35,6 +42,13 @@ MAX_REVIEW_ROUNDS_LIMIT = 3
 #: training-split reading pairs and 20 dev questions; ``benchmarks/a4_thresholds.py``, docs/results/a4/tuning/).
 DEFAULT_STATED_THRESHOLD = 0.94
 DEFAULT_EVALUATOR_THRESHOLD = 0.92
+#: The A2 arbitration rule's thresholds (:func:`zhrag.nodes.arbitrate.choose`): the grid point of best F on 80 tuning
+#: questions outside every evaluation sample (40 training-split reading pairs, 40 dev questions), ties broken towards
+#: the lower thresholds (``benchmarks/a2_arbiter.py fit``, docs/results/a2_arbiter/tuning/). A stated grounded answer
+#: is taken at any judge score; an unstated one gives way to a closed-book answer of confidence 0.6 or more.
+DEFAULT_ARBITER_STATED_SCORE = 0.0
+DEFAULT_ARBITER_CLOSED_CONFIDENCE = 0.6
+DEFAULT_ARBITER_GROUNDED_CONFIDENCE = 0.0
 #: The roles whose model a context may set apart from ``model``, each with ``<role>_model``, ``<role>_adapter`` and
 #: ``<role>_base_url``: A2's judge (whose model A4's researcher reads with), A4's planner and evaluator.
 MODEL_ROLES = ("judge", "planner", "evaluator")
@@ -165,6 +179,40 @@ class Context:
             "the top_passage (the highest-scored rejected one)."
         },
     )
+    a2_arbiter: Literal["judge", "rule"] = field(
+        default="rule",
+        metadata={
+            "description": "A2 only: how the answer's knowledge is chosen: judge (the kept passages, else a2_fallback) "
+            "or rule (the arbitration rule over judge scores and the closed-book and grounded answers' confidences)."
+        },
+    )
+    a2_candidates: Literal["needed", "all"] = field(
+        default="needed",
+        metadata={
+            "description": "A2 only: answer on the paths the arbiter may choose (needed) or on every path (all: the "
+            "closed-book, kept-passage and best-rejected-passage answers, for fitting and comparing rules)."
+        },
+    )
+    arbiter_stated_score: float = field(
+        default=DEFAULT_ARBITER_STATED_SCORE,
+        metadata={
+            "description": "A2 rule: the grounded answer is chosen when its passages state it and the best judge "
+            "score reaches this."
+        },
+    )
+    arbiter_closed_confidence: float = field(
+        default=DEFAULT_ARBITER_CLOSED_CONFIDENCE,
+        metadata={
+            "description": "A2 rule: otherwise the closed-book answer is chosen when its confidence reaches this."
+        },
+    )
+    arbiter_grounded_confidence: float = field(
+        default=DEFAULT_ARBITER_GROUNDED_CONFIDENCE,
+        metadata={
+            "description": "A2 rule: otherwise the grounded answer is chosen when its confidence reaches this, "
+            "else the closed-book one."
+        },
+    )
     max_review_rounds: int = field(
         default=1,
         metadata={
@@ -258,13 +306,19 @@ class Context:
             raise ConfigError(
                 f"max_review_rounds must be between 0 and {MAX_REVIEW_ROUNDS_LIMIT}, got {self.max_review_rounds}"
             )
-        for name in ("judge_threshold", "quote_threshold", "evaluator_threshold", "stated_threshold"):
+        thresholds = ("judge_threshold", "quote_threshold", "evaluator_threshold", "stated_threshold",
+                      "arbiter_stated_score", "arbiter_closed_confidence", "arbiter_grounded_confidence")
+        for name in thresholds:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.abstain_below is not None and not 0.0 <= self.abstain_below <= 1.0:
             raise ConfigError(f"abstain_below must be between 0 and 1, got {self.abstain_below}")
         if self.a2_fallback not in A2_FALLBACKS:
             raise ConfigError(f"unknown a2_fallback {self.a2_fallback!r}: use {' or '.join(A2_FALLBACKS)}")
+        if self.a2_arbiter not in A2_ARBITERS:
+            raise ConfigError(f"unknown a2_arbiter {self.a2_arbiter!r}: use {' or '.join(A2_ARBITERS)}")
+        if self.a2_candidates not in A2_CANDIDATES:
+            raise ConfigError(f"unknown a2_candidates {self.a2_candidates!r}: use {' or '.join(A2_CANDIDATES)}")
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}: use {', '.join(ENGINES)}")
         if self.device not in (None, "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):

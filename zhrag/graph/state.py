@@ -78,6 +78,13 @@ class GraphState(InputState, total=False):
             "reason"}`` with ``source`` ``passages`` (the retrieved, kept or quoted passages), ``top_passage``
             (A2's fallback to the best-scored rejected passage) or ``closed_book`` (the model alone), ``passages``
             the ids given to the answer, and ``reason`` one English sentence.
+        candidates: The answers considered, by knowledge path (``passages``, ``top_passage``, ``closed_book``):
+            ``{"answer", "confidence", "passages"}`` each, before abstention. The answer node adds its own; A2's
+            arbiter adds the closed-book answer and, where it may choose it, the answer from the best rejected passage.
+        arbitration: A2 only: the arbiter's choice, ``{"arbiter", "path", "features", "reason"}``: the path whose
+            candidate became the answer, the signals it was chosen from (best judge score, kept passages, each
+            candidate's confidence, whether the grounded answer is stated in its passages and agrees with the
+            closed-book one) and one English sentence saying why.
         plan: A4 only: the planner's plan, ``{"searches", "constraints", "proposal"}``: the queries the researcher
             runs first (the question, then the planner's entity + attribute query), the constraints the evaluator
             checks (:func:`zhrag.prompts.roles.question_constraints`) and the model's raw proposal.
@@ -112,6 +119,8 @@ class GraphState(InputState, total=False):
     tool_rounds: int
     agent_reply: str
     knowledge: dict[str, Any]
+    candidates: Annotated[dict[str, dict[str, Any]], operator.or_]
+    arbitration: dict[str, Any]
     plan: dict[str, Any]
     evidence: list[dict[str, Any]]
     feedback: dict[str, Any] | None
@@ -232,6 +241,7 @@ class AnswererOutput(TypedDict, total=False):
         answer_confidence: Its confidence.
         abstained: Whether it was replaced by 不知道 under ``abstain_below``.
         knowledge: Which knowledge it used and why.
+        candidates: Its answer before abstention, under its knowledge path (a later round's replaces it).
         handoffs: The answerer → evaluator hand-off.
         timings_ms: Wall time of the answerer's nodes.
     """
@@ -241,6 +251,7 @@ class AnswererOutput(TypedDict, total=False):
     answer_confidence: float | None
     abstained: bool
     knowledge: dict[str, Any]
+    candidates: Annotated[dict[str, dict[str, Any]], operator.or_]
     handoffs: Annotated[list[dict[str, Any]], operator.add]
     timings_ms: Annotated[dict[str, float], merge_timings]
 

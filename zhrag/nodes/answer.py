@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from zhrag.graph.context import Context
 from zhrag.graph.state import GraphState
+from zhrag.kb.passage import Passage
+from zhrag.models import LLM
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.prompts import UNKNOWN_ANSWER, answer_context, build_answer_prompt, clean_answer
 
@@ -63,6 +66,37 @@ def knowledge_used(state: GraphState, context: Context) -> dict[str, Any]:
     return {"source": source, "passages": passages, "reason": reason}
 
 
+def draft(llm: LLM, question: str, passages: Sequence[Passage], max_new_tokens: int) -> dict[str, Any]:
+    """One answer of ``llm`` to ``question`` from ``passages`` (none: closed-book), before any abstention.
+
+    Greedy, stopped at the first newline and cleaned to a short answer. Returns ``{"answer", "confidence",
+    "passages"}``: the confidence is the geometric-mean probability of the answer's tokens (``None`` for a model
+    without probabilities), ``passages`` the ids given to the model.
+    """
+    prompt = build_answer_prompt(question, passages, chat=llm.is_chat)
+    confidence = None
+    if llm.supports_logprobs:
+        [scored] = llm.generate_scored([prompt], max_new_tokens=max_new_tokens, stop=("\n",))
+        raw, confidence = scored.text, scored.confidence()
+    else:
+        [raw] = llm.generate([prompt], max_new_tokens=max_new_tokens, stop=("\n",))
+    return {
+        "answer": clean_answer(raw, question, answer_context(passages)),
+        "confidence": None if confidence is None else round(confidence, 4),
+        "passages": [passage["id"] for passage in passages],
+    }
+
+
+def final_answer(candidate: dict[str, Any], context: Context) -> dict[str, Any]:
+    """The state update that gives ``candidate`` (a :func:`draft`) as the answer, 不知道 where it abstains."""
+    abstained = abstains(candidate["answer"], candidate["confidence"], context.abstain_below)
+    return {
+        "answer": UNKNOWN_ANSWER if abstained else candidate["answer"],
+        "answer_confidence": candidate["confidence"],
+        "abstained": abstained,
+    }
+
+
 @timed("answer")
 def answer(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Generate the answer greedily, stopping at the first newline, and clean it to a short answer.
@@ -70,24 +104,11 @@ def answer(state: GraphState, runtime: Runtime[Context]) -> dict[str, Any]:
     Uses the passages in ``contexts``; with none (A0, or A2 when nothing was judged relevant) the prompt is
     closed-book. Where the model gives token probabilities, ``answer_confidence`` is their geometric mean over
     the answer, and with ``abstain_below`` set an answer below it becomes 不知道 (``abstained``): Chinese-SimpleQA's
-    F counts a wrong answer worse than none.
+    F counts a wrong answer worse than none. The answer before abstention is also recorded in ``candidates``
+    under its knowledge source (A2's arbiter may add others).
     """
     question = require_question(state)
     context = runtime.context
-    llm = answer_llm(context)
-    passages = state.get("contexts", [])
-    prompt = build_answer_prompt(question, passages, chat=llm.is_chat)
-    confidence = None
-    if llm.supports_logprobs:
-        [scored] = llm.generate_scored([prompt], max_new_tokens=context.max_new_tokens, stop=("\n",))
-        raw, confidence = scored.text, scored.confidence()
-    else:
-        [raw] = llm.generate([prompt], max_new_tokens=context.max_new_tokens, stop=("\n",))
-    text = clean_answer(raw, question, answer_context(passages))
-    abstained = abstains(text, confidence, context.abstain_below)
-    return {
-        "answer": UNKNOWN_ANSWER if abstained else text,
-        "answer_confidence": None if confidence is None else round(confidence, 4),
-        "abstained": abstained,
-        "knowledge": knowledge_used(state, context),
-    }
+    candidate = draft(answer_llm(context), question, state.get("contexts", []), context.max_new_tokens)
+    knowledge = knowledge_used(state, context)
+    return {**final_answer(candidate, context), "knowledge": knowledge, "candidates": {knowledge["source"]: candidate}}

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from fakes import FakeLLM, ScriptedChatModel
+from fakes import FakeLLM, ScoringLLM, ScriptedChatModel
 
 from zhrag.models import LocalLLM, register_llm, unregister_llm
 
@@ -21,6 +21,22 @@ def fake_llm() -> Iterator[FakeLLM]:
         names.append(f"fake-{uuid.uuid4().hex[:8]}")
         register_llm(names[-1], LocalLLM.from_langchain(model, is_chat=True))
         return names[-1], model
+
+    yield register
+    for name in names:
+        unregister_llm(name)
+
+
+@pytest.fixture
+def scoring_model() -> Iterator[Callable[..., tuple[str, ScoringLLM]]]:
+    """``scoring_model(yes, answer=..., confidence=...)`` registers a :class:`fakes.ScoringLLM` under a fresh name."""
+    names: list[str] = []
+
+    def register(yes: Callable[[str], float], **kwargs: object) -> tuple[str, ScoringLLM]:
+        llm = ScoringLLM(yes, **kwargs)  # type: ignore[arg-type]
+        names.append(f"scoring-{uuid.uuid4().hex[:8]}")
+        register_llm(names[-1], llm)
+        return names[-1], llm
 
     yield register
     for name in names:

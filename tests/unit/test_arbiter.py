@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,6 @@ from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
 from zhrag.graph.served import served_context
 from zhrag.kb.passage import Passage
-from zhrag.models import register_llm, unregister_llm
 from zhrag.nodes import retrieve
 from zhrag.nodes.arbitrate import choose, same_answer, stated
 from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
@@ -60,21 +59,6 @@ def test_answers_agree_when_one_holds_the_other_and_neither_is_unknown() -> None
 
 
 @pytest.fixture
-def scoring() -> Iterator[Callable[..., tuple[str, ScoringLLM]]]:
-    names: list[str] = []
-
-    def register(yes: Callable[[str], float], **kwargs: Any) -> tuple[str, ScoringLLM]:
-        llm = ScoringLLM(yes, **kwargs)
-        names.append(f"arbiter-{len(names)}-{id(llm)}")
-        register_llm(names[-1], llm)
-        return names[-1], llm
-
-    yield register
-    for name in names:
-        unregister_llm(name)
-
-
-@pytest.fixture
 def passages(monkeypatch: pytest.MonkeyPatch) -> FakeKnowledge:
     fake = FakeKnowledge(lambda query: [P_CITY, P_RIVER])
     monkeypatch.setattr(retrieve, "get_knowledge_client", lambda config: fake)
@@ -86,11 +70,11 @@ def closed_book(text: str) -> bool:
 
 
 def test_a2_rule_keeps_what_the_model_knew_when_the_kept_passage_does_not_state_the_answer(
-    passages: FakeKnowledge, scoring: Callable[..., tuple[str, ScoringLLM]]
+    passages: FakeKnowledge, scoring_model: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
     # The judge keeps the river passage; from it the model answers 丁县, which the passage states but with a low
     # best score; alone, the model answers 乙省 with high confidence.
-    name, llm = scoring(lambda text: 0.95 if "丙河" in text else 0.1,
+    name, llm = scoring_model(lambda text: 0.95 if "丙河" in text else 0.1,
                         answer=lambda text: "乙省" if closed_book(text) else "戊县",
                         confidence=lambda text: 0.9 if closed_book(text) else 0.3)
     order, state = run(build_graph("a2"), Context(model=name, a2_arbiter="rule", arbiter_stated_score=0.9,
@@ -109,9 +93,9 @@ def test_a2_rule_keeps_what_the_model_knew_when_the_kept_passage_does_not_state_
 
 
 def test_a2_rule_answers_from_the_passage_that_states_its_answer(
-    passages: FakeKnowledge, scoring: Callable[..., tuple[str, ScoringLLM]]
+    passages: FakeKnowledge, scoring_model: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
-    name, _ = scoring(lambda text: 0.97 if "乙省北部" in text else 0.1,
+    name, _ = scoring_model(lambda text: 0.97 if "乙省北部" in text else 0.1,
                       answer=lambda text: "丁省" if closed_book(text) else "乙省",
                       confidence=lambda text: 0.99 if closed_book(text) else 0.2)
     _, state = run(build_graph("a2"), Context(model=name, a2_arbiter="rule", arbiter_stated_score=0.9,
@@ -122,9 +106,9 @@ def test_a2_rule_answers_from_the_passage_that_states_its_answer(
 
 
 def test_a2_judge_arbiter_writes_no_candidate_it_does_not_need_and_all_writes_every_path(
-    passages: FakeKnowledge, scoring: Callable[..., tuple[str, ScoringLLM]]
+    passages: FakeKnowledge, scoring_model: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
-    name, llm = scoring(lambda text: 0.1, answer=lambda text: "乙省" if closed_book(text) else "丁县")
+    name, llm = scoring_model(lambda text: 0.1, answer=lambda text: "乙省" if closed_book(text) else "丁县")
     _, state = run(build_graph("a2"), Context(model=name, max_requeries=0, a2_arbiter="judge"))
     assert len(llm.scored) == 1  # the answer node's closed-book answer only
     assert set(state["candidates"]) == {"closed_book"}
@@ -140,9 +124,9 @@ def test_a2_judge_arbiter_writes_no_candidate_it_does_not_need_and_all_writes_ev
 
 
 def test_a2_rule_skips_the_top_passage_answer_when_it_cannot_win(
-    passages: FakeKnowledge, scoring: Callable[..., tuple[str, ScoringLLM]]
+    passages: FakeKnowledge, scoring_model: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
-    name, llm = scoring(lambda text: 0.1, confidence=0.95)
+    name, llm = scoring_model(lambda text: 0.1, confidence=0.95)
     _, state = run(build_graph("a2"), Context(model=name, max_requeries=0, a2_arbiter="rule",
                                               arbiter_stated_score=0.9, arbiter_closed_confidence=0.6))
     assert set(state["candidates"]) == {"closed_book"} and len(llm.scored) == 1

@@ -435,24 +435,6 @@ def test_imports_flow_one_way() -> None:
     assert violations == []
 
 
-@pytest.fixture
-def scoring_model() -> Iterator[Callable[..., tuple[str, Any]]]:
-    """``scoring_model(yes, answer=..., confidence=...)`` registers a :class:`fakes.ScoringLLM` under a fresh name."""
-    from fakes import ScoringLLM
-
-    from zhrag.models import register_llm, unregister_llm
-
-    names: list[str] = []
-
-    def register(yes: Callable[[str], float], **kwargs: Any) -> tuple[str, Any]:
-        llm = ScoringLLM(yes, **kwargs)
-        names.append(f"scoring-{len(names)}-{id(llm)}")
-        register_llm(names[-1], llm)
-        return names[-1], llm
-
-    yield register
-    for name in names:
-        unregister_llm(name)
 
 
 def test_a2_keeps_passages_above_the_threshold_ordered_by_judge_score(

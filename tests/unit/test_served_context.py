@@ -24,7 +24,7 @@ from zhrag.graph.served import (
     served_context,
 )
 
-from test_graph import P_CITY, QUESTION, FakeKnowledge, knowledge, scoring_model  # noqa: F401  (fixtures)
+from test_graph import P_CITY, QUESTION, FakeKnowledge, knowledge  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,7 @@ def test_a_bad_operator_file_is_one_line(content: str, message: str, tmp_path: P
 
 def test_served_graphs_run_the_callers_knobs(
     knowledge: Callable[..., FakeKnowledge],  # noqa: F811
-    scoring_model: Callable[..., tuple[str, Any]],  # noqa: F811
+    scoring_model: Callable[..., tuple[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kb = knowledge(lambda q: [P_CITY] * 5)

@@ -149,3 +149,29 @@ def test_bad_arbiter_settings_are_refused(field: str, value: Any, message: str) 
 def test_callers_of_served_graphs_may_choose_the_arbiter() -> None:
     context = served_context({"a2_arbiter": "rule", "arbiter_stated_score": 0.8, "a2_candidates": "all"})
     assert (context.a2_arbiter, context.arbiter_stated_score, context.a2_candidates) == ("rule", 0.8, "all")
+
+
+def test_the_fit_learns_when_the_closed_book_answer_wins_and_scores_every_policy_on_the_same_rows() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        import a2_arbiter
+    finally:
+        sys.path.pop(0)
+
+    def row(run: str, closed: float, closed_right: bool) -> dict[str, Any]:
+        grades = {"passages": "INCORRECT" if closed_right else "CORRECT",
+                  "closed_book": "CORRECT" if closed_right else "INCORRECT"}
+        return {"id": f"{run}-{closed}", "run": run, "grades": grades,
+                "features": features(closed_confidence=closed, grounded_confidence=0.5, kept=1)}
+
+    # The closed-book answer is right exactly when its confidence is 0.7 or more.
+    rows = [row("dev", c / 10, c >= 7) for c in range(10)] + [row("rc", c / 20, False) for c in range(10)]
+    params, in_sample = a2_arbiter.fit(rows)
+    assert params["arbiter_closed_confidence"] == 0.7 and in_sample == 100.0
+    table = a2_arbiter.policy_table(rows, Context(**params))
+    assert table["rule"]["F"] == table["oracle"]["F"] == 100.0
+    assert table["judge"]["F"] == table["grounded"]["F"] == 85.0 and table["closed_book"]["F"] == 15.0
+    assert table["judge"]["rule_minus_this"]["only_rule_correct"] == 3

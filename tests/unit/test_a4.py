@@ -5,7 +5,7 @@ The scripted models stand for no real model: the real default model runs A4 in t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +17,6 @@ from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
 from zhrag.graph.served import served_context
 from zhrag.kb.passage import Passage
-from zhrag.models import register_llm, unregister_llm
 from zhrag.nodes import retrieve
 from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
 from zhrag.prompts.roles import (
@@ -50,12 +49,11 @@ def knowledge(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[str], list
 
 
 @pytest.fixture
-def models() -> Iterator[Callable[..., tuple[str, ScoringLLM]]]:
+def models(scoring_model: Callable[..., tuple[str, ScoringLLM]]) -> Callable[..., tuple[str, ScoringLLM]]:
     """``models(judge=..., evaluator=..., answer=..., plan=...)`` registers one scripted model that plays every role
     by the prompt it gets: P(是) of judge prompts from ``judge(text)``, of evaluator prompts from ``evaluator(text)``;
     the planner's query ``plan``; the answer ``answer(text)``. ``llm.asked`` keeps the prompts scored for P(是) (each
     twice: the fake reads P(是) for 是 and for 否)."""
-    names: list[str] = []
 
     def register(*, judge: Callable[[str], float] = lambda text: 0.9, evaluator: Callable[[str], float] = lambda t: 0.1,
                  answer: Callable[[str], str] = lambda text: "乙省", plan: str = "蓝湖镇 省份") -> tuple[str, ScoringLLM]:
@@ -71,15 +69,11 @@ def models() -> Iterator[Callable[..., tuple[str, ScoringLLM]]]:
         def reply(text: str) -> str:
             return plan if CHAT_PLANNER_SYSTEM in text else answer(text)
 
-        llm = ScoringLLM(yes, answer=reply)
+        name, llm = scoring_model(yes, answer=reply)
         llm.asked = asked  # type: ignore[attr-defined]
-        names.append(f"a4-{len(names)}-{id(llm)}")
-        register_llm(names[-1], llm)
-        return names[-1], llm
+        return name, llm
 
-    yield register
-    for name in names:
-        unregister_llm(name)
+    return register
 
 
 def roles(state: dict[str, Any]) -> list[tuple[str, str]]:

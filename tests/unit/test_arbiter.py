@@ -12,15 +12,10 @@ from zhrag.errors import ConfigError
 from zhrag.graph.builder import build_graph
 from zhrag.graph.context import Context
 from zhrag.graph.served import served_context
-from zhrag.kb.passage import Passage
-from zhrag.nodes import retrieve
 from zhrag.nodes.arbitrate import choose, same_answer, stated
 from zhrag.prompts.judge import CHAT_JUDGE_SYSTEM
 
-from test_graph import FakeKnowledge, run
-
-P_CITY = Passage(id="kb#1", title="甲城", text="甲城位于乙省北部，是乙省第二大城市。", score=0.9)
-P_RIVER = Passage(id="kb#2", title="丙河", text="丙河全长三百公里，流经丁县。", score=0.5)
+from test_graph import P_CITY, P_RIVER, FakeKnowledge, knowledge, run  # noqa: F401  (fixture)
 
 
 def features(**values: Any) -> dict[str, Any]:
@@ -59,10 +54,9 @@ def test_answers_agree_when_one_holds_the_other_and_neither_is_unknown() -> None
 
 
 @pytest.fixture
-def passages(monkeypatch: pytest.MonkeyPatch) -> FakeKnowledge:
-    fake = FakeKnowledge(lambda query: [P_CITY, P_RIVER])
-    monkeypatch.setattr(retrieve, "get_knowledge_client", lambda config: fake)
-    return fake
+def passages(knowledge: Callable[..., FakeKnowledge]) -> FakeKnowledge:  # noqa: F811
+    """Every search finds the city passage, then the river passage."""
+    return knowledge(lambda query: [P_CITY, P_RIVER])
 
 
 def closed_book(text: str) -> bool:
@@ -72,8 +66,8 @@ def closed_book(text: str) -> bool:
 def test_a2_rule_keeps_what_the_model_knew_when_the_kept_passage_does_not_state_the_answer(
     passages: FakeKnowledge, scoring_model: Callable[..., tuple[str, ScoringLLM]]
 ) -> None:
-    # The judge keeps the river passage; from it the model answers 丁县, which the passage states but with a low
-    # best score; alone, the model answers 乙省 with high confidence.
+    # The judge keeps the river passage; from it the model answers 戊县, which the passage does not state; alone,
+    # the model answers 乙省 with high confidence.
     name, llm = scoring_model(lambda text: 0.95 if "丙河" in text else 0.1,
                         answer=lambda text: "乙省" if closed_book(text) else "戊县",
                         confidence=lambda text: 0.9 if closed_book(text) else 0.3)

@@ -25,6 +25,7 @@ from zhrag.kb.passage import Passage
 from zhrag.nodes.answer import draft, final_answer
 from zhrag.nodes.common import answer_llm, require_question, timed
 from zhrag.prompts import UNKNOWN_ANSWER, normalize_text
+from zhrag.prompts.roles import stated_in
 
 #: The knowledge paths an A2 answer can take, grounded ones first.
 PATHS = ("passages", "top_passage", "closed_book")
@@ -38,11 +39,15 @@ def same_answer(first: str | None, second: str | None) -> bool:
 
 
 def stated(answer: str | None, passages: list[Passage]) -> bool:
-    """Whether ``answer`` (normalised, not 不知道) is written in one of ``passages``."""
-    key = normalize_text(answer or "")
-    if not key or key == normalize_text(UNKNOWN_ANSWER):
+    """Whether ``answer`` (not 不知道) is written in one of ``passages``, title included (:func:`stated_in`)."""
+    if not answer or normalize_text(answer) == normalize_text(UNKNOWN_ANSWER):
         return False
-    return any(key in normalize_text(f"{passage.get('title', '')} {passage['text']}") for passage in passages)
+    return stated_in(answer, [f"{passage.get('title', '')} {passage['text']}" for passage in passages])
+
+
+def best_score(state: GraphState) -> float | None:
+    """The highest judge score of the run (``None`` before any judgement)."""
+    return max((record["score"] for record in state.get("judgements", [])), default=None)
 
 
 def grounded_path(candidates: dict[str, dict[str, Any]]) -> str | None:
@@ -61,7 +66,7 @@ def signals(state: GraphState, candidates: dict[str, dict[str, Any]]) -> dict[st
     if path == "top_passage" and state.get("best_rejected"):
         passages = [state["best_rejected"]]  # type: ignore[list-item]
     return {
-        "best_score": max((record["score"] for record in judgements), default=None),
+        "best_score": best_score(state),
         "kept": sum(1 for record in judgements if record["relevant"]),
         "grounded_path": path,
         "closed_confidence": closed["confidence"] if closed else None,
@@ -108,9 +113,8 @@ def needs_top_passage(state: GraphState, closed: dict[str, Any], context: Contex
         return True
     if context.a2_arbiter != "rule":
         return False
-    best = max((record["score"] for record in state.get("judgements", [])), default=0.0)
     confident = closed["confidence"] is not None and closed["confidence"] >= context.arbiter_closed_confidence
-    return best >= context.arbiter_stated_score or not confident
+    return (best_score(state) or 0.0) >= context.arbiter_stated_score or not confident
 
 
 @timed("arbitrate")
